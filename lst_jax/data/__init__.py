@@ -1,0 +1,1 @@
+"""Data sources: the shipped digits, scikit-image sample photos."""

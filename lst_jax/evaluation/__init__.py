@@ -1,0 +1,1 @@
+"""Evaluation modes (examples grid, ...) and the resumable run directory."""

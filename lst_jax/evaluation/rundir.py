@@ -1,0 +1,107 @@
+"""A run directory: manifest.json, arrays as .npz, tables and figures; atomic writes only."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def package_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("lst_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
+                "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        import jax
+
+        out["backend"] = jax.default_backend()
+        out["devices"] = [str(d) for d in jax.devices()]
+    except Exception:  # pragma: no cover - jax always importable here
+        pass
+    return out
+
+
+def _atomic_write_bytes(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class RunDir:
+    """Files of one run under `root`; every write goes to a temporary name, then a rename."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"output path {self.root} exists and is not a directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def write_json(self, name: str, obj) -> Path:
+        text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=True) + "\n"
+        return _atomic_write_bytes(self.path(name), lambda f: f.write(text.encode()))
+
+    def read_json(self, name: str):
+        return json.loads(self.path(name).read_text())
+
+    def write_text(self, name: str, text: str) -> Path:
+        return _atomic_write_bytes(self.path(name), lambda f: f.write(text.encode()))
+
+    def save_npz(self, name: str, **arrays) -> Path:
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        return _atomic_write_bytes(self.path(name), lambda f: np.savez(f, **arrays))
+
+    def load_npz(self, name: str) -> dict:
+        with np.load(self.path(name), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def write_manifest(self, **fields) -> Path:
+        return self.write_json("manifest.json", {**fields, "versions": package_versions()})
+
+
+def markdown_table(header, rows) -> str:
+    """A GitHub Markdown table from a header and rows of cells (str() of each cell)."""
+    lines = ["| " + " | ".join(map(str, header)) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,11 @@
+"""Model zoo: Flax modules, the `Classifier` wrapper, checkpoints and the named registry."""
+
+from lst_jax.models.checkpoint import load_checkpoint as load_checkpoint
+from lst_jax.models.checkpoint import save_checkpoint as save_checkpoint
+from lst_jax.models.registry import REGISTRY as REGISTRY
+from lst_jax.models.registry import LoadedModel as LoadedModel
+from lst_jax.models.registry import ModelSpec as ModelSpec
+from lst_jax.models.registry import get_spec as get_spec
+from lst_jax.models.registry import load_model as load_model
+from lst_jax.models.wrapper import Classifier as Classifier
+from lst_jax.models.wrapper import Normalization as Normalization

@@ -1,0 +1,126 @@
+"""Orbax checkpoints with a metadata JSON, written atomically.
+
+Layout of a checkpoint directory:
+    <dir>/metadata.json   architecture, normalisation, accuracy, training command, seed, ...
+    <dir>/state/          orbax StandardCheckpointer tree of the Flax variables
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer()
+
+
+def save_checkpoint(path, variables, metadata: dict) -> Path:
+    """Saves `variables` (a pytree of arrays) and `metadata` to `path`, atomically.
+
+    Everything is first written to a temporary sibling directory, then renamed, so `path`
+    never holds a half-written checkpoint. An existing `path` is replaced.
+    """
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    variables = jax.tree.map(np.asarray, variables)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        ck = _checkpointer()
+        ck.save(tmp / "state", variables)
+        ck.wait_until_finished()
+        meta = dict(metadata)
+        meta["param_count"] = int(sum(np.size(v) for v in jax.tree.leaves(variables.get(
+            "params", variables) if isinstance(variables, dict) else variables)))
+        meta["digest"] = tree_digest(variables)
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_metadata(path) -> dict:
+    path = Path(path)
+    meta_file = path / "metadata.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path} (missing {meta_file.name})")
+    return json.loads(meta_file.read_text())
+
+
+def load_checkpoint(path, abstract_variables=None):
+    """Restores the variables of a checkpoint written by `save_checkpoint`.
+
+    Args:
+        abstract_variables: optional pytree of `jax.ShapeDtypeStruct` (e.g. from
+            `jax.eval_shape(module.init, ...)`); when given, the stored tree must match it
+            exactly and a mismatch raises a ValueError listing the differing keys.
+
+    Returns:
+        (variables as nested dicts of numpy-backed jax arrays, metadata dict)
+    """
+    path = Path(path).absolute()
+    meta = read_metadata(path)
+    state = path / "state"
+    if not state.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} has no state/ directory")
+    ck = _checkpointer()
+    restored = ck.restore(state)
+    if abstract_variables is not None:
+        check_tree_matches(restored, abstract_variables, what=f"checkpoint {path}")
+    restored = jax.tree.map(np.asarray, restored)
+    return restored, meta
+
+
+def _flat(tree) -> dict[str, tuple]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(k, simple=True, separator="/"): (tuple(np.shape(v)),
+                                                                  str(np.dtype(v.dtype)))
+            for k, v in flat}
+
+
+def check_tree_matches(tree, reference, *, what: str = "tree"):
+    """Raises one ValueError listing missing, unexpected and mis-shaped keys, if any."""
+    got, want = _flat(tree), _flat(reference)
+    missing = sorted(set(want) - set(got))
+    unexpected = sorted(set(got) - set(want))
+    shapes = sorted(f"{k}: got {got[k][0]}, expected {want[k][0]}"
+                    for k in set(got) & set(want) if got[k][0] != want[k][0])
+    if missing or unexpected or shapes:
+        parts = [f"{what} does not match the model's parameter tree:"]
+        if missing:
+            parts.append(f"  missing keys ({len(missing)}): {missing}")
+        if unexpected:
+            parts.append(f"  unexpected keys ({len(unexpected)}): {unexpected}")
+        if shapes:
+            parts.append(f"  mis-shaped ({len(shapes)}): {shapes}")
+        raise ValueError("\n".join(parts))
+
+
+def tree_digest(tree) -> str:
+    """sha256 over the keys, shapes, dtypes and bytes of a pytree (order-independent)."""
+    h = hashlib.sha256()
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    for k, v in sorted(flat, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        a = np.ascontiguousarray(np.asarray(v))
+        h.update(jax.tree_util.keystr(k).encode())
+        h.update(str(a.shape).encode() + str(a.dtype).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

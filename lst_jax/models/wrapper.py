@@ -1,0 +1,95 @@
+"""The model-function contract: `model_fn(params, images) -> logits` on [0, 1] NHWC pixels.
+
+Flax modules in the zoo return `(logits, out)` where `out` is a dict of named intermediates
+(`pre_logits`, stage outputs, ...). `Classifier` binds a module to its normalisation and gives
+the pure functions the rest of the library uses. It is a frozen, hashable dataclass compared by
+value, so two `Classifier`s built from the same module and normalisation share compiled code
+when passed as a static `model_fn`.
+
+Decision (recorded in docs/design.md): the zoo is written in Flax Linen. Linen's variables are
+plain nested dicts, which PyTorch converters produce and orbax saves directly, and `apply` is
+pure by construction; nothing outside `lst_jax.models` depends on this choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Per-channel `(x - mean) / std`; `mean=None` means identity (model takes [0, 1])."""
+
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+
+    def __post_init__(self):
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("Normalization needs both mean and std, or neither")
+        if self.mean is not None and len(self.mean) != len(self.std):
+            raise ValueError(f"mean {self.mean} and std {self.std} differ in length")
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        if self.mean is None:
+            return images
+        mean = jnp.asarray(self.mean, images.dtype)
+        std = jnp.asarray(self.std, images.dtype)
+        return (images - mean) / std
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean) if self.mean else None,
+                "std": list(self.std) if self.std else None}
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]) -> "Normalization":
+        if not d or d.get("mean") is None:
+            return cls()
+        return cls(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
+
+
+IMAGENET_NORMALIZATION = Normalization(IMAGENET_MEAN, IMAGENET_STD)
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+    """A Flax module plus its normalisation, callable as `model_fn(params, images) -> logits`.
+
+    Attributes:
+        module: Linen module with `__call__(x, train=False) -> (logits, out)`.
+        normalization: applied to [0, 1] pixels before the module.
+        compute_dtype: optional dtype (e.g. jnp.bfloat16) for the module's forward/backward;
+            inputs are cast in, logits are returned as float32.
+
+    Shape:
+        images: (B, H, W, C) float32 in [0, 1] -> logits (B, K) float32.
+    """
+
+    module: nn.Module
+    normalization: Normalization = Normalization()
+    compute_dtype: Any = None
+
+    def __call__(self, params, images: jax.Array) -> jax.Array:
+        return self.features(params, images)[0]
+
+    def features(self, params, images: jax.Array):
+        """`(logits, out)` with the module's named intermediates in `out`."""
+        x = self.normalization(images)
+        if self.compute_dtype is not None:
+            x = x.astype(self.compute_dtype)
+            params = jax.tree.map(lambda p: p.astype(self.compute_dtype)
+                                  if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
+        logits, out = self.module.apply(params, x, train=False)
+        return logits.astype(jnp.float32), out
+
+    def init(self, key, image_shape) -> dict:
+        """Random variables for images of shape (H, W, C)."""
+        return self.module.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32),
+                                train=False)

@@ -1,0 +1,73 @@
+"""Typed pytrees of the traversal: the scan carry, the per-iteration record and the result."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+from flax import struct
+
+
+@struct.dataclass
+class LSTState:
+    """Loop carry of the traversal scan (B = batch of (source, target) pairs).
+
+    Attributes:
+        x: (B, H, W, C) current iterate in [0, 1].
+        acc: (B, H, W, C) accumulated adversarial term, clipped to [-eps, eps].
+        grad: (B, H, W, C) gradient of the source-class cross-entropy at `x` (fused mode only;
+            the plain two-pass step recomputes it and carries zeros).
+        probs: (B, K) softmax probabilities at `x`.
+        step: () int32 iteration counter.
+    """
+
+    x: jax.Array
+    acc: jax.Array
+    grad: jax.Array
+    probs: jax.Array
+    step: jax.Array
+
+
+@struct.dataclass
+class LSTRecord:
+    """What one iteration leaves behind, stacked by the scan to a leading (T,) axis.
+
+    Entry k describes the iterate *after* iteration k (x_{k+1}); `LSTResult.initial` describes
+    x_0. All fields (T, B).
+
+    Attributes:
+        conf_source: p_{y_s}(x_{k+1}), source-class confidence.
+        conf_target: p_{y_t}(x_{k+1}), target-class confidence.
+        accepted: whether iteration k's candidate passed the confidence test.
+        dist_target: ||x_{k+1} - x_t||_2 over all pixels.
+    """
+
+    conf_source: jax.Array
+    conf_target: jax.Array
+    accepted: jax.Array
+    dist_target: jax.Array
+
+
+@struct.dataclass
+class LSTResult:
+    """Output of `level_set_traversal`.
+
+    Attributes:
+        images: (B, H, W, C) final iterates x_T in [0, 1].
+        valid: (B,) bool, the reference's argmax filter: the clean source is classified as its
+            label. Invalid samples are still traversed (static shapes) and must be masked out.
+        clean_conf: (B,) p_{y_s} of the clean source, the level the traversal holds.
+        start: (B, H, W, C) the noised start x_0.
+        initial: LSTRecord of x_0 (fields (B,), `accepted` all True).
+        record: LSTRecord with a leading (iters,) axis.
+        logged_images: (L, B, H, W, C) iterates x_0, x_{log_step}, ... with
+            L = ceil(iters / log_step), or None when `log_images` is off.
+    """
+
+    images: jax.Array
+    valid: jax.Array
+    clean_conf: jax.Array
+    start: jax.Array
+    initial: LSTRecord
+    record: LSTRecord
+    logged_images: Optional[jax.Array] = None

@@ -1,0 +1,90 @@
+"""Input validation that fails early with a message naming the argument.
+
+Checks run on the host before anything is traced. Inside a `jax.jit` the arrays are tracers,
+so only static facts (rank, dtype, shape) are checked there; value checks (range, NaN) need
+concrete arrays and are skipped for tracers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+
+def is_concrete(x) -> bool:
+    """True when `x` holds values (not a tracer inside a transformation)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_images(name: str, images, *, channels: int | None = None, batch: int | None = None):
+    """Checks an NHWC float image batch in [0, 1]; returns it as a float32 jax array.
+
+    Shape:
+        images: (B, H, W, C), floating point, values in [0, 1], finite.
+    """
+    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
+        raise ValueError(f"{name} must be an array of shape (B, H, W, C), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(
+            f"{name} must have rank 4 (B, H, W, C) in NHWC layout, got shape {tuple(images.shape)}"
+        )
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(
+            f"{name} must be floating point in [0, 1] (convert uint8 with x / 255), got dtype {images.dtype}"
+        )
+    if images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"{name} looks like NCHW (shape {tuple(images.shape)}); lst_jax expects NHWC "
+            "(B, H, W, C): transpose with x.transpose(0, 2, 3, 1)")
+    if channels is not None and images.shape[-1] != channels:
+        hint = " (NCHW input? lst_jax uses NHWC)" if images.shape[1] == channels else ""
+        raise ValueError(
+            f"{name} must have {channels} channels in the last axis, got shape {tuple(images.shape)}{hint}"
+        )
+    if batch is not None and images.shape[0] != batch:
+        raise ValueError(f"{name} has batch size {images.shape[0]}, expected {batch}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is empty (batch size 0)")
+    if is_concrete(images):
+        arr = np.asarray(images)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+    return jnp.asarray(images, jnp.float32)
+
+
+def check_labels(name: str, labels, *, batch: int, num_classes: int | None = None):
+    """Checks integer class labels of shape (B,) in [0, num_classes); returns int32 jax array."""
+    if not hasattr(labels, "shape"):
+        labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != batch:
+        raise ValueError(f"{name} must have shape ({batch},), got {tuple(labels.shape)}")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"{name} must be integer class indices, got dtype {labels.dtype}")
+    if num_classes is not None and is_concrete(labels):
+        arr = np.asarray(labels)
+        if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+            raise ValueError(
+                f"{name} must lie in [0, {num_classes}) for a {num_classes}-class model, "
+                f"got values in [{arr.min()}, {arr.max()}]"
+            )
+    return jnp.asarray(labels, jnp.int32)
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_nonnegative(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+    return v
