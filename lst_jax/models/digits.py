@@ -12,6 +12,8 @@ from typing import Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
+from lst_jax.models.layers import Conv
+
 
 class BasicBlock(nn.Module):
     features: int
@@ -20,13 +22,13 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
-        y = nn.Conv(self.features, (3, 3), (self.stride, self.stride), padding=1,
+        y = Conv(self.features, (3, 3), (self.stride, self.stride), padding=1,
                     use_bias=False, name="conv1")(x)
         y = nn.relu(norm("bn1")(y))
-        y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, name="conv2")(y)
+        y = Conv(self.features, (3, 3), padding=1, use_bias=False, name="conv2")(y)
         y = norm("bn2")(y)
         if self.stride != 1 or x.shape[-1] != self.features:
-            x = nn.Conv(self.features, (1, 1), (self.stride, self.stride), use_bias=False,
+            x = Conv(self.features, (1, 1), (self.stride, self.stride), use_bias=False,
                         name="shortcut_conv")(x)
             x = norm("shortcut_bn")(x)
         return nn.relu(x + y)
@@ -42,7 +44,7 @@ class DigitsResNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         out = {}
-        x = nn.Conv(self.widths[0], (3, 3), padding=1, use_bias=False, name="stem_conv")(x)
+        x = Conv(self.widths[0], (3, 3), padding=1, use_bias=False, name="stem_conv")(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                  name="stem_bn")(x))
         for i, w in enumerate(self.widths):
@@ -86,7 +88,7 @@ class DigitsViT(nn.Module):
     def __call__(self, x, train: bool = False):
         del train  # no dropout / batch statistics
         out = {}
-        x = nn.Conv(self.dim, (self.patch, self.patch), (self.patch, self.patch),
+        x = Conv(self.dim, (self.patch, self.patch), (self.patch, self.patch),
                     padding="VALID", name="patch_embed")(x)
         b, h, w, d = x.shape
         x = x.reshape(b, h * w, d)
