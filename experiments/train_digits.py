@@ -12,6 +12,7 @@ checkpoint with metadata.json under checkpoints/<name>.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import shlex
@@ -91,11 +92,17 @@ def evaluate(model_fn, variables, images, labels, key=None, batch=300):
     return correct / n, (robust / n if key is not None else None)
 
 
-def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=False):
+def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=False,
+          lr: float | None = None, arch_kwargs: dict | None = None):
     spec = get_spec(name)
+    if arch_kwargs:
+        spec = dataclasses.replace(spec, arch_kwargs=tuple(sorted(
+            {**dict(spec.arch_kwargs), **arch_kwargs}.items())))
     recipe = dict(RECIPES[spec.arch])
     if epochs is not None:
         recipe["epochs"] = epochs
+    if lr is not None:
+        recipe["lr"] = lr
     adversarial = name.endswith("-linf")
     model_fn = spec.build()
     x_train, y_train = load_digits32("train")
@@ -155,10 +162,14 @@ def main(argv=None):
     p.add_argument("--name", required=True, help="registry name, e.g. digits_resnet-normal")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's peak lr")
+    p.add_argument("--arch-kwargs", type=json.loads, default=None,
+                   help='JSON overrides of the architecture, e.g. \'{"patch": 4}\'')
     p.add_argument("--out", default=None, help="checkpoint root (default: checkpoints/)")
     args = p.parse_args(argv)
     from pathlib import Path
-    path, meta = train(args.name, args.seed, args.epochs, Path(args.out) if args.out else None)
+    path, meta = train(args.name, args.seed, args.epochs, Path(args.out) if args.out else None,
+                       lr=args.lr, arch_kwargs=args.arch_kwargs)
     print(json.dumps({k: meta[k] for k in ("name", "test_accuracy", "pgd_robust_accuracy",
                                            "train_seconds")}))
     print(f"saved {path}")
