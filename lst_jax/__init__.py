@@ -1,0 +1,15 @@
+"""lst_jax: input-space geometry of vision classifiers in JAX/Flax.
+
+The one contract: `model_fn(params, images) -> logits`, images float32 (B, H, W, C) in [0, 1].
+"""
+
+from lst_jax.models import Classifier as Classifier
+from lst_jax.models import Normalization as Normalization
+from lst_jax.models import load_model as load_model
+from lst_jax.traversal import LSTConfig as LSTConfig
+from lst_jax.traversal import LSTResult as LSTResult
+from lst_jax.traversal import level_set_traversal as level_set_traversal
+from lst_jax.traversal import preset as preset
+from lst_jax.traversal import traverse as traverse
+
+__version__ = "0.1.0"

@@ -47,9 +47,28 @@ def cmd_examples(args) -> int:
     return 0
 
 
+def _accuracy_table(rows_meta) -> str:
+    from lst_jax.evaluation.rundir import markdown_table
+
+    rows = []
+    for name, meta in rows_meta:
+        pgd = meta.get("pgd_eval") or {}
+        rows.append([f"`{name}`", meta["arch"], f"{meta['param_count']:,}", meta["training"],
+                     f"{100 * meta['test_accuracy']:.1f}%",
+                     f"{100 * meta['pgd_robust_accuracy']:.1f}%",
+                     f"eps {round(pgd.get('eps', 0) * 255)}/255, {pgd.get('steps')} steps",
+                     f"{meta.get('train_seconds', 0):.0f} s"])
+    return markdown_table(["model", "architecture", "params", "training", "clean test acc",
+                           "PGD robust acc", "attack", "train time"], rows)
+
+
 def cmd_models(args) -> int:
     from lst_jax.models.registry import REGISTRY, checkpoint_metadata, checkpoint_path
 
+    if args.markdown:
+        metas = [(n, checkpoint_metadata(n, args.checkpoints)) for n in sorted(REGISTRY)]
+        print(_accuracy_table([(n, m) for n, m in metas if m and "test_accuracy" in m]), end="")
+        return 0
     rows = []
     for name, spec in sorted(REGISTRY.items()):
         meta = checkpoint_metadata(name, args.checkpoints)
@@ -86,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model registry and checkpoint availability")
     p.add_argument("--checkpoints", help="checkpoint root (default checkpoints/)")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the accuracy table of the available trained checkpoints")
     p.set_defaults(func=cmd_models)
     return parser
 
