@@ -26,7 +26,7 @@ import optax
 
 from lst_jax.attacks import pgd_linf
 from lst_jax.data.digits import load_digits32
-from lst_jax.models.checkpoint import save_checkpoint
+from lst_jax.models.checkpoint import load_checkpoint, save_checkpoint
 from lst_jax.models.registry import checkpoint_root, get_spec
 from lst_jax.utils.progress import Progress
 
@@ -35,7 +35,7 @@ from lst_jax.utils.progress import Progress
 # linearly from 0 (ViTs trained from scratch do not learn at all with the full eps at once).
 RECIPES = {
     "digits_resnet": dict(epochs=30, lr=3e-3, weight_decay=5e-4, batch=128, at_warmup=0.0),
-    "digits_vit": dict(epochs=60, lr=1e-3, weight_decay=5e-2, batch=128, at_warmup=0.3),
+    "digits_vit": dict(epochs=300, lr=1e-3, weight_decay=5e-2, batch=128, at_warmup=0.3),
 }
 AT = dict(eps=16 / 255, step_size=4 / 255, steps=5)       # training attack
 EVAL_PGD = dict(eps=16 / 255, step_size=2 / 255, steps=20)  # robust-accuracy attack
@@ -96,7 +96,7 @@ def evaluate(model_fn, variables, images, labels, key=None, batch=300):
 
 
 def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=False,
-          lr: float | None = None, arch_kwargs: dict | None = None):
+          lr: float | None = None, arch_kwargs: dict | None = None, init_from=None):
     spec = get_spec(name)
     if arch_kwargs:
         spec = dataclasses.replace(spec, arch_kwargs=tuple(sorted(
@@ -113,6 +113,8 @@ def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=F
     key = jax.random.key(seed)
     key, k_init = jax.random.split(key)
     variables = model_fn.init(k_init, spec.input_size)
+    if init_from:  # adversarial fine-tuning from a trained checkpoint
+        variables, _ = load_checkpoint(init_from, jax.eval_shape(lambda: variables))
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     steps_per_epoch = int(np.ceil(len(x_train) / recipe["batch"]))
     total = steps_per_epoch * recipe["epochs"]
@@ -148,6 +150,7 @@ def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=F
         "dataset": "sklearn digits 8x8 -> 32x32x3 (lst_jax.data.digits), 1500 train / 297 test",
         "training": "pgd_linf_adversarial" if adversarial else "standard",
         "recipe": recipe,
+        "init_from": str(init_from) if init_from else None,
         "train_attack": AT if adversarial else None,
         "test_accuracy": clean,
         "pgd_robust_accuracy": robust,
@@ -171,11 +174,13 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=None, help="override the recipe's peak lr")
     p.add_argument("--arch-kwargs", type=json.loads, default=None,
                    help='JSON overrides of the architecture, e.g. \'{"patch": 4}\'')
+    p.add_argument("--init-from", default=None,
+                   help="start from this checkpoint directory (adversarial fine-tuning)")
     p.add_argument("--out", default=None, help="checkpoint root (default: checkpoints/)")
     args = p.parse_args(argv)
     from pathlib import Path
     path, meta = train(args.name, args.seed, args.epochs, Path(args.out) if args.out else None,
-                       lr=args.lr, arch_kwargs=args.arch_kwargs)
+                       lr=args.lr, arch_kwargs=args.arch_kwargs, init_from=args.init_from)
     print(json.dumps({k: meta[k] for k in ("name", "test_accuracy", "pgd_robust_accuracy",
                                            "train_seconds")}))
     print(f"saved {path}")
