@@ -12,6 +12,9 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import flax.linen as nn
+import jax.numpy as jnp
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 RESULT_MARK = "@@RESULT@@"
@@ -62,21 +65,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class TinyCNN(nn.Module):
+    """conftest's TinyCNN, repeated here: conftest imports torch, seconds in every child."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Conv(8, (3, 3), padding=1, name="conv1")(x))
+        x = nn.avg_pool(x, (2, 2), (2, 2))
+        x = nn.relu(nn.Conv(16, (3, 3), padding=1, name="conv2")(x))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="fc")(x), {"pre_logits": x}
+
+
 def fast_tiny_cnn(seed: int = 0, image_shape=(16, 16, 3), num_classes: int = 10,
                   logit_scale: float = 1.0):
-    """conftest's `tiny_cnn` with a jitted init (eager Flax init compiles dozens of small ops,
-    which costs seconds in every fresh child process)."""
+    """A TinyCNN (as in conftest) whose parameters are drawn with numpy (LeCun-normal kernels, zero
+    biases) on the structure from `jax.eval_shape`: no compilation, which matters in fresh
+    child processes (XLA:CPU compiles of even tiny init programs cost seconds on busy cores)."""
     import jax
+    import numpy as np
 
-    from conftest import TinyCNN
     from lst_jax.models.wrapper import Classifier
 
     model_fn = Classifier(TinyCNN(num_classes))
+    shapes = jax.eval_shape(lambda: model_fn.init(jax.random.key(0), tuple(image_shape)))
+    rng = np.random.default_rng(seed)
 
-    @jax.jit
-    def init(key):
-        params = model_fn.init(key, tuple(image_shape))["params"]
-        fc = dict(params["fc"], kernel=params["fc"]["kernel"] * logit_scale)
-        return {"params": dict(params, fc=fc)}
+    def draw(path, s):
+        if jax.tree_util.keystr(path).endswith("['bias']"):
+            return np.zeros(s.shape, np.float32)
+        fan_in = int(np.prod(s.shape[:-1]))
+        return (rng.standard_normal(s.shape) / np.sqrt(fan_in)).astype(np.float32)
 
-    return model_fn, init(jax.random.key(seed))
+    params = jax.tree_util.tree_map_with_path(draw, shapes)
+    params["params"]["fc"]["kernel"] = params["params"]["fc"]["kernel"] * np.float32(logit_scale)
+    return model_fn, params

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import zlib
 from typing import Callable
 
 import jax
@@ -193,7 +194,7 @@ def gather_shares(local_tree, n_items: int):
                              f"share of {n_items}), got shape {np.shape(leaf)}")
     if p == 1:
         return jax.tree.map(np.asarray, local_tree)
-    from jax.experimental import multihost_utils
+    from lst_jax.parallel.mesh import allgather_host
 
     width = len(process_share(n_items, 0, p))
 
@@ -201,31 +202,32 @@ def gather_shares(local_tree, n_items: int):
         a = np.asarray(a)
         return np.concatenate([a, np.zeros((width - a.shape[0],) + a.shape[1:], a.dtype)])
 
-    with collective("gathering results"):
-        stacked = multihost_utils.process_allgather(jax.tree.map(pad, local_tree), tiled=False)
+    stacked = allgather_host(jax.tree.map(pad, local_tree))
     sizes = [len(process_share(n_items, i, p)) for i in range(p)]
     return jax.tree.map(
         lambda s: np.concatenate([np.asarray(s)[i, :sizes[i]] for i in range(p)]), stacked)
 
 
 def broadcast_from_main(tree):
-    """Process 0's values of `tree` on every process (same shapes and dtypes everywhere)."""
+    """Process 0's values of `tree` on every process (same shapes and dtypes everywhere;
+    meant for small data such as a mask of finished batches)."""
     if jax.process_count() == 1:
         return jax.tree.map(np.asarray, tree)
-    from jax.experimental import multihost_utils
+    from lst_jax.parallel.mesh import allgather_host
 
-    with collective("broadcasting from process 0"):
-        return multihost_utils.broadcast_one_to_all(tree)
+    return jax.tree.map(lambda a: a[0], allgather_host(tree))
 
 
 def barrier(name: str):
-    """Waits until every process reaches the barrier `name`."""
+    """Waits until every process reaches the barrier `name` (names must match)."""
     if jax.process_count() == 1:
         return
-    from jax.experimental import multihost_utils
+    from lst_jax.parallel.mesh import allgather_host
 
-    with collective(f"barrier {name!r}"):
-        multihost_utils.sync_global_devices(name)
+    names = allgather_host(np.uint32(zlib.crc32(name.encode())))
+    if len(set(names.tolist())) != 1:
+        raise RuntimeError(f"processes reached different barriers (this one: {name!r}); the "
+                           "processes run different code paths")
 
 
 def pending_items(n_items: int, is_done: Callable[[int], bool]) -> list[int]:

@@ -20,6 +20,7 @@ result back (`to_host` gathers across processes).
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -68,16 +69,21 @@ def round_up(n: int, multiple: int) -> int:
     return -(-int(n) // int(multiple)) * int(multiple)
 
 
-def leading_size(tree, name: str = "batch") -> int:
-    """The common leading-axis size of every leaf of `tree` (ValueError if they differ)."""
+def leading_size(tree, name: str = "batch", axis: int = 0) -> int:
+    """The common size along `axis` (the batch axis) of every leaf of `tree`.
+
+    Raises:
+        ValueError: a leaf has no such axis, or the sizes differ.
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         raise ValueError(f"{name} has no arrays")
     sizes = set()
     for leaf in leaves:
-        if np.ndim(leaf) == 0:
-            raise ValueError(f"{name} leaves need a leading batch axis, got a scalar")
-        sizes.add(int(np.shape(leaf)[0]))
+        if np.ndim(leaf) <= axis:
+            what = "a scalar" if np.ndim(leaf) == 0 else f"shape {tuple(np.shape(leaf))}"
+            raise ValueError(f"{name} leaves need a batch axis {axis}, got {what}")
+        sizes.add(int(np.shape(leaf)[axis]))
     if len(sizes) != 1:
         raise ValueError(f"{name} leaves must share the leading (batch) size, got {sorted(sizes)}")
     return sizes.pop()
@@ -95,7 +101,7 @@ def pad_to_multiple(tree, multiple: int, *, axis: int = 0):
     Shape:
         leaves (..., n, ...) along `axis` -> (..., round_up(n, multiple), ...).
     """
-    n = leading_size(jax.tree.map(lambda a: np.moveaxis(np.asarray(a), axis, 0), tree))
+    n = leading_size(tree, axis=axis)
     pad = round_up(n, multiple) - n
 
     def f(a):
@@ -113,19 +119,38 @@ def unpad(tree, n: int, *, axis: int = 0):
     return jax.tree.map(lambda a: np.take(np.asarray(a), np.arange(n), axis=axis), tree)
 
 
+def _place(tree, sharding: NamedSharding):
+    """`jax.device_put(tree, sharding)`, without the cross-process equality check.
+
+    With several processes, `jax.device_put` of host data to a global sharding all-gathers the
+    whole value to assert that every process passed the same (a collective and a compile per
+    call); `make_array_from_callback` lets each process copy just its own devices' slices.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return jax.device_put(a, sharding)
+        h = np.asarray(a)
+        return jax.make_array_from_callback(h.shape, sharding, lambda idx: h[idx])
+
+    return jax.tree.map(put, tree)
+
+
 def put_replicated(tree, mesh: Mesh):
     """Places `tree` (params, host or device arrays) fully on every device of `mesh`.
 
     Leaves that already carry this sharding are kept as they are, so replicating once and
     passing the result to many calls costs one transfer. In a multi-process run every process
-    must pass the same values.
+    must pass the same values (not checked).
     """
     target = replicated(mesh)
 
     def put(a):
         if isinstance(a, jax.Array) and a.sharding == target:
             return a
-        return jax.device_put(a, target)
+        return _place(a, target)
 
     return jax.tree.map(put, tree)
 
@@ -134,8 +159,8 @@ def put_batch(tree, mesh: Mesh):
     """Splits host arrays along their leading axis over the `"data"` axis of `mesh`.
 
     The leading size must be a multiple of the device count (see `pad_to_multiple`). With
-    several processes, pass the same global arrays on every process: each keeps only the
-    rows of its own devices.
+    several processes, pass the same global arrays on every process (not checked): each
+    copies only the rows of its own devices.
 
     Shape:
         leaves (N, ...) with N % num_shards(mesh) == 0 -> global jax.Arrays (N, ...).
@@ -145,7 +170,7 @@ def put_batch(tree, mesh: Mesh):
     if n % d:
         raise ValueError(f"batch size {n} is not a multiple of the {d} devices of the mesh; "
                          "pad it first (pad_to_multiple)")
-    return jax.device_put(tree, batch_sharding(mesh))
+    return _place(tree, batch_sharding(mesh))
 
 
 def put_process_local(tree, mesh: Mesh):
@@ -163,26 +188,56 @@ def put_process_local(tree, mesh: Mesh):
                                                                          np.asarray(a)), tree)
 
 
+@functools.partial(jax.jit, static_argnames=("sharding",))
+def _constrain(tree, sharding):
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+
+
 def to_host(tree):
     """numpy copies of (possibly multi-process) jax arrays, complete on every process.
 
-    Arrays spread over several processes are gathered with
-    `jax.experimental.multihost_utils.process_allgather` (a collective: every process must
-    call it, in the same order).
+    Arrays spread over several processes are all-gathered in one jitted program per tree
+    structure (a collective: every process must call it, in the same order).
     """
-    def get(a):
-        if isinstance(a, jax.Array) and not a.is_fully_addressable:
-            from jax.experimental import multihost_utils
+    leaves, treedef = jax.tree.flatten(tree)
+    spread = [i for i, a in enumerate(leaves)
+              if isinstance(a, jax.Array) and not a.is_fully_addressable]
+    if spread:
+        from lst_jax.parallel.distributed import collective
 
-            from lst_jax.parallel.distributed import collective
+        meshes = {getattr(leaves[i].sharding, "mesh", None) for i in spread}
+        with collective("gathering results"):
+            if len(meshes) == 1 and None not in meshes:
+                full = _constrain([leaves[i] for i in spread], replicated(meshes.pop()))
+                got = [np.asarray(a.addressable_data(0)) for a in full]
+            else:  # arrays on different meshes: one gather each
+                from jax.experimental import multihost_utils
 
-            with collective("gathering results"):
-                return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-        return np.asarray(a)
+                got = [np.asarray(multihost_utils.process_allgather(leaves[i], tiled=True))
+                       for i in spread]
+        for i, a in zip(spread, got):
+            leaves[i] = a
+    return jax.tree.unflatten(treedef, [np.asarray(a) for a in leaves])
 
-    return jax.tree.map(get, tree)
+
+def allgather_host(tree):
+    """Stacks every process's host arrays (same shapes and dtypes on every process).
+
+    One jitted all-gather for the whole tree (a collective: call it on every process).
+
+    Shape:
+        leaves (...) -> (process_count, ...) on every process.
+    """
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda a: np.asarray(a)[None], tree)
+    devices = np.array(jax.devices()).reshape(jax.process_count(), jax.local_device_count())
+    mesh = Mesh(devices, ("processes", "local"), axis_types=(AxisType.Auto, AxisType.Auto))
+    rows = NamedSharding(mesh, P("processes"))
+    glob = jax.tree.map(
+        lambda a: jax.make_array_from_process_local_data(rows, np.asarray(a)[None]), tree)
+    return to_host(glob)
 
 
 __all__ = ["DATA_AXIS", "data_mesh", "num_shards", "replicated", "batch_sharding", "round_up",
            "leading_size", "pad_to_multiple", "unpad", "put_replicated", "put_batch",
-           "put_process_local", "to_host"]
+           "put_process_local", "to_host", "allgather_host"]

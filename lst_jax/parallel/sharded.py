@@ -57,13 +57,17 @@ def _apply(fn, params, x, out_sharding: NamedSharding):
     return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, out_sharding), y)
 
 
+def _dtype(a):
+    return a.dtype if hasattr(a, "dtype") else np.result_type(a)
+
+
 def _specs(tree, size: int | None, sharding):
     """ShapeDtypeStructs of `tree` (with the leading axis replaced by `size` if given)."""
     def f(a):
         shape = tuple(np.shape(a))
         if size is not None:
             shape = (size,) + shape[1:]
-        return jax.ShapeDtypeStruct(shape, np.result_type(a), sharding=sharding)
+        return jax.ShapeDtypeStruct(shape, _dtype(a), sharding=sharding)
 
     return jax.tree.map(f, tree)
 
@@ -102,7 +106,7 @@ _ESTIMATES: dict = {}
 
 def _tree_key(tree):
     return (jax.tree.structure(tree),
-            tuple((tuple(np.shape(a)[1:]), str(np.result_type(a))) for a in jax.tree.leaves(tree)))
+            tuple((tuple(np.shape(a)[1:]), str(_dtype(a))) for a in jax.tree.leaves(tree)))
 
 
 def estimate_memory(fn: Callable, params, batch, mesh: Mesh) -> MemoryEstimate:
@@ -116,7 +120,7 @@ def estimate_memory(fn: Callable, params, batch, mesh: Mesh) -> MemoryEstimate:
         batch: leaves (N, ...) (only shapes and dtypes are used).
     """
     params_key = (jax.tree.structure(params),
-                  tuple((tuple(np.shape(a)), str(np.result_type(a)))
+                  tuple((tuple(np.shape(a)), str(_dtype(a)))
                         for a in jax.tree.leaves(params)))
     key = (fn, mesh, params_key, _tree_key(batch))
     if key in _ESTIMATES:
@@ -138,7 +142,7 @@ def estimate_memory(fn: Callable, params, batch, mesh: Mesh) -> MemoryEstimate:
         per_example = totals[1] - totals[0]
         est = MemoryEstimate(max(totals[0] - per_example, 0), per_example, "xla")
     else:
-        nbytes = lambda t: sum(int(np.prod(np.shape(a))) * np.dtype(np.result_type(a)).itemsize
+        nbytes = lambda t: sum(int(np.prod(np.shape(a))) * np.dtype(_dtype(a)).itemsize
                                for a in jax.tree.leaves(t))
         out = jax.eval_shape(fn, _specs(params, None, None), _specs(batch, 1, None))
         per_example = 4 * (nbytes(_specs(batch, 1, None)) + nbytes(out))
