@@ -115,6 +115,8 @@ def test_chunk_planning_and_its_errors():
         plan(chunk_size=0)
     with pytest.raises(ValueError, match="leading axis"):
         par.sharded_apply(lambda p, b: jnp.sum(model_fn(p, b)), params, x, mesh)
+    with pytest.raises(ValueError, match="empty"):
+        par.sharded_apply(model_fn, params, x[:0], mesh)
 
 
 def test_sharded_traversal_validates_and_progress_matches(capsys):
@@ -180,3 +182,13 @@ def test_distributed_flags():
     assert (args.coordinator, args.num_processes, args.process_id, args.heartbeat_timeout) == \
         ("10.0.0.1:1234", 1, 0, 30)
     assert par.initialize_from_args(args) is False      # one process: nothing to start
+
+
+def test_no_pmap_anywhere():
+    """jit with shardings (and jax.shard_map) only: pmap is legacy."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = list((root / "lst_jax").rglob("*.py")) + list((root / "experiments").rglob("*.py"))
+    hits = [str(f) for f in files if "pmap(" in f.read_text() or ".pmap" in f.read_text()]
+    assert not hits

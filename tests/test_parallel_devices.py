@@ -50,6 +50,10 @@ out["apply"] = {"diff": diff(y, ref), "shape": list(y["conf"].shape),
                 "reversed_equal": bool(np.array_equal(y_again["conf"][::-1], y["conf"]))}
 y1 = par.sharded_apply(hull_conf, hp, w, par.data_mesh(jax.devices()[:1]), chunk_size=64)
 out["apply_1dev"] = {"diff": diff(y1, ref)}
+from jax.sharding import AxisType
+ye = par.sharded_apply(hull_conf, hp, w, par.data_mesh(axis_type=AxisType.Explicit),
+                       chunk_size=64)
+out["apply_explicit"] = {"diff": diff(ye, ref)}
 
 # Memory budget: room for 2 examples per device, a grid ~100x larger than that.
 est = par.estimate_memory(hull_conf, hp, w, mesh)
@@ -121,6 +125,7 @@ def test_sharded_apply_equals_one_device_and_compiles_once(child):
     assert a["shape"] == [child["n_points"]]
     _close(a["diff"])
     _close(child["apply_1dev"]["diff"])
+    _close(child["apply_explicit"]["diff"])     # opt-in Explicit axes work too
     assert a["compiles"] == 1                 # one program for all 6 chunks
     assert a["compiles_second_call"] == 0     # new data, same shapes: no recompilation
     assert a["reversed_equal"]

@@ -16,7 +16,7 @@ import pytest
 from subproc import ROOT, TESTS, device_env, free_port
 
 JOB = str(TESTS / "parallel_job.py")
-HEARTBEAT = 5   # seconds
+HEARTBEAT = 10   # seconds (detection here is faster: the gloo connection resets)
 
 
 def _launch(out, n_proc, devices_per_proc, extra=()):

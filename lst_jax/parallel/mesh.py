@@ -188,9 +188,17 @@ def put_process_local(tree, mesh: Mesh):
                                                                          np.asarray(a)), tree)
 
 
+def constrain(tree, sharding: NamedSharding):
+    """Inside `jit`: asks for `sharding` on every leaf (`with_sharding_constraint` on Auto
+    meshes, `jax.sharding.reshard` on Explicit ones)."""
+    if all(t == AxisType.Auto for t in sharding.mesh.axis_types):
+        return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+    return jax.tree.map(lambda a: jax.sharding.reshard(a, sharding), tree)
+
+
 @functools.partial(jax.jit, static_argnames=("sharding",))
 def _constrain(tree, sharding):
-    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+    return constrain(tree, sharding)
 
 
 def to_host(tree):
@@ -240,4 +248,4 @@ def allgather_host(tree):
 
 __all__ = ["DATA_AXIS", "data_mesh", "num_shards", "replicated", "batch_sharding", "round_up",
            "leading_size", "pad_to_multiple", "unpad", "put_replicated", "put_batch",
-           "put_process_local", "to_host", "allgather_host"]
+           "put_process_local", "to_host", "allgather_host", "constrain"]

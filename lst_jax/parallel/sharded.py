@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from lst_jax.parallel.mesh import (batch_sharding, data_mesh, leading_size, num_shards,
+from lst_jax.parallel.mesh import (batch_sharding, constrain, data_mesh, leading_size, num_shards,
                                    pad_to_multiple, put_batch, put_replicated, replicated,
                                    round_up, to_host)
 from lst_jax.utils.progress import Progress
@@ -53,8 +53,7 @@ def parse_bytes(value) -> int:
 
 @functools.partial(jax.jit, static_argnames=("fn", "out_sharding"))
 def _apply(fn, params, x, out_sharding: NamedSharding):
-    y = fn(params, x)
-    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, out_sharding), y)
+    return constrain(fn(params, x), out_sharding)
 
 
 def _dtype(a):
@@ -226,6 +225,8 @@ def sharded_apply(fn: Callable, params, batch, mesh: Mesh | None = None, *,
     """
     mesh = data_mesh() if mesh is None else mesh
     n = leading_size(batch)
+    if n == 0:
+        raise ValueError("batch is empty (leading size 0)")
     chunk = plan_chunk_size(fn, params, batch, mesh, chunk_size=chunk_size,
                             memory_budget=memory_budget)
     _check_outputs(fn, params, batch, chunk)
