@@ -148,6 +148,9 @@ def test_single_process_helpers_are_local():
     par.barrier("nothing to wait for")
     assert par.pending_items(5, lambda i: i in (1, 3)) == [0, 2, 4]
     assert par.is_main_process()
+    local = par.put_process_local({"a": tree["a"][:2]}, par.data_mesh(jax.devices()[:1]))
+    assert local["a"].shape == (2, 2) and local["a"].sharding.spec == jax.sharding.PartitionSpec(
+        "data")
     full = par.to_host({"x": jnp.arange(3), "y": np.ones(2)})
     assert all(isinstance(v, np.ndarray) for v in full.values())
 
