@@ -1,0 +1,28 @@
+"""Devices and hosts: the `"data"` mesh, sharded chunked evaluation, sharded traversal,
+multi-process start-up and gathering. jit with shardings throughout; no pmap."""
+
+from lst_jax.parallel.distributed import (ProcessFailure as ProcessFailure,
+                                          add_distributed_args as add_distributed_args,
+                                          barrier as barrier,
+                                          broadcast_from_main as broadcast_from_main,
+                                          gather_shares as gather_shares,
+                                          initialize_distributed as initialize_distributed,
+                                          initialize_from_args as initialize_from_args,
+                                          is_main_process as is_main_process,
+                                          pending_items as pending_items,
+                                          process_share as process_share)
+from lst_jax.parallel.mesh import (allgather_host as allgather_host,
+                                   batch_sharding as batch_sharding, constrain as constrain,
+                                   data_mesh as data_mesh,
+                                   num_shards as num_shards, pad_to_multiple as pad_to_multiple,
+                                   put_batch as put_batch, put_process_local as put_process_local,
+                                   put_replicated as put_replicated, replicated as replicated,
+                                   to_host as to_host, unpad as unpad)
+from lst_jax.parallel.sharded import (MemoryEstimate as MemoryEstimate,
+                                      estimate_memory as estimate_memory,
+                                      parse_bytes as parse_bytes,
+                                      plan_chunk_size as plan_chunk_size,
+                                      sharded_apply as sharded_apply)
+from lst_jax.parallel.traversal import (
+    sharded_level_set_traversal as sharded_level_set_traversal,
+    sharded_traverse as sharded_traverse)

@@ -1,0 +1,249 @@
+"""Several processes (hosts) in one run: start-up, shares of work, gathering, agreement.
+
+A multi-host lst_jax run is JAX's multi-controller model: the same program on every process,
+`jax.distributed.initialize` first, then one global mesh (`data_mesh()`) over all devices.
+Sharded evaluators (`sharded_apply`, `sharded_traverse`) take the same global host data on
+every process and return the full result everywhere; process 0 writes the files.
+
+Work that is not one global array program (a Python loop per item, different data per
+process) uses `process_share` to split item indices and `gather_shares` to assemble the
+results. `pending_items` makes every process agree on what is left to do (process 0 looks
+at the run directory and broadcasts), which is how an interrupted run resumes.
+
+Failure: the JAX distributed service watches heartbeats. When a process dies, a collective on
+the others fails at once (`ProcessFailure`, raised by the helpers here), and a process that is
+computing is stopped by the service within `heartbeat_timeout` seconds ("Terminating process
+because the JAX distributed service detected fatal errors"); nobody hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import zlib
+from typing import Callable
+
+import jax
+import numpy as np
+
+ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"   # also read by jax itself
+ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"       # read by lst_jax
+ENV_PROCESS_ID = "JAX_PROCESS_ID"             # read by lst_jax
+
+
+class ProcessFailure(RuntimeError):
+    """A collective across processes failed: another process has probably died."""
+
+
+@contextlib.contextmanager
+def collective(what: str):
+    """Turns a failed cross-process collective into a `ProcessFailure` with a clear message."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ProcessFailure(
+            f"{what} across {jax.process_count()} processes failed on process "
+            f"{jax.process_index()}: another process has probably died ({first}). Work "
+            "finished so far is on disk; re-launch the same command on every process to "
+            "resume.") from e
+
+
+def _env_int(name: str):
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {v!r}") from None
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None, *,
+                           auto: bool = False, local_device_ids=None,
+                           heartbeat_timeout: int | None = None,
+                           initialization_timeout: int | None = None,
+                           shutdown_timeout: int | None = None) -> bool:
+    """Starts JAX's distributed runtime when the run has several processes.
+
+    Must run before anything touches a JAX device. Sources, first match wins:
+      1. explicit arguments / environment (`JAX_COORDINATOR_ADDRESS=host:port`,
+         `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`): all three needed; `num_processes=1` is a
+         single-process run (no-op);
+      2. `auto=True`: `jax.distributed.initialize()` detects the cluster itself (Cloud TPU pod
+         slices, SLURM, Open MPI, Kubernetes);
+      3. otherwise: a single-process run, nothing to do.
+    CPU processes talk through gloo (the jax 0.10 default `jax_cpu_collectives_implementation`).
+
+    Args:
+        heartbeat_timeout: seconds without heartbeats after which a process counts as dead
+            and the others stop (jax default 100).
+        initialization_timeout: seconds to wait for all processes to connect (jax default 300).
+        shutdown_timeout: seconds a finishing process waits for the others (jax default 300).
+
+    Returns:
+        True when the distributed runtime is running (started here or before).
+
+    Raises:
+        ValueError: only some of the three settings given, or invalid values.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
+    num_processes = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES)
+    process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
+    timeouts = {k: v for k, v in (("heartbeat_timeout_seconds", heartbeat_timeout),
+                                  ("initialization_timeout", initialization_timeout),
+                                  ("shutdown_timeout_seconds", shutdown_timeout))
+                if v is not None}
+    for k, v in timeouts.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{k.replace('_seconds', '')} must be a positive integer, got {v!r}")
+    given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
+             "process_id": process_id}
+    if num_processes == 1:
+        if process_id not in (None, 0):
+            raise ValueError(f"process_id must be 0 in a single-process run, got {process_id}")
+        return False
+    if any(v is not None for v in given.values()):
+        missing = [k for k, v in given.items() if v is None]
+        if missing:
+            raise ValueError(
+                f"a multi-process run needs coordinator_address, num_processes and process_id; "
+                f"missing {missing} (flags --coordinator/--num-processes/--process-id or env "
+                f"{ENV_COORDINATOR}/{ENV_NUM_PROCESSES}/{ENV_PROCESS_ID})")
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise ValueError(f"need num_processes >= 1 and 0 <= process_id < num_processes, got "
+                             f"num_processes={num_processes}, process_id={process_id}")
+        if ":" not in coordinator_address:
+            raise ValueError(f"coordinator_address must be host:port, got {coordinator_address!r}")
+        jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                                   local_device_ids=local_device_ids, **timeouts)
+        return True
+    if auto:
+        jax.distributed.initialize(local_device_ids=local_device_ids, **timeouts)
+        return True
+    return False
+
+
+def add_distributed_args(parser: argparse.ArgumentParser):
+    """Adds `--coordinator --num-processes --process-id --distributed-auto --heartbeat-timeout`."""
+    g = parser.add_argument_group("multi-process run (one process per host; see README)")
+    g.add_argument("--coordinator", help=f"host:port of process 0 (env {ENV_COORDINATOR})")
+    g.add_argument("--num-processes", type=int, help=f"number of processes (env {ENV_NUM_PROCESSES})")
+    g.add_argument("--process-id", type=int, help=f"this process, 0..N-1 (env {ENV_PROCESS_ID})")
+    g.add_argument("--distributed-auto", action="store_true",
+                   help="let JAX detect the cluster (TPU pod slice, SLURM, Open MPI)")
+    g.add_argument("--heartbeat-timeout", type=int,
+                   help="seconds after which a silent process counts as dead (default 100)")
+    return parser
+
+
+def initialize_from_args(args) -> bool:
+    """`initialize_distributed` from the flags of `add_distributed_args`."""
+    return initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+                                  auto=args.distributed_auto,
+                                  heartbeat_timeout=args.heartbeat_timeout)
+
+
+def is_main_process() -> bool:
+    """True on process 0, the one that writes the run directory."""
+    return jax.process_index() == 0
+
+
+def process_share(n_items: int, process_index: int | None = None,
+                  process_count: int | None = None) -> range:
+    """This process's contiguous block of `range(n_items)`.
+
+    Blocks are in process order and differ in size by at most one (the first
+    `n_items % process_count` processes get one more), like `np.array_split`.
+
+    Shape:
+        -> range of length n_items // P or n_items // P + 1.
+    """
+    if isinstance(n_items, bool) or not isinstance(n_items, (int, np.integer)) or n_items < 0:
+        raise ValueError(f"n_items must be a non-negative integer, got {n_items!r}")
+    p = jax.process_count() if process_count is None else int(process_count)
+    i = jax.process_index() if process_index is None else int(process_index)
+    if p < 1 or not 0 <= i < p:
+        raise ValueError(f"need process_count >= 1 and 0 <= process_index < process_count, got "
+                         f"{i} of {p}")
+    base, extra = divmod(int(n_items), p)
+    start = i * base + min(i, extra)
+    return range(start, start + base + (1 if i < extra else 0))
+
+
+def gather_shares(local_tree, n_items: int):
+    """Concatenates every process's share (see `process_share`) into the full arrays.
+
+    Each process passes the results of its own share of items; all processes receive the
+    full arrays (a collective: call it on every process).
+
+    Shape:
+        local leaves (len(process_share(n_items)), ...) -> (n_items, ...) on every process.
+    """
+    p = jax.process_count()
+    mine = len(process_share(n_items))
+    for leaf in jax.tree.leaves(local_tree):
+        if np.ndim(leaf) == 0 or np.shape(leaf)[0] != mine:
+            raise ValueError(f"local results must have leading size {mine} (this process's "
+                             f"share of {n_items}), got shape {np.shape(leaf)}")
+    if p == 1:
+        return jax.tree.map(np.asarray, local_tree)
+    from lst_jax.parallel.mesh import allgather_host
+
+    width = len(process_share(n_items, 0, p))
+
+    def pad(a):
+        a = np.asarray(a)
+        return np.concatenate([a, np.zeros((width - a.shape[0],) + a.shape[1:], a.dtype)])
+
+    stacked = allgather_host(jax.tree.map(pad, local_tree))
+    sizes = [len(process_share(n_items, i, p)) for i in range(p)]
+    return jax.tree.map(
+        lambda s: np.concatenate([np.asarray(s)[i, :sizes[i]] for i in range(p)]), stacked)
+
+
+def broadcast_from_main(tree):
+    """Process 0's values of `tree` on every process (same shapes and dtypes everywhere;
+    meant for small data such as a mask of finished batches)."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from lst_jax.parallel.mesh import allgather_host
+
+    return jax.tree.map(lambda a: a[0], allgather_host(tree))
+
+
+def barrier(name: str):
+    """Waits until every process reaches the barrier `name` (names must match)."""
+    if jax.process_count() == 1:
+        return
+    from lst_jax.parallel.mesh import allgather_host
+
+    names = allgather_host(np.uint32(zlib.crc32(name.encode())))
+    if len(set(names.tolist())) != 1:
+        raise RuntimeError(f"processes reached different barriers (this one: {name!r}); the "
+                           "processes run different code paths")
+
+
+def pending_items(n_items: int, is_done: Callable[[int], bool]) -> list[int]:
+    """Items still to do, decided by process 0 (`is_done(i)`, e.g. "batch file exists") and
+    broadcast, so every process runs the same list even without a shared file system.
+
+    Shape:
+        -> sorted list of item indices in [0, n_items).
+    """
+    done = np.zeros(int(n_items), np.uint8)
+    if is_main_process():
+        done[:] = [bool(is_done(i)) for i in range(n_items)]
+    done = broadcast_from_main(done)
+    return [int(i) for i in np.flatnonzero(np.asarray(done) == 0)]
+
+
+__all__ = ["initialize_distributed", "add_distributed_args", "initialize_from_args",
+           "is_main_process", "process_share", "gather_shares", "broadcast_from_main",
+           "barrier", "pending_items", "collective", "ProcessFailure"]

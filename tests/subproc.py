@@ -1,0 +1,104 @@
+"""Run Python in a fresh interpreter with N fake CPU devices (XLA_FLAGS must be set before jax
+is imported, so multi-device tests cannot run in the pytest process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+RESULT_MARK = "@@RESULT@@"
+
+
+def device_env(devices: int, **extra) -> dict:
+    """Environment of a child process with `devices` fake CPU devices and the repo importable."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS)] +
+                                        ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    # Children share a persistent compilation cache: the same tiny programs are compiled by
+    # several processes (multi-process tests), and again on the next run.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir())
+                                                    / "lst_jax_test_compilation_cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_python(code: str, devices: int = 8, timeout: float = 600):
+    """Runs `code` in a child with `devices` CPU devices; returns what it passed to `emit`.
+
+    The snippet calls `emit(obj)` (predefined) once with a JSON-serialisable result.
+    """
+    prelude = textwrap.dedent(f"""
+        import json as _json
+        def emit(obj):
+            print({RESULT_MARK!r} + _json.dumps(obj), flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
+                          env=device_env(devices), capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+    if proc.returncode != 0:
+        raise AssertionError(f"child failed with code {proc.returncode}:\n{proc.stderr[-4000:]}")
+    lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_MARK)]
+    if not lines:
+        raise AssertionError(f"child emitted no result; stdout:\n{proc.stdout[-2000:]}")
+    return json.loads(lines[-1][len(RESULT_MARK):])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TinyCNN(nn.Module):
+    """conftest's TinyCNN, repeated here: conftest imports torch, seconds in every child."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Conv(8, (3, 3), padding=1, name="conv1")(x))
+        x = nn.avg_pool(x, (2, 2), (2, 2))
+        x = nn.relu(nn.Conv(16, (3, 3), padding=1, name="conv2")(x))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="fc")(x), {"pre_logits": x}
+
+
+def fast_tiny_cnn(seed: int = 0, image_shape=(16, 16, 3), num_classes: int = 10,
+                  logit_scale: float = 1.0):
+    """A TinyCNN (as in conftest) whose parameters are drawn with numpy (LeCun-normal kernels, zero
+    biases) on the structure from `jax.eval_shape`: no compilation, which matters in fresh
+    child processes (XLA:CPU compiles of even tiny init programs cost seconds on busy cores)."""
+    import jax
+    import numpy as np
+
+    from lst_jax.models.wrapper import Classifier
+
+    model_fn = Classifier(TinyCNN(num_classes))
+    shapes = jax.eval_shape(lambda: model_fn.init(jax.random.key(0), tuple(image_shape)))
+    rng = np.random.default_rng(seed)
+
+    def draw(path, s):
+        if jax.tree_util.keystr(path).endswith("['bias']"):
+            return np.zeros(s.shape, np.float32)
+        fan_in = int(np.prod(s.shape[:-1]))
+        return (rng.standard_normal(s.shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    params = jax.tree_util.tree_map_with_path(draw, shapes)
+    params["params"]["fc"]["kernel"] = params["params"]["fc"]["kernel"] * np.float32(logit_scale)
+    return model_fn, params
