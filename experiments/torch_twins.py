@@ -107,7 +107,7 @@ class TorchDigitsViT(nn.Module):
 
 
 def _t(a) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32)))
+    return torch.from_numpy(np.array(a, np.float32, copy=True))
 
 
 def _conv(m: nn.Conv2d, p: dict):

@@ -1,12 +1,28 @@
-"""Shared layers. `Conv` is `flax.linen.Conv` with an input-gradient rule that XLA:CPU runs
-fast inside loops.
+"""Shared layers. `Conv` is `flax.linen.Conv` computed with the formulations XLA:CPU runs
+fastest, forward and input gradient chosen separately.
 
-Why: differentiated inside a `lax.scan`/`while` body (the LST loop, PGD), XLA:CPU keeps the
-input-gradient convolution with a kernel in `01oi` layout, which misses the Eigen fast path
-and runs ~6x slower than the same gradient outside a loop. `conv_nhwc` has a custom VJP that
-computes the input gradient as a convolution with an explicitly flipped and transposed
-(`HWIO`) kernel; values are identical to `lax.conv_general_dilated`'s own transpose rule
-(tests/test_layers.py). Measured in experiments/benchmark_lst.py and docs/benchmarks.md.
+Why: LST spends all its time in one forward and one input-gradient pass per iteration,
+inside a `lax.scan`. XLA:CPU's own convolution (Eigen or YNNPACK) is fast for mid-size
+maps and channel counts, but
+- differentiated inside a loop body, it keeps the input-gradient convolution with a kernel in
+  `01oi` layout, which misses the fast path and runs ~6x slower than outside a loop;
+- with 3 input channels (every stem) it reaches ~4 GFLOP/s, and on small maps (a ResNet's last
+  stage, 1x1 to 7x7 pixels) it drops to 1-25 GFLOP/s, where a matrix product of the same
+  numbers runs at 20-70 GFLOP/s.
+
+`conv_nhwc` therefore has a custom VJP and picks, from static shapes only:
+
+| case | forward | input gradient |
+|---|---|---|
+| 1x1 kernel, no padding | matrix product of the (strided) pixels | matrix product, scattered back |
+| patch embedding (stride = kernel, no padding) | patches reshaped, matrix product | matrix product, patches reshaped back |
+| <= `tiny_cin` input channels (stems) | broadcast multiply-adds, one fused loop | matrix product to columns, then col2im (sum of shifted pads) |
+| output map <= `im2col_max_out_hw` pixels | im2col matrix product | matrix product to columns, then col2im |
+| otherwise | `lax.conv_general_dilated` | convolution with the explicitly flipped `HWIO` kernel |
+
+All formulations compute the same sums in a different order: values agree with lax's own
+rules to float32 round-off (tests/test_layers.py). The kernel gradient (training only) is
+lax's. Measurements: experiments/benchmark.py and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -20,6 +36,9 @@ from jax import lax
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
+# Formulation thresholds (see the module docstring); module-level so experiments can tune them.
+POLICY = {"dot_1x1": True, "patchify": True, "tiny_cin": 4, "im2col_max_out_hw": 49}
+
 
 def _pads(padding, in_hw, kernel_hw, strides):
     if isinstance(padding, str):
@@ -27,36 +46,189 @@ def _pads(padding, in_hw, kernel_hw, strides):
     return [tuple(p) for p in padding]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _out_hw(in_hw, kernel_hw, strides, pads):
+    return tuple((n + lo + hi - k) // s + 1
+                 for n, k, s, (lo, hi) in zip(in_hw, kernel_hw, strides, pads))
+
+
+def _kind(lhs_shape, rhs_shape, strides, pads, direction: str) -> str:
+    """Which formulation computes this convolution ("fwd") or its input gradient ("bwd")."""
+    kh, kw, cin, _ = rhs_shape
+    no_pad = all(p == (0, 0) for p in pads)
+    if POLICY["dot_1x1"] and (kh, kw) == (1, 1) and no_pad:
+        return "dot1x1"
+    if (POLICY["patchify"] and tuple(strides) == (kh, kw) and no_pad
+            and lhs_shape[1] % kh == 0 and lhs_shape[2] % kw == 0):
+        return "patchify"
+    if cin <= POLICY["tiny_cin"]:
+        return "fma" if direction == "fwd" else "col2im"
+    ho, wo = _out_hw(lhs_shape[1:3], (kh, kw), strides, pads)
+    if ho * wo <= POLICY["im2col_max_out_hw"]:
+        return "im2col" if direction == "fwd" else "col2im"
+    return "lax"
+
+
 def conv_nhwc(lhs, rhs, strides, padding):
     """2-D convolution, NHWC input, HWIO kernel, no dilation, one feature group.
+
+    Forward and input gradient each use the formulation of the table in the module
+    docstring (same values up to float32 summation order).
 
     Shape:
         lhs: (B, H, W, Cin), rhs: (kh, kw, Cin, Cout) -> (B, H', W', Cout).
     """
-    return lax.conv_general_dilated(lhs, rhs, strides, padding, dimension_numbers=_DN)
+    strides = tuple(int(s) for s in strides)
+    pads = tuple(tuple(int(v) for v in p)
+                 for p in _pads(padding, lhs.shape[1:3], rhs.shape[:2], strides))
+    return _conv(lhs, rhs, strides, pads)
 
 
-def _conv_fwd(lhs, rhs, strides, padding):
-    return conv_nhwc(lhs, rhs, strides, padding), (lhs, rhs)
+# ----------------------------------------------------------------------------- forward
+def _lax_conv(lhs, rhs, strides, pads):
+    return lax.conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=_DN)
 
 
-def _conv_bwd(strides, padding, res, g):
-    lhs, rhs = res
+def _fwd_dot1x1(lhs, rhs, strides):
+    x = lhs[:, ::strides[0], ::strides[1], :]
+    return jnp.einsum("bhwc,cd->bhwd", x, rhs[0, 0])
+
+
+def _patches(x, kh, kw):
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // kh, kh, w // kw, kw, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h // kh, w // kw, kh * kw * c)
+
+
+def _fwd_patchify(lhs, rhs):
+    kh, kw, cin, cout = rhs.shape
+    return jnp.einsum("bhwk,kd->bhwd", _patches(lhs, kh, kw), rhs.reshape(kh * kw * cin, cout))
+
+
+def _taps(x, kernel_hw, strides, out_hw):
+    """The kh*kw shifted, strided views of a padded input, each (B, Ho, Wo, C)."""
+    (kh, kw), (sh, sw), (ho, wo) = kernel_hw, strides, out_hw
+    return [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
+
+
+def _pad_input(lhs, pads):
+    return jnp.pad(lhs, ((0, 0), pads[0], pads[1], (0, 0)))
+
+
+def _fwd_im2col(lhs, rhs, strides, pads):
+    kh, kw, cin, cout = rhs.shape
+    out_hw = _out_hw(lhs.shape[1:3], (kh, kw), strides, pads)
+    cols = jnp.concatenate(_taps(_pad_input(lhs, pads), (kh, kw), strides, out_hw), axis=-1)
+    return jnp.einsum("bhwk,kd->bhwd", cols, rhs.reshape(kh * kw * cin, cout))
+
+
+def _fwd_fma(lhs, rhs, strides, pads):
+    """Sum over taps and input channels of (shifted input channel) x (kernel row): one fused
+    elementwise loop, vectorised over the output channels."""
+    kh, kw, cin, _ = rhs.shape
+    out_hw = _out_hw(lhs.shape[1:3], (kh, kw), strides, pads)
+    acc = None
+    for t, x in enumerate(_taps(_pad_input(lhs, pads), (kh, kw), strides, out_hw)):
+        i, j = divmod(t, kw)
+        for c in range(cin):
+            term = x[..., c:c + 1] * rhs[i, j, c].astype(x.dtype).reshape(1, 1, 1, -1)
+            acc = term if acc is None else acc + term
+    return acc
+
+
+def _forward(lhs, rhs, strides, pads):
+    kind = _kind(lhs.shape, rhs.shape, strides, pads, "fwd")
+    if kind == "dot1x1":
+        return _fwd_dot1x1(lhs, rhs, strides)
+    if kind == "patchify":
+        return _fwd_patchify(lhs, rhs)
+    if kind == "fma":
+        return _fwd_fma(lhs, rhs, strides, pads)
+    if kind == "im2col":
+        return _fwd_im2col(lhs, rhs, strides, pads)
+    return _lax_conv(lhs, rhs, strides, pads)
+
+
+# ----------------------------------------------------------------------------- input gradient
+def _bwd_dot1x1(g, rhs, in_shape, strides):
+    gx = jnp.einsum("bhwd,cd->bhwc", g, rhs[0, 0])
+    if strides == (1, 1):
+        return gx
+    cfg = [(0, 0, 0)]
+    for n, o, s in zip(in_shape[1:3], g.shape[1:3], strides):
+        cfg.append((0, n - (s * (o - 1) + 1), s - 1))
+    return lax.pad(gx, jnp.zeros((), gx.dtype), cfg + [(0, 0, 0)])
+
+
+def _bwd_patchify(g, rhs, in_shape):
+    kh, kw, cin, cout = rhs.shape
+    b, h, w, _ = in_shape
+    cols = jnp.einsum("bhwd,kd->bhwk", g, rhs.reshape(kh * kw * cin, cout))
+    cols = cols.reshape(b, h // kh, w // kw, kh, kw, cin).transpose(0, 1, 3, 2, 4, 5)
+    return cols.reshape(b, h, w, cin)
+
+
+def _bwd_col2im(g, rhs, in_shape, strides, pads):
+    """Columns = g @ kernel^T, then each tap's column block is added back at its shifted,
+    strided position (a sum of pads, fused by XLA) and the padding is cropped."""
+    kh, kw, cin, cout = rhs.shape
+    b, ho, wo, _ = g.shape
+    cols = jnp.einsum("bhwd,kd->bhwk", g, rhs.reshape(kh * kw * cin, cout))
+    cols = cols.reshape(b, ho, wo, kh * kw, cin)
+    hp = in_shape[1] + pads[0][0] + pads[0][1]
+    wp = in_shape[2] + pads[1][0] + pads[1][1]
+    (sh, sw) = strides
+    zero = jnp.zeros((), g.dtype)
+    acc = None
+    for t in range(kh * kw):
+        i, j = divmod(t, kw)
+        cfg = [(0, 0, 0), (i, hp - i - (sh * (ho - 1) + 1), sh - 1),
+               (j, wp - j - (sw * (wo - 1) + 1), sw - 1), (0, 0, 0)]
+        term = lax.pad(cols[:, :, :, t], zero, cfg)
+        acc = term if acc is None else acc + term
+    return acc[:, pads[0][0]:pads[0][0] + in_shape[1], pads[1][0]:pads[1][0] + in_shape[2]]
+
+
+def _bwd_lax(g, rhs, in_shape, strides, pads):
+    """Convolution of g with the flipped, transposed kernel (explicit HWIO layout)."""
     k = rhs.shape[:2]
-    pads = _pads(padding, lhs.shape[1:3], k, strides)
     out_dilated = [1 + s * (o - 1) for s, o in zip(strides, g.shape[1:3])]
     before = [kk - lo - 1 for kk, (lo, _) in zip(k, pads)]
-    after = [i + kk - 1 - o - b for i, kk, o, b in zip(lhs.shape[1:3], k, out_dilated, before)]
+    after = [i + kk - 1 - o - bb for i, kk, o, bb in zip(in_shape[1:3], k, out_dilated, before)]
     rhs_t = jnp.flip(rhs, (0, 1)).transpose(0, 1, 3, 2)
-    grad_lhs = lax.conv_general_dilated(g, rhs_t, (1, 1), list(zip(before, after)),
-                                        lhs_dilation=strides, dimension_numbers=_DN)
-    _, vjp_rhs = jax.vjp(lambda r: lax.conv_general_dilated(
-        lhs, r, strides, padding, dimension_numbers=_DN), rhs)
+    return lax.conv_general_dilated(g, rhs_t, (1, 1), list(zip(before, after)),
+                                    lhs_dilation=strides, dimension_numbers=_DN)
+
+
+def _input_grad(g, rhs, in_shape, strides, pads):
+    kind = _kind(in_shape, rhs.shape, strides, pads, "bwd")
+    if kind == "dot1x1":
+        return _bwd_dot1x1(g, rhs, in_shape, strides)
+    if kind == "patchify":
+        return _bwd_patchify(g, rhs, in_shape)
+    if kind == "col2im":
+        return _bwd_col2im(g, rhs, in_shape, strides, pads)
+    return _bwd_lax(g, rhs, in_shape, strides, pads)
+
+
+# ----------------------------------------------------------------------------- custom VJP
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(lhs, rhs, strides, pads):
+    return _forward(lhs, rhs, strides, pads)
+
+
+def _conv_fwd(lhs, rhs, strides, pads):
+    return _forward(lhs, rhs, strides, pads), (lhs, rhs)
+
+
+def _conv_bwd(strides, pads, res, g):
+    lhs, rhs = res
+    grad_lhs = _input_grad(g, rhs, lhs.shape, strides, pads).astype(lhs.dtype)
+    _, vjp_rhs = jax.vjp(lambda r: _lax_conv(lhs, r, strides, pads), rhs)
     return grad_lhs, vjp_rhs(g)[0]
 
 
-conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
+_conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def fast_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
