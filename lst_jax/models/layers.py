@@ -16,7 +16,7 @@ maps and channel counts, but
 |---|---|---|
 | 1x1 kernel, no padding | matrix product of the (strided) pixels | matrix product, scattered back |
 | patch embedding (stride = kernel, no padding) | patches reshaped, matrix product | matrix product, patches reshaped back |
-| <= `tiny_cin` input channels (stems) | broadcast multiply-adds, one fused loop | matrix product to columns, then col2im (sum of shifted pads) |
+| <= `tiny_cin` input channels, <= 3x3 kernel (stems) | broadcast multiply-adds, one fused loop | matrix product to columns, then col2im (sum of shifted pads) |
 | output map <= `im2col_max_out_hw` pixels | im2col matrix product | matrix product to columns, then col2im |
 | otherwise | `lax.conv_general_dilated` | convolution with the explicitly flipped `HWIO` kernel |
 
@@ -37,7 +37,8 @@ from jax import lax
 _DN = ("NHWC", "HWIO", "NHWC")
 
 # Formulation thresholds (see the module docstring); module-level so experiments can tune them.
-POLICY = {"dot_1x1": True, "patchify": True, "tiny_cin": 4, "im2col_max_out_hw": 49}
+POLICY = {"dot_1x1": True, "patchify": True, "tiny_cin": 4, "tiny_max_taps": 9,
+          "im2col_max_out_hw": 49}
 
 
 def _pads(padding, in_hw, kernel_hw, strides):
@@ -60,7 +61,7 @@ def _kind(lhs_shape, rhs_shape, strides, pads, direction: str) -> str:
     if (POLICY["patchify"] and tuple(strides) == (kh, kw) and no_pad
             and lhs_shape[1] % kh == 0 and lhs_shape[2] % kw == 0):
         return "patchify"
-    if cin <= POLICY["tiny_cin"]:
+    if cin <= POLICY["tiny_cin"] and kh * kw <= POLICY["tiny_max_taps"]:
         return "fma" if direction == "fwd" else "col2im"
     ho, wo = _out_hw(lhs_shape[1:3], (kh, kw), strides, pads)
     if ho * wo <= POLICY["im2col_max_out_hw"]:
