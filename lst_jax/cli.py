@@ -33,6 +33,8 @@ def _add_data_args(p: argparse.ArgumentParser):
     p.add_argument("--data-dir", help="tensorflow-datasets data directory (cifar10, "
                    "imagenet2012; prepared data only, never downloaded)")
     p.add_argument("--folder", help="image folder (with --data folder)")
+    p.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic"],
+                   help="resize filter for ImageNet / folder images (reference: bilinear)")
 
 
 def config_from_args(args) -> LSTConfig:
@@ -55,10 +57,11 @@ def cmd_examples(args) -> int:
                        classes=args.classes, photos=args.photos, checkpoint=args.checkpoint,
                        progress=not args.quiet, widths=widths, plane_grid=args.plane_grid,
                        path_points=args.path_points, data_dir=args.data_dir,
-                       folder=args.folder, pool=args.pool)
+                       folder=args.folder, pool=args.pool, interpolation=args.interpolation,
+                       plane_source=args.plane_source)
     summary = json.loads((out / "summary.json").read_text())["aggregate"]
     print(json.dumps(summary, indent=2))
-    print(f"wrote {out}/summary.md and {out}/figures/ (examples_grid, curves, plane_src-0, "
+    print(f"wrote {out}/summary.md and {out}/figures/ (examples_grid, curves, plane_src-*, "
           f"star_paths{', path_widths' if widths else ''})")
     return 0
 
@@ -68,7 +71,8 @@ def cmd_pool(args) -> int:
 
     out = pool_job(args.models, data=args.data, out=args.out, classes=args.classes,
                    min_conf=args.min_conf, data_dir=args.data_dir, folder=args.folder,
-                   split=args.split, checkpoint=args.checkpoint, progress=not args.quiet)
+                   split=args.split, checkpoint=args.checkpoint, progress=not args.quiet,
+                   interpolation=args.interpolation, scan_seed=args.scan_seed)
     m = json.loads((out / "manifest.json").read_text())
     print(f"wrote {len(m['files'])} target images (classes {m['classes'][:10]}"
           f"{' ...' if len(m['classes']) > 10 else ''}) to {out}")
@@ -86,7 +90,8 @@ def cmd_full_eval(args) -> int:
     res = full_eval_job(args.model, pool=args.pool, config=cfg, out=args.out,
                         metrics=args.metrics, checkpoint=args.checkpoint,
                         progress=not args.quiet, data=args.data, pool_models=args.pool_models,
-                        data_dir=args.data_dir, folder=args.folder)
+                        data_dir=args.data_dir, folder=args.folder,
+                        interpolation=args.interpolation)
     print((res.root / "tables.md").read_text())
     print(f"wrote {res.root}/ (tables.md, table1/2 .md .tex .csv, results.npz, summary.json)")
     return 0
@@ -148,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plane-grid", type=int, default=10,
                    help="triangle grid divisions (10: the reference's 64 points)")
     g.add_argument("--path-points", type=int, default=21, help="points on each star path")
+    g.add_argument("--plane-source", type=int, default=0,
+                   help="source image of the triangle figure (reference: 0)")
     _add_lst_args(p)
     p.set_defaults(func=cmd_examples)
 
@@ -158,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["digits", "folder", "cifar10", "imagenet2012"])
     p.add_argument("--classes", type=int, nargs="+", help="classes (default: all)")
     p.add_argument("--min-conf", type=float, default=0.6, help="confidence threshold (> value)")
+    p.add_argument("--scan-seed", type=int, help="scan the data in a seeded random order "
+                   "(default: natural order)")
     p.add_argument("--split", help="data split (default: digits test, cifar10 test, "
                    "imagenet2012 validation)")
     _add_data_args(p)
@@ -182,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default="reference", choices=["reference", "exact"],
                    help="Table-2 grid: the reference's 64 points or all 66")
     p.add_argument("--grid-n", type=int, default=10, help="grid divisions per edge")
-    p.add_argument("--chunk-size", type=int, default=256, help="hull probes per model call")
+    p.add_argument("--chunk-size", type=int, default=64, help="hull probes per model call")
     p.add_argument("--metrics", default="all", choices=["all", "basic", "none"],
                    help="Table 1: all four metrics, RMSE + L-inf only, or none")
     p.add_argument("--checkpoint", help="checkpoint directory or root (default checkpoints/)")

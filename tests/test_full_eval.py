@@ -18,7 +18,7 @@ from lst_jax import cli
 from lst_jax.data.pool import TargetPool
 from lst_jax.evaluation.full_eval import (FullEvalConfig, basic_distance_fn, batch_bounds,
                                           collect_results, derangement, full_evaluation,
-                                          plan_pairs, round_derangements, tables_for_runs)
+                                          plan_pairs, round_derangements)
 from lst_jax.evaluation.tables import model_label, table1_stats, table2_stats
 from lst_jax.traversal import LSTConfig
 

@@ -105,7 +105,7 @@ class TargetPool:
 
 def build_target_pool(models: Sequence[tuple], source, classes: Sequence[int] | None = None,
                       *, min_conf: float = 0.6, batch: int = 256, order=None,
-                      progress: bool = False) -> TargetPool:
+                      skip_missing: bool = False, progress: bool = False) -> TargetPool:
     """The first image of each class (in source order) that every model classifies correctly
     with confidence > `min_conf` (reference `get_targets`), streamed in batches.
 
@@ -114,9 +114,12 @@ def build_target_pool(models: Sequence[tuple], source, classes: Sequence[int] | 
         source: an `ImageSource` (see `lst_jax.data.sources`) with labels.
         classes: classes wanted (default: all `source.num_classes`).
         order: optional permutation of source indices to scan (default: natural order).
+        skip_missing: leave out classes without a qualifying image (listed in
+            `meta["missing_classes"]`) instead of raising.
 
     Raises:
-        ValueError: a class has no qualifying image (named in the message), or no models.
+        ValueError: a class has no qualifying image (named in the message; unless
+        `skip_missing`), fewer than 2 images qualify with `skip_missing`, or no models.
     """
     from lst_jax.utils.progress import Progress
 
@@ -151,12 +154,16 @@ def build_target_pool(models: Sequence[tuple], source, classes: Sequence[int] | 
             if len(found) == len(wanted):
                 break
     missing = [c for c in wanted if c not in found]
-    if missing:
-        raise ValueError(f"no image of class(es) {missing[:20]}{' ...' if len(missing) > 20 else ''}"
-                         f" is classified correctly with confidence > {min_conf} by every model")
-    return TargetPool(np.stack([found[c][1] for c in wanted]), wanted,
-                      [found[c][0] for c in wanted],
-                      {"dataset": getattr(source, "name", "?"), "min_conf": min_conf})
+    msg = (f"no image of class(es) {missing[:20]}{' ...' if len(missing) > 20 else ''} is "
+           f"classified correctly with confidence > {min_conf} by every model")
+    if missing and not skip_missing:
+        raise ValueError(msg)
+    got = [c for c in wanted if c in found]
+    if len(got) < 2:
+        raise ValueError(msg + f"; only {len(got)} class(es) qualify, a pool needs 2")
+    return TargetPool(np.stack([found[c][1] for c in got]), got, [found[c][0] for c in got],
+                      {"dataset": getattr(source, "name", "?"), "min_conf": min_conf,
+                       "missing_classes": missing})
 
 
 def pixel_scale(images: np.ndarray, max_level: int = 255) -> int:

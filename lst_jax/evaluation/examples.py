@@ -230,11 +230,12 @@ def examples_geometry(model_fn, params, images, labels, result: ExamplesResult,
                       config: LSTConfig, key, *, plane_source: int = 0,
                       triangles=REFERENCE_TRIANGLES, plane_grid: int = 10,
                       path_points: int = 21, widths: WidthSettings | None = None,
-                      chunk_size: int = 256, evaluate_fn=None,
+                      chunk_size: int = 64, evaluate_fn=None,
                       progress: bool = False) -> ExamplesGeometry:
     """Triangle planes, star paths and (optionally) path widths around an examples run.
 
-    Triangles whose indices exceed K are skipped (K = 3 keeps only (1, 2)).
+    Triangles whose indices exceed K are skipped (K = 3 keeps only (1, 2)). With
+    `plane_source` s != 0 the triangle indices 1..K-1 refer to the other images in order.
 
     Shape:
         images: (K, H, W, C); labels: (K,) -> ExamplesGeometry.
@@ -251,7 +252,11 @@ def examples_geometry(model_fn, params, images, labels, result: ExamplesResult,
     s0 = int(plane_source)
     if not 0 <= s0 < k:
         raise ValueError(f"plane_source must be in [0, {k}), got {plane_source}")
-    tris = np.asarray([t for t in triangles if max(t) < k and s0 not in t and t[0] != t[1]],
+    # The reference pairs index the targets 1..K-1 of source 0; for another source they index
+    # the other images in order.
+    others = [i for i in range(k) if i != s0]
+    tris = np.asarray([(others[a - 1], others[b - 1]) for a, b in triangles
+                       if 1 <= min(a, b) and max(a, b) < k and a != b],
                       np.int64).reshape(-1, 2)
     steps = 2 + (1 if widths else 0)
     with Progress(steps, desc="examples geometry", unit="step", enabled=progress) as bar:
@@ -346,4 +351,4 @@ def write_geometry(run: RunDir, geo: ExamplesGeometry, images, result: ExamplesR
     }
     if geo.widths is not None:
         summary["widths_measured_fraction"] = float(geo.width_mask.mean())
-    return {"files": {k: str(v) for k, v in files.items()}, "summary": summary}
+    return {"files": {k: str(v) for k, v in files.items()}, **summary}

@@ -63,7 +63,7 @@ class FullEvalConfig:
     seed: int = 0
     grid: str = "reference"
     grid_n: int = 10
-    chunk_size: int = 256
+    chunk_size: int = 64
     distances: bool = True
 
     def __post_init__(self):
@@ -193,6 +193,25 @@ def lst_batch(model_fn, params, sources, targets, labels, target_labels, key,
                                  f"({n},)")
             out[f"dist_{k}"] = v
     return out
+
+
+def hull_batch(model_fn, params, sources, outputs, labels, grid, pairs, *,
+               pad_to: int | None = None, chunk_size: int = 64, evaluate_fn=None) -> dict:
+    """One batch of sources in, Table-2 arrays out: hull confidences of every round-pair
+    triangle and their statistics. Padded to `pad_to` sources like `lst_batch`.
+
+    Shape:
+        sources: (n, H, W, C); outputs: (R, n, H, W, C); labels: (n,)
+        -> {"conf": (n, T, P), "triangle_stats": (n, T, 8)}.
+    """
+    n = len(sources)
+    size = max(n, pad_to or n)
+    conf = multi_hull_confidences(
+        model_fn, params, _pad(np.asarray(sources), size),
+        np.stack([_pad(np.asarray(o), size) for o in outputs]), _pad(np.asarray(labels), size),
+        grid, pairs, chunk_size=chunk_size, evaluate_fn=evaluate_fn)
+    conf = np.asarray(conf)[:n]
+    return {"conf": conf, "triangle_stats": np.asarray(triangle_statistics(conf, grid, DELTAS))}
 
 
 def _require_metrics():
@@ -360,14 +379,10 @@ def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, 
             src = plan.source_index[s:e]
             outs = np.stack([run.load_npz(_lst_name(r, b))["outputs"]
                              for r in range(config.rounds)])
-            size = config.batch_size
-            conf = multi_hull_confidences(
-                model_fn, params, _pad(pool.images[src], size),
-                np.stack([_pad(o, size) for o in outs]), _pad(labels_all[src], size), grid,
-                pairs, chunk_size=config.chunk_size, evaluate_fn=evaluate_fn)
-            conf = np.asarray(conf)[: e - s]
-            tri = np.asarray(triangle_statistics(conf, grid, DELTAS))
-            run.save_npz(_hull_name(b), source_index=src, conf=conf, triangle_stats=tri)
+            arrays = hull_batch(model_fn, params, pool.images[src], outs, labels_all[src], grid,
+                                pairs, pad_to=config.batch_size, chunk_size=config.chunk_size,
+                                evaluate_fn=evaluate_fn)
+            run.save_npz(_hull_name(b), source_index=src, **arrays)
             bar.update(1)
             if on_batch is not None:
                 on_batch("hull", _hull_name(b))
@@ -467,4 +482,4 @@ def tables_for_runs(run_dirs, out, labels=None) -> dict:
 
 __all__ = ["FullEvalConfig", "FullEvalResult", "full_evaluation", "collect_results",
            "tables_for_runs", "derangement", "round_derangements", "plan_pairs", "lst_batch",
-           "batch_bounds", "default_distance_fn"]
+           "hull_batch", "batch_bounds", "default_distance_fn", "basic_distance_fn"]

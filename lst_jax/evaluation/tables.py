@@ -32,8 +32,9 @@ TABLE2_NAMES = {
     "edge_mean": ("mean conf on linear paths", "Linear paths"),
     "edge_min": ("min drop on linear paths", "Min path drop"),
 }
-PAPER_MODEL_LABELS = {"resnet50": "ResNet-50", "deit_small_patch16_224": "DeiT-S",
-                      "wrn28_10": "WRN-28-10"}
+PAPER_MODEL_LABELS = {"resnet50": "ResNet-50", "deit_small": "DeiT-S",
+                      "deit_small_patch16_224": "DeiT-S", "wrn28_10": "WRN-28-10",
+                      "wrn34_10": "WRN-34-10"}
 
 
 def model_label(name: str) -> str:

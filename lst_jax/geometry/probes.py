@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-DEFAULT_CHUNK = 256
+DEFAULT_CHUNK = 64  # probe images per model call (the reference's 64-point grid batch)
 
 Evaluator = Callable[..., jax.Array]
 
