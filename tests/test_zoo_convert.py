@@ -14,6 +14,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from lst_jax import cli
+from lst_jax.convert import job
 from lst_jax.convert import (ConversionError, abstract_variables, clean_state_dict,
                              convert_state_dict, export_state_dict, param_count,
                              read_state_dict)
@@ -69,7 +70,7 @@ def test_real_size_parameter_counts(arch):
     assert param_count(abstract_variables(module, shape)) == PARAM_COUNTS[arch]
 
 
-def test_every_registry_entry_builds_at_its_input_size():
+def test_registry_entries_are_complete():
     for name, spec in REGISTRY.items():
         if spec.dataset == "digits":
             continue
@@ -232,7 +233,9 @@ def test_cli_convert_models_and_load(tiny_registry, capsys):
     # An existing checkpoint is kept unless --overwrite is given.
     assert cli.main(["convert", TINY_SPEC.name, str(weights)]) == 2
     assert "already exists" in capsys.readouterr().err
+    compiled = job._forward._cache_size()
     assert cli.main(["convert", TINY_SPEC.name, str(weights), "--overwrite"]) == 0
+    assert job._forward._cache_size() == compiled          # converting again: no recompile
     capsys.readouterr()
 
     assert cli.main(["models"]) == 0

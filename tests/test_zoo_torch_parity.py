@@ -152,6 +152,11 @@ def test_pth_wrappers_are_unpacked(tmp_path):
     half = {k: v.half() for k, v in sd.items()}
     got, _ = read_state_dict(_save({"model": half}, tmp_path / "half.pth"))
     assert got["fc.weight"].dtype == np.float32
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2, 2, dtype=torch.bfloat16)}, str(tmp_path / "bf16.safetensors"))
+    got, _ = read_state_dict(tmp_path / "bf16.safetensors")   # numpy has no bfloat16
+    assert got["w"].dtype == np.float32 and got["w"].sum() == 4
 
 
 def test_bad_pth_files_are_refused(tmp_path):

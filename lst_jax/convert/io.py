@@ -80,12 +80,21 @@ def read_state_dict(path) -> tuple[dict[str, np.ndarray], list[str]]:
 
         try:
             sd = load_file(str(path))
+        except TypeError as e:  # bfloat16: numpy has no such dtype; torch reads it
+            try:
+                from safetensors.torch import load_file as load_torch
+            except ImportError:
+                raise ValueError(f"{path} holds tensors numpy cannot represent ({e}); "
+                                 "install torch (the [torch] extra) to read it") from None
+            sd = {k: _to_numpy(v) for k, v in load_torch(str(path)).items()}
         except Exception as e:  # safetensors raises its own error types
             raise ValueError(f"cannot read {path} as safetensors (truncated or not a "
                              f"safetensors file): {type(e).__name__}: {e}") from None
         if not sd:
             raise ValueError(f"{path} holds no tensors")
-        return {k: np.asarray(v) for k, v in sd.items()}, []
+        # floats (incl. float16 and ml_dtypes' bfloat16, kind "V") -> float32; ints kept
+        return {k: (v if v.dtype.kind in "iub" else v.astype(np.float32))
+                for k, v in sd.items()}, []
     try:
         import torch
     except ImportError:

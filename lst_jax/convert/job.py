@@ -145,11 +145,13 @@ def convert_file(name: str, weights, out=None, *, overwrite: bool = False,
     logits = np.asarray(_forward(model_fn, variables, jnp.asarray(x)))[0]
     if not np.all(np.isfinite(logits)):
         raise ValueError(f"the converted {name} gives non-finite logits on the check input")
-    probs = np.asarray(jax.nn.softmax(logits))
+    probs = np.exp(logits.astype(np.float64) - logits.max())
+    probs /= probs.sum()
     top5 = np.argsort(-probs)[:5]
-    check = {"input": desc, "dataset": spec.dataset, "num_classes": int(logits.shape[0]), "top5": top5.tolist(),
-             "top5_prob": probs[top5].tolist(), "logits_head": logits[:5].tolist(),
-             "logit_mean": float(logits.mean()), "logit_std": float(logits.std())}
+    check = {"input": desc, "dataset": spec.dataset, "num_classes": int(logits.shape[0]),
+             "top5": top5.tolist(), "top5_prob": probs[top5].tolist(),
+             "logits_head": logits[:5].tolist(), "logit_mean": float(logits.mean()),
+             "logit_std": float(logits.std())}
     report = dict(converted.report, notes=notes, weights_file=weights.name)
     n_params = param_count(variables)
     n_stats = int(sum(np.size(v) for v in jax.tree.leaves(variables.get("batch_stats", {}))))
