@@ -155,8 +155,12 @@ def checkpoint_root() -> Path:
 
 def get_spec(name: str) -> ModelSpec:
     if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(REGISTRY))}"
-                         " (list them with `lst-jax models`)")
+        import difflib
+
+        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint}; known models: "
+                         f"{', '.join(sorted(REGISTRY))} (list them with `lst-jax models`)")
     return REGISTRY[name]
 
 
