@@ -261,15 +261,13 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module, image_shape
     return Converted(variables, report)
 
 
-def export_state_dict(variables, module, image_shape=None,
-                      rules: Rules | None = None) -> dict[str, np.ndarray]:
+def export_state_dict(variables, module, rules: Rules | None = None) -> dict[str, np.ndarray]:
     """Flax variables -> PyTorch state dict (numpy arrays, PyTorch layouts and key names).
 
     The inverse of `convert_state_dict`; BatchNorm layers get `num_batches_tracked = 0`.
     """
     from lst_jax.convert.rules import rules_for
 
-    del image_shape
     rules = rules or rules_for(module)
     out: dict[str, np.ndarray] = {}
     bn_modules = []

@@ -6,7 +6,6 @@ import dataclasses
 import datetime
 import functools
 import shlex
-import sys
 from pathlib import Path
 
 import jax
@@ -184,8 +183,10 @@ def _forward(model_fn, variables, x):
 def _versions() -> dict:
     import importlib.metadata as md
 
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("lst_jax", "jax", "flax", "numpy", "torch", "safetensors"):
+    from lst_jax.evaluation.rundir import package_versions
+
+    out = package_versions()
+    for pkg in ("torch", "safetensors"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
