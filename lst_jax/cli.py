@@ -5,6 +5,7 @@
     lst-jax full-eval --model A --pool POOL --out RUN [--num-samples N] [--rounds 5] ...
     lst-jax tables RUN [RUN ...] --out DIR
     lst-jax models
+    lst-jax convert NAME WEIGHTS [--out DIR] [--overwrite]
 """
 
 from __future__ import annotations
@@ -142,6 +143,21 @@ def cmd_models(args) -> int:
     header = ("name", "arch", "dataset", "input", "available", "test acc", "checkpoint")
     for r in [header] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if any(r[4] == "no" for r in rows):
+        print("\nmissing checkpoints: `lst-jax convert <name> <PyTorch weights file>` "
+              "(README, 'Model zoo and converters')")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    import shlex
+
+    from lst_jax.convert.job import convert_file
+
+    command = " ".join(["lst-jax convert", shlex.quote(args.name), shlex.quote(args.weights)]
+                       + (["--out", shlex.quote(args.out)] if args.out else []))
+    print(convert_file(args.name, args.weights, args.out, overwrite=args.overwrite,
+                       command=command))
     return 0
 
 
@@ -232,6 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true",
                    help="print the accuracy table of the available trained checkpoints")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("convert", help="convert PyTorch weights to an orbax checkpoint",
+                       description="Convert a PyTorch weights file (.safetensors, or .pth/.pt "
+                       "read with torch.load(weights_only=True)) for a registry model into an "
+                       "orbax checkpoint with metadata.json; prints the parameter count and "
+                       "a logits check on a fixed photo.")
+    p.add_argument("name", help="registry name (see `lst-jax models`)")
+    p.add_argument("weights", help="PyTorch weights file")
+    p.add_argument("--out", help="checkpoint directory (default <checkpoints>/<name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 
