@@ -6,7 +6,8 @@ A small `lst-jax full-eval` on the shipped digits ResNet (6 sources, 2 rounds, b
   one-device run (`--mesh off`) to float round-off, also with a `--memory-budget` that cuts
   each hull batch into 8 chunks;
 - two processes x 2 devices (jax.distributed on 127.0.0.1, gloo): process 0 writes exactly
-  the files of the one-process 4-device run (every array bit for bit, the same tables);
+  the files of the one-process 4-device run (every array bit for bit, the same tables), and a
+  config that process 0 refuses stops both processes with the same error;
 - killing one of the two processes mid-run stops the other at once with a clear error; the
   finished batches stay on disk, and a re-launch computes only the rest and ends with the same
   files.
@@ -152,6 +153,10 @@ def test_two_processes_write_the_single_process_files(reference, tmp_path):
     p = json.loads((tmp_path / "summary.json").read_text())["parallel"]
     assert p == {"processes": 2, "devices": 4, "memory_budget": None}
     _compare_runs(out / "auto", tmp_path)
+    # Process 0 refuses a different config in the same directory: every process stops.
+    (c0, _, e0), (c1, _, e1) = _wait(_launch(tmp_path, ["--iters", "9"]), timeout=120)
+    assert c0 == 2 and "different config" in e0, e0[-2000:]
+    assert c1 == 2 and "process 0: run directory" in e1, e1[-2000:]
 
 
 def test_dead_process_stops_the_other_and_relaunch_resumes(reference, tmp_path):

@@ -7,6 +7,7 @@ in-process tests cover validation.
 """
 
 import jax
+import numpy as np
 import pytest
 
 from subproc import run_python
@@ -163,3 +164,14 @@ def test_resolve_mesh_modes():
     assert resolve_mesh(mesh) is mesh
     with pytest.raises(ValueError, match="mesh must be one of"):
         resolve_mesh("everywhere")
+
+
+def test_single_process_main_helpers():
+    a = {"x": np.arange(3.0)}
+    np.testing.assert_array_equal(par.broadcast_arrays_from_main(a)["x"], a["x"])
+    par.raise_if_main_failed(None)
+    with pytest.raises(ValueError, match="refused"):
+        par.raise_if_main_failed("refused")
+    err = FileNotFoundError("no pool")
+    with pytest.raises(FileNotFoundError, match="no pool"):
+        par.raise_if_main_failed(err)
