@@ -3,6 +3,8 @@
     lst-jax examples [--model digits_resnet-normal] [--data digits|photos|...] [--widths] ...
     lst-jax pool --models A B [--data digits|cifar10|imagenet2012|folder] --out POOL
     lst-jax full-eval --model A --pool POOL --out RUN [--num-samples N] [--rounds 5] ...
+                      [--mesh auto|on|off] [--memory-budget 2GiB]
+                      [--coordinator host:port --num-processes N --process-id I]
     lst-jax tables RUN [RUN ...] --out DIR
     lst-jax models
     lst-jax convert NAME WEIGHTS [--out DIR] [--overwrite]
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from lst_jax.traversal.config import PRESETS, LSTConfig
@@ -81,6 +84,9 @@ def cmd_pool(args) -> int:
 
 
 def cmd_full_eval(args) -> int:
+    from lst_jax.parallel.distributed import initialize_from_args, is_main_process
+
+    initialize_from_args(args)   # several processes: before anything touches a device
     from lst_jax.evaluation.full_eval import FullEvalConfig
     from lst_jax.evaluation.jobs import full_eval_job
 
@@ -92,7 +98,10 @@ def cmd_full_eval(args) -> int:
                         metrics=args.metrics, checkpoint=args.checkpoint,
                         progress=not args.quiet, data=args.data, pool_models=args.pool_models,
                         data_dir=args.data_dir, folder=args.folder,
-                        interpolation=args.interpolation)
+                        interpolation=args.interpolation, mesh=args.mesh,
+                        memory_budget=args.memory_budget)
+    if not is_main_process():
+        return 0
     print((res.root / "tables.md").read_text())
     print(f"wrote {res.root}/ (tables.md, table1/2 .md .tex .csv, results.npz, summary.json)")
     return 0
@@ -235,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "same command to resume")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_lst_args(p)
+    g = p.add_argument_group("devices (see README, 'Scaling out')")
+    g.add_argument("--mesh", default="auto", choices=["auto", "on", "off"],
+                   help="auto: data parallel over all devices (and processes) when there are "
+                   "several; on: always the sharded path; off: one device")
+    g.add_argument("--memory-budget", help="per-device memory for one chunk of hull probes, "
+                   "e.g. 2GiB (replaces --chunk-size; planned from XLA's memory analysis)")
+    from lst_jax.parallel.distributed import add_distributed_args
+
+    add_distributed_args(p)
     p.set_defaults(func=cmd_full_eval)
 
     p = sub.add_parser("tables", help="paper-style tables of finished full-eval runs")
@@ -269,6 +287,17 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"lst-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from lst_jax.parallel.distributed import ProcessFailure
+
+        if not isinstance(e, ProcessFailure):
+            raise
+        print(f"lst-jax {args.command}: error: {e}", file=sys.stderr)
+        # Exit now: JAX's shutdown barrier at interpreter exit would wait for the dead
+        # process and then abort with a stack trace.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(3)
 
 
 if __name__ == "__main__":

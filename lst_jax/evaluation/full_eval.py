@@ -34,6 +34,7 @@ from lst_jax.evaluation.tables import (model_label, render_table1, table1_stats,
 from lst_jax.geometry import (multi_hull_confidences, per_source_statistics, round_pairs,
                               triangle_grid, triangle_statistics)
 from lst_jax.geometry.hull import DELTAS, stat_names
+from lst_jax.parallel import distributed as dist
 from lst_jax.traversal import LSTConfig, level_set_traversal, preset
 from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
@@ -158,11 +159,18 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
 
 def lst_batch(model_fn, params, sources, targets, labels, target_labels, key,
               config: LSTConfig, *, pad_to: int | None = None,
-              distance_fn: DistanceFn | None = None, progress: bool = False) -> dict:
+              distance_fn: DistanceFn | None = None, progress: bool = False,
+              mesh=None) -> dict:
     """One batch of pairs in, arrays out: LST outputs, confidences and distances.
 
     The batch is padded to `pad_to` (repeating its first pair) so that every batch runs the
     same compiled program; the padding is dropped from the results.
+
+    With a `mesh` the pairs are traversed data parallel over its devices
+    (`sharded_level_set_traversal`; same numbers as one device to float round-off). With
+    several processes, call it on every process with the same batch: each process's devices
+    traverse their rows, each process measures the distances of its `process_share` of the
+    pairs, and every process gets all the arrays.
 
     Shape:
         sources, targets: (n, H, W, C) in [0, 1]; labels, target_labels: (n,) int
@@ -171,10 +179,16 @@ def lst_batch(model_fn, params, sources, targets, labels, target_labels, key,
     """
     n = len(sources)
     size = max(n, pad_to or n)
-    res = level_set_traversal(model_fn, params, _pad(np.asarray(sources), size),
-                              _pad(np.asarray(targets), size), _pad(np.asarray(labels), size),
-                              key, config, target_labels=_pad(np.asarray(target_labels), size),
-                              progress=progress, desc=f"LST batch of {n}")
+    args = (model_fn, params, _pad(np.asarray(sources), size), _pad(np.asarray(targets), size),
+            _pad(np.asarray(labels), size), key, config)
+    kw = dict(target_labels=_pad(np.asarray(target_labels), size), progress=progress,
+              desc=f"LST batch of {n}")
+    if mesh is None:
+        res = level_set_traversal(*args, **kw)
+    else:
+        from lst_jax.parallel import sharded_level_set_traversal
+
+        res = sharded_level_set_traversal(*args, mesh=mesh, **kw)
     res = jax.device_get(res)
     out = {
         "outputs": np.asarray(res.images[:n], np.float32),
@@ -185,14 +199,38 @@ def lst_batch(model_fn, params, sources, targets, labels, target_labels, key,
         "accepted_frac": np.asarray(res.record.accepted[:, :n].mean(0), np.float32),
     }
     if distance_fn is not None:
-        d = distance_fn(out["outputs"], np.asarray(targets, np.float32))
-        for k, v in d.items():
-            v = np.asarray(v, np.float32).reshape(-1)
-            if v.shape != (n,):
-                raise ValueError(f"distance_fn returned {k!r} with shape {v.shape}, expected "
-                                 f"({n},)")
+        for k, v in _distances(distance_fn, out["outputs"],
+                               np.asarray(targets, np.float32)).items():
             out[f"dist_{k}"] = v
     return out
+
+
+def _checked_distances(distance_fn, outputs, targets) -> dict:
+    n = len(outputs)
+    d = {}
+    for k, v in distance_fn(outputs, targets).items():
+        v = np.asarray(v, np.float32).reshape(-1)
+        if v.shape != (n,):
+            raise ValueError(f"distance_fn returned {k!r} with shape {v.shape}, expected "
+                             f"({n},)")
+        d[k] = v
+    return d
+
+
+def _distances(distance_fn, outputs, targets) -> dict:
+    """`distance_fn` on all pairs; with several processes each measures its share."""
+    if jax.process_count() == 1:
+        return _checked_distances(distance_fn, outputs, targets)
+    n = len(outputs)
+    share = dist.process_share(n)
+    if len(share):
+        d = _checked_distances(distance_fn, outputs[share.start:share.stop],
+                               targets[share.start:share.stop])
+    else:  # more processes than pairs: same keys, no rows
+        d = {k: v[:0] for k, v in _checked_distances(distance_fn, outputs[:1],
+                                                     targets[:1]).items()}
+    gathered = dist.gather_shares(d, n)
+    return {k: gathered[k] for k in d}      # pytree ops sort dict keys; keep fn's order
 
 
 def hull_batch(model_fn, params, sources, outputs, labels, grid, pairs, *,
@@ -284,11 +322,56 @@ def _hull_name(b: int) -> str:
     return f"hull/b{b:05d}.npz"
 
 
+MESH_MODES = ("auto", "on", "off")
+
+
+def resolve_mesh(mesh="auto", memory_budget=None):
+    """The mesh a full evaluation runs on: None (one device, the plain path) or a Mesh.
+
+    Args:
+        mesh: "auto" (all devices of all processes when there are several devices or
+            processes, or when a memory budget is set; otherwise one device), "on" (always
+            the sharded path, also on one device), "off" / None (one device; refused in a
+            multi-process run), or a `jax.sharding.Mesh` with a `"data"` axis.
+    """
+    from lst_jax.parallel import data_mesh, num_shards
+
+    if mesh is None:
+        mesh = "off"
+    if isinstance(mesh, str):
+        if mesh not in MESH_MODES:
+            raise ValueError(f"mesh must be one of {MESH_MODES} or a Mesh, got {mesh!r}")
+        if mesh == "off":
+            if jax.process_count() > 1:
+                raise ValueError("mesh='off' (one device) cannot be used in a multi-process "
+                                 "run; use 'auto'")
+            return None
+        if mesh == "on" or memory_budget is not None or jax.device_count() > 1 \
+                or jax.process_count() > 1:
+            return data_mesh()
+        return None
+    num_shards(mesh)   # validates the "data" axis
+    return mesh
+
+
 def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, out, *,
                     model_name: str | None = None, distance_fn: DistanceFn | None = None,
                     evaluate_fn=None, progress: bool = True, on_batch=None,
-                    extra_manifest: dict | None = None) -> FullEvalResult:
+                    extra_manifest: dict | None = None, mesh="auto",
+                    memory_budget=None) -> FullEvalResult | None:
     """Runs (or resumes) a full evaluation into the run directory `out`.
+
+    Devices: with several devices (or processes) the LST batches are traversed data parallel
+    over all of them (`sharded_level_set_traversal`) and the hull probes are split over them
+    (`ShardedEvaluator`); numbers agree with one device to float round-off.
+
+    Several processes (`jax.distributed` initialised, e.g. by `lst_jax.parallel.
+    initialize_distributed`): call it on every process with the same arguments. Only
+    process 0 touches `out`: it decides which batches are missing (`pending_items`), every
+    process works on every pending batch with its own devices' share of the pairs / probes,
+    results are gathered and process 0 writes them. The files are those of a one-process run
+    on the same total number of devices. If a process dies, the others stop with
+    `ProcessFailure`; finished batches stay on disk and the same call resumes.
 
     Args:
         model_fn, params: the classifier (`model_fn(params, images) -> logits`).
@@ -299,14 +382,22 @@ def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, 
         model_name: registry name recorded in the manifest and used as the table label.
         distance_fn: `(outputs, targets) -> {key: (B,)}` for Table 1 (default
             `lst_jax.metrics.image_distances`); ignored when `config.distances` is False.
-        evaluate_fn: confidence evaluator for the hull probes (see `lst_jax.geometry`).
+        evaluate_fn: confidence evaluator for the hull probes (see `lst_jax.geometry`;
+            default: `ShardedEvaluator` on the mesh, `config.chunk_size` probes per device,
+            or `evaluate_in_chunks` on one device).
         on_batch: called as `on_batch(kind, name)` after each persisted batch ("lst"/"hull").
+        mesh: "auto", "on", "off" or a Mesh (see `resolve_mesh`).
+        memory_budget: per-device bytes (or "2GiB") for one chunk of hull probes; replaces
+            `config.chunk_size` (does not change the numbers beyond round-off, so it is not
+            part of the run's config).
 
     Returns:
-        `FullEvalResult`; the directory also holds manifest.json, plan.npz, lst/*.npz,
-        hull/*.npz, results.npz, summary.json and the tables (md, tex, csv).
+        `FullEvalResult` (None on processes other than 0); the directory also holds
+        manifest.json, plan.npz, lst/*.npz, hull/*.npz, results.npz, summary.json and the
+        tables (md, tex, csv).
     """
     from lst_jax.models.checkpoint import tree_digest
+    from lst_jax.parallel import ShardedEvaluator, num_shards, put_replicated
 
     if not isinstance(config, FullEvalConfig):
         raise ValueError(f"config must be a FullEvalConfig, got {type(config).__name__}")
@@ -317,19 +408,16 @@ def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, 
     if config.distances and distance_fn is None:
         _require_metrics()  # fail before any work if the metrics are unavailable
         distance_fn = default_distance_fn
-    dist = distance_fn if config.distances else None
-    run = RunDir(out)
-    run_config = {
-        **config.to_dict(),
-        "model": model_name,
-        "params_digest": tree_digest(params),
-        "pool_digest": pool.digest(),
-        "distance_fn": function_id(dist),
-    }
-    run.ensure_manifest(run_config, mode="full_eval", pool=pool.meta, pool_size=len(pool),
-                        **(extra_manifest or {}))
+    dist_fn = distance_fn if config.distances else None
+    mesh = resolve_mesh(mesh, memory_budget)
+    main = dist.is_main_process()
+    progress = progress and main
+    layout = {"processes": jax.process_count(),
+              "devices": 1 if mesh is None else num_shards(mesh),
+              "memory_budget": memory_budget}
 
-    # Sources: the pool filtered once by this model; targets by global pool index.
+    # Sources: the pool filtered once by this model; targets by global pool index. Every
+    # process computes the plan (deterministic); process 0 checks it against the run dir.
     probs = predict_probs(model_fn, params, pool.images, batch=config.batch_size)
     kept = probs.argmax(-1) == pool.labels
     plan = plan_pairs(kept, config.num_samples, config.rounds, config.seed)
@@ -337,6 +425,99 @@ def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, 
     plan_arrays = dict(source_index=plan.source_index, target_index=plan.target_index,
                        perms=plan.perms, labels=pool.labels[plan.source_index],
                        clean_conf=clean_conf.astype(np.float32))
+    run, error = None, None
+    if main:
+        try:
+            run = _open_run(out, config, model_name, params_digest=tree_digest(params),
+                            pool=pool, distance_fn=dist_fn, plan_arrays=plan_arrays,
+                            extra_manifest=extra_manifest)
+        except Exception as e:  # every process must stop, not only process 0
+            error = e
+    dist.raise_if_main_failed(error)
+
+    params_run = params if mesh is None else put_replicated(params, mesh)
+    if evaluate_fn is None and mesh is not None:
+        evaluate_fn = ShardedEvaluator(
+            mesh, per_device_chunk=None if memory_budget is not None else config.chunk_size,
+            memory_budget=memory_budget)
+    n = len(plan.source_index)
+    bounds = batch_bounds(n, config.batch_size)
+    key = jax.random.key(config.seed)
+    labels_all = pool.labels
+    t0 = time.perf_counter()
+    units = [(r, b) for r in range(config.rounds) for b in range(len(bounds))]
+    todo = dist.pending_items(len(units), lambda u: run.exists(_lst_name(*units[u])))
+    with Progress(len(units), desc="full eval: LST", unit="batch", enabled=progress) as bar:
+        bar.update(len(units) - len(todo))
+        for u in todo:
+            r, b = units[u]
+            s, e = bounds[b]
+            src = plan.source_index[s:e]
+            tgt = plan.target_index[r, s:e]
+            arrays = lst_batch(model_fn, params_run, pool.images[src], pool.images[tgt],
+                               labels_all[src], labels_all[tgt],
+                               jax.random.fold_in(jax.random.fold_in(key, r), b), config.lst,
+                               pad_to=config.batch_size, distance_fn=dist_fn, mesh=mesh)
+            if main:
+                run.save_npz(_lst_name(r, b), source_index=src, target_index=tgt, **arrays)
+            bar.update(1)
+            if on_batch is not None:
+                on_batch("lst", _lst_name(r, b))
+
+    grid = triangle_grid(config.grid, config.grid_n)
+    pairs = round_pairs(config.rounds)
+    todo = dist.pending_items(len(bounds), lambda b: run.exists(_hull_name(b)))
+    with Progress(len(bounds), desc="full eval: hulls", unit="batch", enabled=progress) as bar:
+        bar.update(len(bounds) - len(todo))
+        for b in todo:
+            s, e = bounds[b]
+            src = plan.source_index[s:e]
+            # Process 0 reads the LST outputs (only it has the run directory) and sends them.
+            if main:
+                outs = np.stack([run.load_npz(_lst_name(r, b))["outputs"]
+                                 for r in range(config.rounds)])
+            else:
+                outs = np.zeros((config.rounds, e - s) + pool.images.shape[1:], np.float32)
+            outs = dist.broadcast_arrays_from_main(outs)
+            arrays = hull_batch(model_fn, params_run, pool.images[src], outs, labels_all[src],
+                                grid, pairs, pad_to=config.batch_size,
+                                chunk_size=config.chunk_size, evaluate_fn=evaluate_fn)
+            if main:
+                run.save_npz(_hull_name(b), source_index=src, **arrays)
+            bar.update(1)
+            if on_batch is not None:
+                on_batch("hull", _hull_name(b))
+
+    result = None
+    if main:
+        result = collect_results(run.root,
+                                 label=model_label(model_name) if model_name else "")
+        summary = {
+            "model": model_name, "label": result.label, "num_sources": n,
+            "pool_size": len(pool), "rounds": config.rounds, "triangles": len(pairs),
+            "grid_points": grid.num_points, "dropped_sources": int((~kept).sum()),
+            "seconds_this_call": round(time.perf_counter() - t0, 2), "parallel": layout,
+            "table1": result.table1, "table2": result.table2,
+            "valid_fraction": float(result.valid.mean()),
+        }
+        run.write_json("summary.json", summary)
+    dist.barrier("full evaluation written")
+    return result
+
+
+def _open_run(out, config, model_name, *, params_digest, pool, distance_fn, plan_arrays,
+              extra_manifest) -> RunDir:
+    """Creates or resumes the run directory (process 0 only): manifest and pairing plan."""
+    run = RunDir(out)
+    run_config = {
+        **config.to_dict(),
+        "model": model_name,
+        "params_digest": params_digest,
+        "pool_digest": pool.digest(),
+        "distance_fn": function_id(distance_fn),
+    }
+    run.ensure_manifest(run_config, mode="full_eval", pool=pool.meta, pool_size=len(pool),
+                        **(extra_manifest or {}))
     if run.exists("plan.npz"):
         old = run.load_npz("plan.npz")
         if any(not np.array_equal(old[k], plan_arrays[k]) for k in ("source_index",
@@ -345,59 +526,7 @@ def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, 
                              "the run directory was produced by other code or data")
     else:
         run.save_npz("plan.npz", **plan_arrays)
-
-    n = len(plan.source_index)
-    bounds = batch_bounds(n, config.batch_size)
-    key = jax.random.key(config.seed)
-    labels_all = pool.labels
-    t0 = time.perf_counter()
-    todo = [(r, b) for r in range(config.rounds) for b in range(len(bounds))
-            if not run.exists(_lst_name(r, b))]
-    with Progress(config.rounds * len(bounds), desc="full eval: LST", unit="batch",
-                  enabled=progress) as bar:
-        bar.update(config.rounds * len(bounds) - len(todo))
-        for r, b in todo:
-            s, e = bounds[b]
-            src = plan.source_index[s:e]
-            tgt = plan.target_index[r, s:e]
-            arrays = lst_batch(model_fn, params, pool.images[src], pool.images[tgt],
-                               labels_all[src], labels_all[tgt],
-                               jax.random.fold_in(jax.random.fold_in(key, r), b), config.lst,
-                               pad_to=config.batch_size, distance_fn=dist)
-            run.save_npz(_lst_name(r, b), source_index=src, target_index=tgt, **arrays)
-            bar.update(1)
-            if on_batch is not None:
-                on_batch("lst", _lst_name(r, b))
-
-    grid = triangle_grid(config.grid, config.grid_n)
-    pairs = round_pairs(config.rounds)
-    todo = [b for b in range(len(bounds)) if not run.exists(_hull_name(b))]
-    with Progress(len(bounds), desc="full eval: hulls", unit="batch", enabled=progress) as bar:
-        bar.update(len(bounds) - len(todo))
-        for b in todo:
-            s, e = bounds[b]
-            src = plan.source_index[s:e]
-            outs = np.stack([run.load_npz(_lst_name(r, b))["outputs"]
-                             for r in range(config.rounds)])
-            arrays = hull_batch(model_fn, params, pool.images[src], outs, labels_all[src], grid,
-                                pairs, pad_to=config.batch_size, chunk_size=config.chunk_size,
-                                evaluate_fn=evaluate_fn)
-            run.save_npz(_hull_name(b), source_index=src, **arrays)
-            bar.update(1)
-            if on_batch is not None:
-                on_batch("hull", _hull_name(b))
-
-    result = collect_results(run.root, label=model_label(model_name) if model_name else "")
-    summary = {
-        "model": model_name, "label": result.label, "num_sources": n,
-        "pool_size": len(pool), "rounds": config.rounds, "triangles": len(pairs),
-        "grid_points": grid.num_points, "dropped_sources": int((~kept).sum()),
-        "seconds_this_call": round(time.perf_counter() - t0, 2),
-        "table1": result.table1, "table2": result.table2,
-        "valid_fraction": float(result.valid.mean()),
-    }
-    run.write_json("summary.json", summary)
-    return result
+    return run
 
 
 def collect_results(root, label: str | None = None) -> FullEvalResult:
@@ -482,4 +611,5 @@ def tables_for_runs(run_dirs, out, labels=None) -> dict:
 
 __all__ = ["FullEvalConfig", "FullEvalResult", "full_evaluation", "collect_results",
            "tables_for_runs", "derangement", "round_derangements", "plan_pairs", "lst_batch",
-           "hull_batch", "batch_bounds", "default_distance_fn", "basic_distance_fn"]
+           "hull_batch", "batch_bounds", "default_distance_fn", "basic_distance_fn",
+           "resolve_mesh", "MESH_MODES"]

@@ -178,14 +178,44 @@ def pool_job(models: Sequence[str], data: str = "digits", out=None,
                      interpolation=interpolation, scan_seed=scan_seed)
 
 
+def _pool_on_every_process(load):
+    """Process 0 runs `load()` (reads or builds the pool on its disk); its images and labels
+    are broadcast to the other processes, so only process 0 needs the files."""
+    from lst_jax.data.pool import TargetPool
+    from lst_jax.parallel import distributed as dist
+
+    main = dist.is_main_process()
+    pool, error = None, None
+    if main:
+        try:
+            pool = load()
+        except Exception as e:  # every process must stop, not only process 0
+            error = e
+    dist.raise_if_main_failed(error)
+    if jax.process_count() == 1:
+        return pool
+    shape = np.zeros(4, np.int32)
+    if main:
+        shape[:] = pool.images.shape
+    n, h, w, c = (int(v) for v in dist.broadcast_from_main(shape))
+    arrays = ((pool.images, pool.labels, pool.source_index.astype(np.int32)) if main else
+              (np.zeros((n, h, w, c), np.float32), np.zeros(n, np.int32),
+               np.zeros(n, np.int32)))
+    images, labels, index = dist.broadcast_arrays_from_main(arrays)
+    return pool if main else TargetPool(images, labels, index, {})
+
+
 def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, *,
                   metrics: str = "all", checkpoint=None, progress: bool = True,
                   data: str = "digits", pool_models: Sequence[str] | None = None,
-                  data_dir=None, folder=None, interpolation: str = "bilinear"):
-    """Full evaluation of a registry model on a target pool; returns the FullEvalResult.
+                  data_dir=None, folder=None, interpolation: str = "bilinear",
+                  mesh="auto", memory_budget=None):
+    """Full evaluation of a registry model on a target pool; returns the FullEvalResult
+    (None on processes other than 0 of a multi-process run).
 
     Without `pool`, the pool is built from `data` with `pool_models` (default: the model
-    itself) into `<out>/pool` first (or reused from there).
+    itself) into `<out>/pool` first (or reused from there). Multi-process: only process 0
+    reads the pool and writes `out`; `mesh`, `memory_budget` as in `full_evaluation`.
     """
     from lst_jax.evaluation.full_eval import FullEvalConfig, basic_distance_fn, full_evaluation
 
@@ -194,15 +224,18 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
         raise ValueError(f"metrics must be 'all', 'basic' or 'none', got {metrics!r}")
     out = Path(out or Path("runs") / f"full_eval_{model}")
     loaded = load_model(model, checkpoint)
-    if pool is None:
-        pool_dir = out / "pool"
-        if not (pool_dir / "manifest.json").is_file():
+    pool_dir = Path(pool) if pool is not None else out / "pool"
+
+    def load():
+        if pool is None and not (pool_dir / "manifest.json").is_file():
             pool_job(list(pool_models or [model]), data, pool_dir, data_dir=data_dir,
                      folder=folder, checkpoint=checkpoint, progress=progress,
                      interpolation=interpolation)
-        pool = pool_dir
-    target_pool = load_pool(pool)
-    _check_shape(loaded.spec, target_pool.images, f"pool {pool}")
+        p = load_pool(pool_dir)
+        _check_shape(loaded.spec, p.images, f"pool {pool_dir}")
+        return p
+
+    target_pool = _pool_on_every_process(load)
     if metrics == "none":
         import dataclasses
 
@@ -210,5 +243,6 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
     return full_evaluation(
         loaded.model_fn, loaded.params, target_pool, config, out, model_name=model,
         distance_fn=basic_distance_fn if metrics == "basic" else None, progress=progress,
-        extra_manifest={"pool_dir": str(pool), "model_spec": loaded.spec,
-                        "checkpoint_digest": loaded.metadata.get("digest")})
+        extra_manifest={"pool_dir": str(pool_dir), "model_spec": loaded.spec,
+                        "checkpoint_digest": loaded.metadata.get("digest")},
+        mesh=mesh, memory_budget=memory_budget)
