@@ -1,13 +1,20 @@
 """`lst-jax` command line: one console command with subcommands.
 
-    lst-jax examples [--model digits_resnet-normal] [--data digits|photos] [--out DIR] ...
+    lst-jax examples [--model digits_resnet-normal] [--data digits|photos|...] [--widths] ...
+    lst-jax pool --models A B [--data digits|cifar10|imagenet2012|folder] --out POOL
+    lst-jax full-eval --model A --pool POOL --out RUN [--num-samples N] [--rounds 5] ...
+                      [--mesh auto|on|off] [--memory-budget 2GiB]
+                      [--coordinator host:port --num-processes N --process-id I]
+    lst-jax tables RUN [RUN ...] --out DIR
     lst-jax models
+    lst-jax convert NAME WEIGHTS [--out DIR] [--overwrite]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from lst_jax.traversal.config import PRESETS, LSTConfig
@@ -26,6 +33,14 @@ def _add_lst_args(p: argparse.ArgumentParser):
     g.add_argument("--noise", type=float, help="random-start amplitude (default 2/255)")
 
 
+def _add_data_args(p: argparse.ArgumentParser):
+    p.add_argument("--data-dir", help="tensorflow-datasets data directory (cifar10, "
+                   "imagenet2012; prepared data only, never downloaded)")
+    p.add_argument("--folder", help="image folder (with --data folder)")
+    p.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic"],
+                   help="resize filter for ImageNet / folder images (reference: bilinear)")
+
+
 def config_from_args(args) -> LSTConfig:
     cfg = PRESETS[args.preset]
     changes = {f: getattr(args, f) for f in ("step_size", "iters", "pthresh", "adv_pert",
@@ -35,15 +50,70 @@ def config_from_args(args) -> LSTConfig:
 
 
 def cmd_examples(args) -> int:
+    from lst_jax.evaluation.examples import WidthSettings
     from lst_jax.evaluation.jobs import examples_job
 
+    widths = None
+    if args.widths:
+        widths = WidthSettings(radii=tuple(args.width_distances), num_dirs=args.width_dirs)
     out = examples_job(model=args.model, data=args.data, k=args.k,
                        config=config_from_args(args), seed=args.seed, out=args.out,
                        classes=args.classes, photos=args.photos, checkpoint=args.checkpoint,
-                       progress=not args.quiet)
+                       progress=not args.quiet, widths=widths, plane_grid=args.plane_grid,
+                       path_points=args.path_points, data_dir=args.data_dir,
+                       folder=args.folder, pool=args.pool, interpolation=args.interpolation,
+                       plane_source=args.plane_source)
     summary = json.loads((out / "summary.json").read_text())["aggregate"]
     print(json.dumps(summary, indent=2))
-    print(f"wrote {out}/summary.md and {out}/figures/examples_grid.png")
+    print(f"wrote {out}/summary.md and {out}/figures/ (examples_grid, curves, plane_src-*, "
+          f"star_paths{', path_widths' if widths else ''})")
+    return 0
+
+
+def cmd_pool(args) -> int:
+    from lst_jax.evaluation.jobs import pool_job
+
+    out = pool_job(args.models, data=args.data, out=args.out, classes=args.classes,
+                   min_conf=args.min_conf, data_dir=args.data_dir, folder=args.folder,
+                   split=args.split, checkpoint=args.checkpoint, progress=not args.quiet,
+                   interpolation=args.interpolation, scan_seed=args.scan_seed)
+    m = json.loads((out / "manifest.json").read_text())
+    print(f"wrote {len(m['files'])} target images (classes {m['classes'][:10]}"
+          f"{' ...' if len(m['classes']) > 10 else ''}) to {out}")
+    return 0
+
+
+def cmd_full_eval(args) -> int:
+    from lst_jax.parallel.distributed import initialize_from_args, is_main_process
+
+    initialize_from_args(args)   # several processes: before anything touches a device
+    from lst_jax.evaluation.full_eval import FullEvalConfig
+    from lst_jax.evaluation.jobs import full_eval_job
+
+    cfg = FullEvalConfig(lst=config_from_args(args), num_samples=args.num_samples,
+                         rounds=args.rounds, batch_size=args.batch_size, seed=args.seed,
+                         grid=args.grid, grid_n=args.grid_n, chunk_size=args.chunk_size,
+                         distances=args.metrics != "none")
+    res = full_eval_job(args.model, pool=args.pool, config=cfg, out=args.out,
+                        metrics=args.metrics, checkpoint=args.checkpoint,
+                        progress=not args.quiet, data=args.data, pool_models=args.pool_models,
+                        data_dir=args.data_dir, folder=args.folder,
+                        interpolation=args.interpolation, mesh=args.mesh,
+                        memory_budget=args.memory_budget)
+    if not is_main_process():
+        return 0
+    print((res.root / "tables.md").read_text())
+    print(f"wrote {res.root}/ (tables.md, table1/2 .md .tex .csv, results.npz, summary.json)")
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from lst_jax.evaluation.full_eval import tables_for_runs
+
+    res = tables_for_runs(args.runs, args.out, labels=args.labels)
+    print(res["table1"])
+    print(res["table2"])
+    print(f"wrote {args.out}/ (tables.md, table1/2 .md .tex .csv, tables.json)")
     return 0
 
 
@@ -82,6 +152,21 @@ def cmd_models(args) -> int:
     header = ("name", "arch", "dataset", "input", "available", "test acc", "checkpoint")
     for r in [header] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if any(r[4] == "no" for r in rows):
+        print("\nmissing checkpoints: `lst-jax convert <name> <PyTorch weights file>` "
+              "(README, 'Model zoo and converters')")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    import shlex
+
+    from lst_jax.convert.job import convert_file
+
+    command = " ".join(["lst-jax convert", shlex.quote(args.name), shlex.quote(args.weights)]
+                       + (["--out", shlex.quote(args.out)] if args.out else []))
+    print(convert_file(args.name, args.weights, args.out, overwrite=args.overwrite,
+                       command=command))
     return 0
 
 
@@ -92,22 +177,106 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("examples", help="K x K LST examples grid (the main job)")
     p.add_argument("--model", default="digits_resnet-normal", help="registry name")
-    p.add_argument("--data", default="digits", choices=["digits", "photos"])
+    p.add_argument("--data", default="digits",
+                   choices=["digits", "photos", "pool", "folder", "cifar10", "imagenet2012"])
     p.add_argument("--k", type=int, default=5, help="number of images (sources = targets)")
-    p.add_argument("--classes", type=int, nargs="+", help="digits classes (default 0..k-1)")
+    p.add_argument("--classes", type=int, nargs="+", help="classes (default 0..k-1; ImageNet: "
+                   "99 199 299 400 499)")
     p.add_argument("--photos", nargs="+", help="sample photo names (with --data photos)")
+    _add_data_args(p)
+    p.add_argument("--pool", help="target pool directory (with --data pool)")
     p.add_argument("--checkpoint", help="checkpoint directory or root (default checkpoints/)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run directory (default runs/examples_<model>_<data>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("geometry figures")
+    g.add_argument("--widths", action="store_true", help="also measure path widths")
+    g.add_argument("--width-distances", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0],
+                   help="L2 radii of the width probes")
+    g.add_argument("--width-dirs", type=int, default=256, help="random directions per point")
+    g.add_argument("--plane-grid", type=int, default=10,
+                   help="triangle grid divisions (10: the reference's 64 points)")
+    g.add_argument("--path-points", type=int, default=21, help="points on each star path")
+    g.add_argument("--plane-source", type=int, default=0,
+                   help="source image of the triangle figure (reference: 0)")
     _add_lst_args(p)
     p.set_defaults(func=cmd_examples)
+
+    p = sub.add_parser("pool", help="build a target pool (one image per class, PNG + manifest)")
+    p.add_argument("--models", nargs="+", default=["digits_resnet-normal", "digits_resnet-linf"],
+                   help="every model must classify each pool image correctly")
+    p.add_argument("--data", default="digits",
+                   choices=["digits", "folder", "cifar10", "imagenet2012"])
+    p.add_argument("--classes", type=int, nargs="+", help="classes (default: all)")
+    p.add_argument("--min-conf", type=float, default=0.6, help="confidence threshold (> value)")
+    p.add_argument("--scan-seed", type=int, help="scan the data in a seeded random order "
+                   "(default: natural order)")
+    p.add_argument("--split", help="data split (default: digits test, cifar10 test, "
+                   "imagenet2012 validation)")
+    _add_data_args(p)
+    p.add_argument("--checkpoint", help="checkpoint root (default checkpoints/)")
+    p.add_argument("--out", help="pool directory (default runs/pool_<data>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pool)
+
+    p = sub.add_parser("full-eval", help="full evaluation: Table 1 and Table 2 (resumable)")
+    p.add_argument("--model", default="digits_resnet-normal", help="registry name")
+    p.add_argument("--pool", help="target pool directory (`lst-jax pool`); default: build "
+                   "one from --data with --pool-models into OUT/pool")
+    p.add_argument("--data", default="digits",
+                   choices=["digits", "folder", "cifar10", "imagenet2012"])
+    p.add_argument("--pool-models", nargs="+", help="models selecting the pool (default: "
+                   "--model)")
+    _add_data_args(p)
+    p.add_argument("--num-samples", type=int, default=1000, help="sources (first kept pool "
+                   "images)")
+    p.add_argument("--rounds", type=int, default=5, help="targets per source")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--grid", default="reference", choices=["reference", "exact"],
+                   help="Table-2 grid: the reference's 64 points or all 66")
+    p.add_argument("--grid-n", type=int, default=10, help="grid divisions per edge")
+    p.add_argument("--chunk-size", type=int, default=64, help="hull probes per model call")
+    p.add_argument("--metrics", default="all", choices=["all", "basic", "none"],
+                   help="Table 1: all four metrics, RMSE + L-inf only, or none")
+    p.add_argument("--checkpoint", help="checkpoint directory or root (default checkpoints/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run directory (default runs/full_eval_<model>); re-run the "
+                   "same command to resume")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_lst_args(p)
+    g = p.add_argument_group("devices (see README, 'Scaling out')")
+    g.add_argument("--mesh", default="auto", choices=["auto", "on", "off"],
+                   help="auto: data parallel over all devices (and processes) when there are "
+                   "several; on: always the sharded path; off: one device")
+    g.add_argument("--memory-budget", help="per-device memory for one chunk of hull probes, "
+                   "e.g. 2GiB (replaces --chunk-size; planned from XLA's memory analysis)")
+    from lst_jax.parallel.distributed import add_distributed_args
+
+    add_distributed_args(p)
+    p.set_defaults(func=cmd_full_eval)
+
+    p = sub.add_parser("tables", help="paper-style tables of finished full-eval runs")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", required=True, help="output directory for the tables")
+    p.add_argument("--labels", nargs="+", help="row labels (default from the model names)")
+    p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("models", help="list the model registry and checkpoint availability")
     p.add_argument("--checkpoints", help="checkpoint root (default checkpoints/)")
     p.add_argument("--markdown", action="store_true",
                    help="print the accuracy table of the available trained checkpoints")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("convert", help="convert PyTorch weights to an orbax checkpoint",
+                       description="Convert a PyTorch weights file (.safetensors, or .pth/.pt "
+                       "read with torch.load(weights_only=True)) for a registry model into an "
+                       "orbax checkpoint with metadata.json; prints the parameter count and "
+                       "a logits check on a fixed photo.")
+    p.add_argument("name", help="registry name (see `lst-jax models`)")
+    p.add_argument("weights", help="PyTorch weights file")
+    p.add_argument("--out", help="checkpoint directory (default <checkpoints>/<name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 
@@ -118,6 +287,17 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"lst-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from lst_jax.parallel.distributed import ProcessFailure
+
+        if not isinstance(e, ProcessFailure):
+            raise
+        print(f"lst-jax {args.command}: error: {e}", file=sys.stderr)
+        # Exit now: JAX's shutdown barrier at interpreter exit would wait for the dead
+        # process and then abort with a stack trace.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(3)
 
 
 if __name__ == "__main__":

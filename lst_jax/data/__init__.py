@@ -1,1 +1,2 @@
-"""Data sources: the shipped digits, scikit-image sample photos."""
+"""Data sources (shipped digits, scikit-image photos, image folders, tensorflow-datasets
+cifar10 / imagenet2012 without TensorFlow) and the PNG target pool."""

@@ -10,17 +10,53 @@ import numpy as np
 
 from lst_jax.data.digits import load_digits32
 from lst_jax.data.photos import PHOTOS, load_photos
-from lst_jax.data.pool import predict_probs, select_per_class
-from lst_jax.evaluation.examples import run_examples, write_examples
+from lst_jax.data.pool import (build_target_pool, load_pool, predict_probs, save_pool,
+                               select_per_class)
+from lst_jax.evaluation.examples import (WidthSettings, examples_geometry, run_examples,
+                                         write_examples, write_geometry)
 from lst_jax.evaluation.rundir import RunDir
 from lst_jax.models.registry import DEFAULT_MODEL, load_model
 from lst_jax.traversal import LSTConfig, preset
 
-DATA_SOURCES = ("digits", "photos")
+DATA_SOURCES = ("digits", "photos", "folder", "cifar10", "imagenet2012", "pool")
+# The reference's default example classes for ImageNet (goose, Scottish terrier, meerkat,
+# academic gown, cleaver).
+IMAGENET_EXAMPLE_CLASSES = (99, 199, 299, 400, 499)
+
+
+def _source_for(spec, data: str, *, data_dir=None, folder=None, split=None,
+                interpolation: str = "bilinear"):
+    """An image source shaped for the model `spec` (crop = its input size).
+
+    The resize filter defaults to bilinear for every model, as in the reference (its DeiT-S AT
+    model was trained with bicubic; `../spec/lst.md` section 6 #15).
+    """
+    from lst_jax.data.sources import open_source
+
+    h = spec.input_size[0]
+    if data == "cifar10":
+        return open_source("cifar10", split=split, data_dir=data_dir)
+    if data == "imagenet2012":
+        return open_source("imagenet2012", split=split, data_dir=data_dir, image_size=h,
+                           resize=spec.resize or 256, interpolation=interpolation)
+    if data == "folder":
+        return open_source("folder", folder=folder, image_size=h,
+                           resize=spec.resize or h, interpolation=interpolation)
+    if data == "digits":
+        return open_source("digits", split=split)
+    raise ValueError(f"unknown data source {data!r} for a pool; choose digits, folder, "
+                     "cifar10 or imagenet2012")
+
+
+def _check_shape(spec, images, what: str):
+    if tuple(images.shape[1:]) != tuple(spec.input_size):
+        raise ValueError(f"{what} images are {images.shape[1:]} but {spec.name} expects "
+                         f"{tuple(spec.input_size)}")
 
 
 def examples_data(loaded, data: str, k: int, classes: Sequence[int] | None = None,
-                  photos: Sequence[str] | None = None):
+                  photos: Sequence[str] | None = None, *, data_dir=None, folder=None,
+                  pool=None, interpolation: str = "bilinear"):
     """The K example images, their labels and display names for a loaded model."""
     spec = loaded.spec
     if data == "digits":
@@ -39,27 +75,174 @@ def examples_data(loaded, data: str, k: int, classes: Sequence[int] | None = Non
         # The photos carry no ImageNet labels: the held class is the model's prediction.
         labels = predict_probs(loaded.model_fn, loaded.params, images).argmax(-1).astype(np.int32)
         return images, labels, names
+    if data == "pool":
+        if pool is None:
+            raise ValueError("--data pool needs --pool DIR (a directory written by "
+                             "`lst-jax pool`)")
+        p = load_pool(pool)
+        _check_shape(spec, p.images, f"pool {pool}")
+        sel = np.arange(len(p))[:k] if not classes else np.asarray(
+            [int(np.flatnonzero(p.labels == c)[0]) if np.any(p.labels == c) else -1
+             for c in classes])
+        if np.any(sel < 0):
+            raise ValueError(f"classes {[c for c, s in zip(classes, sel) if s < 0]} are not in "
+                             f"the pool {pool}")
+        return p.images[sel], p.labels[sel], [f"class {c}" for c in p.labels[sel]]
+    if data in ("folder", "cifar10", "imagenet2012"):
+        source = _source_for(spec, data, data_dir=data_dir, folder=folder,
+                             interpolation=interpolation)
+        if data == "folder" and source.num_classes is None:
+            images, _ = source.get(np.arange(min(k, len(source))))
+            _check_shape(spec, images, f"folder {folder}")
+            labels = predict_probs(loaded.model_fn, loaded.params, images).argmax(-1)
+            return images, labels.astype(np.int32), [p.stem for p in source.files[:k]]
+        if not classes:
+            classes = (IMAGENET_EXAMPLE_CLASSES[:k] if data == "imagenet2012" and k <= 5
+                       else range(k))
+        p = build_target_pool([(loaded.model_fn, loaded.params)], source, list(classes))
+        _check_shape(spec, p.images, data)
+        return p.images, p.labels, [f"class {c}" for c in p.labels]
     raise ValueError(f"unknown data source {data!r}; choose one of {DATA_SOURCES}")
 
 
 def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
                  config: LSTConfig | None = None, seed: int = 0, out=None,
                  classes: Sequence[int] | None = None, photos: Sequence[str] | None = None,
-                 checkpoint=None, progress: bool = True) -> Path:
-    """The main job: K x K LST examples grid for a registry model; returns the run dir."""
+                 checkpoint=None, progress: bool = True, widths: WidthSettings | None = None,
+                 plane_grid: int = 10, path_points: int = 21, data_dir=None, folder=None,
+                 pool=None, interpolation: str = "bilinear", plane_source: int = 0) -> Path:
+    """The main job: K x K LST examples grid for a registry model; returns the run dir.
+
+    Also writes the triangle planes (`figures/plane_src-0.png`), the star paths
+    (`figures/star_paths.png`) and, with `widths`, the path-width surfaces
+    (`figures/path_widths.png`), with their arrays in `geometry.npz`.
+    """
     config = config or preset("paper")
     if k < 2:
         raise ValueError(f"k must be at least 2, got {k}")
     loaded = load_model(model, checkpoint)
-    images, labels, names = examples_data(loaded, data, k, classes, photos)
+    images, labels, names = examples_data(loaded, data, k, classes, photos, data_dir=data_dir,
+                                          folder=folder, pool=pool,
+                                          interpolation=interpolation)
     run = RunDir(out or Path("runs") / f"examples_{model}_{data}")
     run.write_manifest(mode="examples", model=model, data=data, k=len(images), seed=seed,
                        config=config.to_dict(), names=names, labels=labels.tolist(),
-                       model_spec=loaded.spec, checkpoint_digest=loaded.metadata.get("digest"))
-    result = run_examples(loaded.model_fn, loaded.params, images, labels, config,
-                          jax.random.key(seed), progress=progress)
+                       model_spec=loaded.spec, checkpoint_digest=loaded.metadata.get("digest"),
+                       widths=widths, plane_grid=plane_grid, path_points=path_points,
+                       plane_source=plane_source)
+    key, wkey = jax.random.split(jax.random.key(seed))
+    result = run_examples(loaded.model_fn, loaded.params, images, labels, config, key,
+                          progress=progress, log_images=widths is not None)
     title = (f"{model}: LST eta={config.step_size:g}, {config.iters} it, "
              f"delta={config.pthresh:g}" + (f", eps={config.adv_step_size:g}"
                                             if config.adv_pert else ""))
-    write_examples(run, result, names, title)
+    summary = write_examples(run, result, names, title)
+    geo = examples_geometry(loaded.model_fn, loaded.params, images, labels, result, config,
+                            wkey, plane_source=plane_source, plane_grid=plane_grid,
+                            path_points=path_points,
+                            widths=widths, progress=progress)
+    summary["geometry"] = write_geometry(run, geo, images, result, names, model)
+    run.write_json("summary.json", summary)
     return run.root
+
+
+def pool_job(models: Sequence[str], data: str = "digits", out=None,
+             classes: Sequence[int] | None = None, min_conf: float = 0.6, data_dir=None,
+             folder=None, split: str | None = None, checkpoint=None,
+             progress: bool = True, interpolation: str = "bilinear",
+             scan_seed: int | None = None) -> Path:
+    """Builds the target pool shared by `models` and writes it as PNGs + manifest.
+
+    Without explicit `classes` every class of the data is wanted and classes without a
+    qualifying image are skipped (listed in the manifest); with `classes` a missing class is
+    an error. `scan_seed` scans the data in a seeded random order (the reference scanned a
+    random permutation of the ImageNet validation set) instead of the natural order.
+    """
+    if not models:
+        raise ValueError("pool needs at least one --models entry")
+    loaded = [load_model(m, checkpoint) for m in models]
+    sizes = {tuple(m.spec.input_size) for m in loaded}
+    if len(sizes) > 1:
+        raise ValueError(f"the pool models expect different input sizes {sorted(sizes)}")
+    source = _source_for(loaded[0].spec, data, data_dir=data_dir, folder=folder, split=split,
+                         interpolation=interpolation)
+    order = None if scan_seed is None else np.random.default_rng(scan_seed).permutation(
+        len(source))
+    pool = build_target_pool([(m.model_fn, m.params) for m in loaded], source, classes,
+                             min_conf=min_conf, progress=progress, order=order,
+                             skip_missing=classes is None)
+    _check_shape(loaded[0].spec, pool.images, data)
+    out = Path(out or Path("runs") / f"pool_{data}")
+    return save_pool(pool, out, models=list(models), min_conf=min_conf, dataset=source.name,
+                     checkpoint_digests=[m.metadata.get("digest") for m in loaded],
+                     interpolation=interpolation, scan_seed=scan_seed)
+
+
+def _pool_on_every_process(load):
+    """Process 0 runs `load()` (reads or builds the pool on its disk); its images and labels
+    are broadcast to the other processes, so only process 0 needs the files."""
+    from lst_jax.data.pool import TargetPool
+    from lst_jax.parallel import distributed as dist
+
+    main = dist.is_main_process()
+    pool, error = None, None
+    if main:
+        try:
+            pool = load()
+        except Exception as e:  # every process must stop, not only process 0
+            error = e
+    dist.raise_if_main_failed(error)
+    if jax.process_count() == 1:
+        return pool
+    shape = np.zeros(4, np.int32)
+    if main:
+        shape[:] = pool.images.shape
+    n, h, w, c = (int(v) for v in dist.broadcast_from_main(shape))
+    arrays = ((pool.images, pool.labels, pool.source_index.astype(np.int32)) if main else
+              (np.zeros((n, h, w, c), np.float32), np.zeros(n, np.int32),
+               np.zeros(n, np.int32)))
+    images, labels, index = dist.broadcast_arrays_from_main(arrays)
+    return pool if main else TargetPool(images, labels, index, {})
+
+
+def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, *,
+                  metrics: str = "all", checkpoint=None, progress: bool = True,
+                  data: str = "digits", pool_models: Sequence[str] | None = None,
+                  data_dir=None, folder=None, interpolation: str = "bilinear",
+                  mesh="auto", memory_budget=None):
+    """Full evaluation of a registry model on a target pool; returns the FullEvalResult
+    (None on processes other than 0 of a multi-process run).
+
+    Without `pool`, the pool is built from `data` with `pool_models` (default: the model
+    itself) into `<out>/pool` first (or reused from there). Multi-process: only process 0
+    reads the pool and writes `out`; `mesh`, `memory_budget` as in `full_evaluation`.
+    """
+    from lst_jax.evaluation.full_eval import FullEvalConfig, basic_distance_fn, full_evaluation
+
+    config = config or FullEvalConfig()
+    if metrics not in ("all", "basic", "none"):
+        raise ValueError(f"metrics must be 'all', 'basic' or 'none', got {metrics!r}")
+    out = Path(out or Path("runs") / f"full_eval_{model}")
+    loaded = load_model(model, checkpoint)
+    pool_dir = Path(pool) if pool is not None else out / "pool"
+
+    def load():
+        if pool is None and not (pool_dir / "manifest.json").is_file():
+            pool_job(list(pool_models or [model]), data, pool_dir, data_dir=data_dir,
+                     folder=folder, checkpoint=checkpoint, progress=progress,
+                     interpolation=interpolation)
+        p = load_pool(pool_dir)
+        _check_shape(loaded.spec, p.images, f"pool {pool_dir}")
+        return p
+
+    target_pool = _pool_on_every_process(load)
+    if metrics == "none":
+        import dataclasses
+
+        config = dataclasses.replace(config, distances=False)
+    return full_evaluation(
+        loaded.model_fn, loaded.params, target_pool, config, out, model_name=model,
+        distance_fn=basic_distance_fn if metrics == "basic" else None, progress=progress,
+        extra_manifest={"pool_dir": str(pool_dir), "model_spec": loaded.spec,
+                        "checkpoint_digest": loaded.metadata.get("digest")},
+        mesh=mesh, memory_budget=memory_budget)

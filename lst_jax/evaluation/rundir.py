@@ -41,6 +41,7 @@ def _atomic_write_bytes(path: Path, write) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -87,6 +88,12 @@ class RunDir:
     def write_text(self, name: str, text: str) -> Path:
         return _atomic_write_bytes(self.path(name), lambda f: f.write(text.encode()))
 
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        return _atomic_write_bytes(self.path(name), lambda f: f.write(data))
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
     def save_npz(self, name: str, **arrays) -> Path:
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         return _atomic_write_bytes(self.path(name), lambda f: np.savez(f, **arrays))
@@ -97,6 +104,32 @@ class RunDir:
 
     def write_manifest(self, **fields) -> Path:
         return self.write_json("manifest.json", {**fields, "versions": package_versions()})
+
+    def ensure_manifest(self, config: dict, **fields) -> dict:
+        """Starts or resumes a run: writes the manifest if absent, otherwise checks that the
+        stored `config` equals `config` (JSON-normalised) and returns the stored manifest.
+
+        Raises:
+            ValueError: the directory holds a run with a different config (the message lists
+            the differing keys), or an unreadable manifest.
+        """
+        want = json.loads(json.dumps(_jsonable(config), sort_keys=True))
+        if self.exists("manifest.json"):
+            try:
+                have = self.read_json("manifest.json")
+            except ValueError as e:
+                raise ValueError(f"{self.path('manifest.json')} is not valid JSON: {e}") from e
+            old = have.get("config")
+            if old != want:
+                keys = sorted(k for k in set(want) | set(old or {})
+                              if (old or {}).get(k, "<missing>") != want.get(k, "<missing>"))
+                diff = "; ".join(f"{k}: run has {(old or {}).get(k, '<missing>')!r}, "
+                                 f"requested {want.get(k, '<missing>')!r}" for k in keys[:8])
+                raise ValueError(f"run directory {self.root} holds a run with a different "
+                                 f"config ({diff}); choose another --out or delete it")
+            return have
+        self.write_manifest(config=want, **fields)
+        return self.read_json("manifest.json")
 
 
 def markdown_table(header, rows) -> str:

@@ -18,10 +18,16 @@ import jax
 import numpy as np
 
 
-def _checkpointer():
+def _checkpointer(process_local: bool = False):
     import orbax.checkpoint as ocp
 
-    return ocp.StandardCheckpointer()
+    if not process_local or jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    # Restoring is local to each process of a multi-process run (each reads its own copy,
+    # possibly only process 0 does): no cross-process barriers.
+    i = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=i, active_processes={i}, barrier_sync_key_prefix=f"lst_jax_restore_{i}"))
 
 
 def save_checkpoint(path, variables, metadata: dict) -> Path:
@@ -81,7 +87,7 @@ def load_checkpoint(path, abstract_variables=None):
     state = path / "state"
     if not state.is_dir():
         raise FileNotFoundError(f"checkpoint {path} has no state/ directory")
-    ck = _checkpointer()
+    ck = _checkpointer(process_local=True)
     restored = ck.restore(state)
     if abstract_variables is not None:
         check_tree_matches(restored, abstract_variables, what=f"checkpoint {path}")

@@ -13,14 +13,28 @@ from typing import Any, Callable
 
 import jax
 
-from lst_jax.models import digits
+from lst_jax.models import digits, resnet, vit, wide_resnet
 from lst_jax.models.checkpoint import load_checkpoint, read_metadata
-from lst_jax.models.wrapper import Classifier, Normalization
+from lst_jax.models.wrapper import IMAGENET_NORMALIZATION, Classifier, Normalization
 
 # architecture name -> module factory(**kwargs)
 ARCHITECTURES: dict[str, Callable[..., Any]] = {
     "digits_resnet": digits.DigitsResNet,
     "digits_vit": digits.DigitsViT,
+    # torchvision / timm layout (lst_jax/models/resnet.py)
+    "resnet18": resnet.ResNet18,
+    "resnet34": resnet.ResNet34,
+    "resnet50": resnet.ResNet50,
+    "resnet101": resnet.ResNet101,
+    "resnet152": resnet.ResNet152,
+    # RobustBench CIFAR-10 layout (lst_jax/models/wide_resnet.py)
+    "wrn28_10": wide_resnet.WRN28_10,
+    "wrn34_10": wide_resnet.WRN34_10,
+    # timm layout (lst_jax/models/vit.py)
+    "deit_tiny": vit.DeiTTiny,
+    "deit_small": vit.DeiTSmall,
+    "vit_base": vit.ViTBase,
+    "vit_small_convstem": vit.ViTSmallConvStem,
 }
 
 
@@ -38,6 +52,8 @@ class ModelSpec:
         resize, interpolation: preprocessing for photos/ImageNet (resize short side, centre
             crop to input_size; "bilinear" or "bicubic").
         source: where the weights come from / how they were made.
+        weights: for converted models, the original PyTorch weights file to provide (the
+            name its source gives it).
     """
 
     name: str
@@ -51,6 +67,7 @@ class ModelSpec:
     resize: int | None = None
     interpolation: str = "bilinear"
     source: str = ""
+    weights: str = ""
 
     def build(self) -> Classifier:
         return Classifier(ARCHITECTURES[self.arch](**dict(self.arch_kwargs)), self.normalization)
@@ -71,6 +88,60 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
             "trained by experiments/train_digits.py (L-inf PGD adversarial training)"),
 ]}
 
+
+def _imagenet(name, arch, interpolation, source, weights, normalization=IMAGENET_NORMALIZATION):
+    return ModelSpec(name=name, arch=arch, normalization=normalization, input_size=(224, 224, 3),
+                     dataset="imagenet", num_classes=1000, checkpoint=name, resize=256,
+                     interpolation=interpolation, source=source, weights=weights)
+
+
+def _cifar10(name, arch, source, weights):
+    return ModelSpec(name=name, arch=arch, input_size=(32, 32, 3), dataset="cifar10",
+                     num_classes=10, checkpoint=name, source=source, weights=weights)
+
+
+# Converted PyTorch models (`lst-jax convert NAME FILE`). `interpolation` is what the original
+# model was evaluated with; the LST reference code resized every ImageNet model bilinearly.
+REGISTRY.update({s.name: s for s in [
+    _imagenet("resnet50-normal", "resnet50", "bicubic",
+              "timm resnet50.a1_in1k (ResNet strikes back A1, BCE loss): what "
+              "timm.create_model('resnet50', pretrained=True) loads; the LST paper's "
+              "'ResNet-50 (Normal)'", "resnet50_a1_0-14fe96d1.pth"),
+    _imagenet("resnet50-linf", "resnet50", "bilinear",
+              "RobustBench ImageNet Linf Salman2020Do_R50 (torchvision ResNet-50, "
+              "L-inf eps 4/255 adversarial training); the LST paper's 'ResNet-50 (AT)'",
+              "models/imagenet/Linf/Salman2020Do_R50.pt"),
+    _imagenet("resnet50_tv-normal", "resnet50", "bilinear",
+              "torchvision resnet50 IMAGENET1K_V1", "resnet50-0676ba61.pth"),
+    _imagenet("resnet18-normal", "resnet18", "bilinear",
+              "torchvision resnet18 IMAGENET1K_V1", "resnet18-f37072fd.pth"),
+    _imagenet("deit_small-normal", "deit_small", "bicubic",
+              "timm deit_small_patch16_224.fb_in1k; the LST paper's 'DeiT-S (Normal)'",
+              "deit_small_patch16_224-cd65a155.pth"),
+    _imagenet("deit_small-linf", "vit_small_convstem", "bicubic",
+              "RobustBench ImageNet Linf Singh2023Revisiting_ViT-S-ConvStem (DeiT-S with a "
+              "convolutional stem, L-inf eps 4/255 adversarial training); the LST paper's "
+              "'DeiT-S (AT)'", "models/imagenet/Linf/Singh2023Revisiting_ViT-S-ConvStem.pt"),
+    _imagenet("deit_tiny-normal", "deit_tiny", "bicubic",
+              "timm deit_tiny_patch16_224.fb_in1k", "deit_tiny_patch16_224-a1311bcf.pth"),
+    _imagenet("vit_base-normal", "vit_base", "bicubic",
+              "timm vit_base_patch16_224.augreg2_in21k_ft_in1k (inputs normalised with mean "
+              "= std = 0.5); file model.safetensors of the Hugging Face repository "
+              "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k", "model.safetensors",
+              normalization=Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+    _cifar10("wrn28_10-normal", "wrn28_10",
+             "RobustBench CIFAR-10 Standard (WRN-28-10, standard training)",
+             "models/cifar10/Linf/Standard.pt"),
+    _cifar10("wrn28_10-linf", "wrn28_10",
+             "RobustBench CIFAR-10 Linf Wu2020Adversarial_extra (WRN-28-10, AWP + extra "
+             "data, L-inf eps 8/255); the LST reference's CIFAR-10 '-linf' model",
+             "models/cifar10/Linf/Wu2020Adversarial_extra.pt"),
+    _cifar10("wrn34_10-linf", "wrn34_10",
+             "RobustBench CIFAR-10 Linf Wu2020Adversarial (WRN-34-10, AWP, L-inf eps 8/255); "
+             "the LST reference's CIFAR-10 '-linf' model before 23 May 2023",
+             "models/cifar10/Linf/Wu2020Adversarial.pt"),
+]})
+
 DEFAULT_MODEL = "digits_resnet-normal"
 
 
@@ -84,8 +155,12 @@ def checkpoint_root() -> Path:
 
 def get_spec(name: str) -> ModelSpec:
     if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(REGISTRY))}"
-                         " (list them with `lst-jax models`)")
+        import difflib
+
+        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint}; known models: "
+                         f"{', '.join(sorted(REGISTRY))} (list them with `lst-jax models`)")
     return REGISTRY[name]
 
 
@@ -135,7 +210,10 @@ def missing_checkpoint_message(spec: ModelSpec, path: Path) -> str:
         how = (f"train it with `python experiments/train_digits.py --name {spec.name}` "
                "(the shipped checkpoints live in the repository's checkpoints/ folder)")
     else:
-        how = f"convert the original weights with `lst-jax convert {spec.name} <weights file>`"
+        weights = spec.weights or "<weights file>"
+        how = (f"provide the original PyTorch weights file {weights}"
+               + (f" ({spec.source})" if spec.source else "")
+               + f" and convert it with `lst-jax convert {spec.name} {weights}`")
     return f"no checkpoint for model {spec.name!r} at {path}: {how}"
 
 

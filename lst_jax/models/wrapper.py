@@ -40,8 +40,10 @@ class Normalization:
     def __call__(self, images: jax.Array) -> jax.Array:
         if self.mean is None:
             return images
-        mean = jnp.asarray(self.mean, images.dtype)
-        std = jnp.asarray(self.std, images.dtype)
+        # explicit broadcast shape: the suite runs with jax_numpy_rank_promotion="raise"
+        bshape = (1,) * (images.ndim - 1) + (len(self.mean),)
+        mean = jnp.asarray(self.mean, images.dtype).reshape(bshape)
+        std = jnp.asarray(self.std, images.dtype).reshape(bshape)
         return (images - mean) / std
 
     def to_dict(self) -> dict:

@@ -4,13 +4,16 @@ multi-process start-up and gathering. jit with shardings throughout; no pmap."""
 from lst_jax.parallel.distributed import (ProcessFailure as ProcessFailure,
                                           add_distributed_args as add_distributed_args,
                                           barrier as barrier,
+                                          broadcast_arrays_from_main as broadcast_arrays_from_main,
                                           broadcast_from_main as broadcast_from_main,
                                           gather_shares as gather_shares,
                                           initialize_distributed as initialize_distributed,
                                           initialize_from_args as initialize_from_args,
                                           is_main_process as is_main_process,
                                           pending_items as pending_items,
-                                          process_share as process_share)
+                                          process_share as process_share,
+                                          raise_if_main_failed as raise_if_main_failed)
+from lst_jax.parallel.evaluators import ShardedEvaluator as ShardedEvaluator
 from lst_jax.parallel.mesh import (allgather_host as allgather_host,
                                    batch_sharding as batch_sharding, constrain as constrain,
                                    data_mesh as data_mesh,

@@ -218,6 +218,51 @@ def broadcast_from_main(tree):
     return jax.tree.map(lambda a: a[0], allgather_host(tree))
 
 
+def broadcast_arrays_from_main(tree):
+    """Process 0's arrays on every process, for large data (e.g. images a process read from
+    its disk): one sum-reduction across processes (`multihost_utils.broadcast_one_to_all`),
+    so the traffic does not grow with the process count as `broadcast_from_main`'s does.
+
+    Every process passes arrays of the same shapes and dtypes (the values of processes other
+    than 0 are ignored). A collective: call it on every process.
+    """
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    with collective("broadcasting from process 0"):
+        return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(tree))
+
+
+def raise_if_main_failed(error: BaseException | str | None, max_bytes: int = 4096):
+    """Makes every process fail when process 0 failed (e.g. it refused the run directory).
+
+    Process 0 passes its exception (or None); the others pass anything. Process 0 re-raises
+    its exception; the others raise `ValueError("process 0: <message>")`. Without this,
+    processes other than 0 would run on and stop only at their next collective. A
+    collective: call it on every process.
+    """
+    if error is None or isinstance(error, str):
+        msg = error or ""
+    elif isinstance(error, (ValueError, FileNotFoundError)):
+        msg = str(error)
+    else:
+        msg = f"{type(error).__name__}: {error}"
+    if jax.process_count() > 1:
+        buf = np.zeros(max_bytes, np.uint8)
+        if is_main_process() and msg:
+            b = msg.encode()[:max_bytes]
+            buf[:len(b)] = np.frombuffer(b, np.uint8)
+        msg = bytes(broadcast_from_main(buf)).rstrip(b"\0").decode(errors="replace")
+    if not msg:
+        return
+    if is_main_process():
+        if isinstance(error, BaseException):
+            raise error
+        raise ValueError(msg)
+    raise ValueError(f"process 0: {msg}")
+
+
 def barrier(name: str):
     """Waits until every process reaches the barrier `name` (names must match)."""
     if jax.process_count() == 1:
@@ -246,4 +291,5 @@ def pending_items(n_items: int, is_done: Callable[[int], bool]) -> list[int]:
 
 __all__ = ["initialize_distributed", "add_distributed_args", "initialize_from_args",
            "is_main_process", "process_share", "gather_shares", "broadcast_from_main",
-           "barrier", "pending_items", "collective", "ProcessFailure"]
+           "barrier", "pending_items", "collective", "ProcessFailure",
+           "broadcast_arrays_from_main", "raise_if_main_failed"]

@@ -19,7 +19,15 @@ def new_figure(width: float, height: float) -> Figure:
 def save_png(fig: Figure, path, dpi: int = 100) -> Path:
     """Writes `fig` to `path` atomically (temporary file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"figure path must end in .png, got {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"figure path {path} is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise ValueError(f"cannot write figure {path}: a parent path is not a directory "
+                         f"({e})") from e
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, dpi=dpi, format="png")
     os.replace(tmp, path)

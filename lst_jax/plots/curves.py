@@ -37,3 +37,38 @@ def plot_traversal_curves(conf_source: np.ndarray, conf_target: np.ndarray,
     axes[1].set_ylim(-0.02, 1.02)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def plot_star_paths(t, to_outputs, to_targets, path, names: Sequence[str] | None = None,
+                    panel: float = 3.0):
+    """Linear paths from each source: to its LST outputs (solid, the "star") and straight to
+    the clean targets (dashed). One panel per source j, one colour per target i.
+
+    Shape:
+        t: (S,); to_outputs, to_targets: (K, K, S) with [i, j] = path source j -> target i
+        (the diagonal is ignored).
+    """
+    t, a, b = np.asarray(t), np.asarray(to_outputs), np.asarray(to_targets)
+    if a.ndim != 3 or a.shape[0] != a.shape[1] or a.shape != b.shape or a.shape[2] != t.size:
+        raise ValueError(f"to_outputs and to_targets must have shape (K, K, {t.size}), got "
+                         f"{a.shape} and {b.shape}")
+    k = a.shape[0]
+    names = list(names) if names is not None else [str(i) for i in range(k)]
+    fig = new_figure(panel * k, panel + 0.4)
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    colours = [f"C{i % 10}" for i in range(k)]
+    for j, ax in enumerate(axes):
+        for i in range(k):
+            if i == j:
+                continue
+            ax.plot(t, a[i, j], "-", color=colours[i], lw=1.4, label=f"to LST output ({names[i]})")
+            ax.plot(t, b[i, j], "--", color=colours[i], lw=1.0)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("t along the line")
+        ax.set_title(f"source {names[j]}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("source-class confidence")
+    axes[0].legend(fontsize=6, loc="lower left", title="solid: to LST output\ndashed: to target",
+                   title_fontsize=6)
+    fig.tight_layout()
+    return save_png(fig, path)

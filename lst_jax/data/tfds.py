@@ -1,0 +1,97 @@
+"""tensorflow-datasets inputs without TensorFlow: `tfds.data_source` (random access).
+
+The data must have been prepared by the user (array_record or parquet format), e.g. on a
+machine with internet access:
+
+    tfds build cifar10 --file_format=array_record          # ~/tensorflow_datasets/cifar10
+    tfds build imagenet2012 --file_format=array_record --manual_dir=DIR_WITH_THE_TARS
+
+then copied to `data_dir` (default `~/tensorflow_datasets` or `$TFDS_DATA_DIR`). lst_jax never
+downloads data. CIFAR-10 images are used as they are (32x32, `x / 255`); ImageNet validation
+images get torchvision's `Resize(256)` + `CenterCrop(224)` (bilinear by default).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lst_jax.data.preprocess import resize_center_crop_uint8, uint8_to_float
+
+DEFAULTS = {
+    # name: (default split, crop size, resize)
+    "cifar10": ("test", None, None),
+    "imagenet2012": ("validation", 224, 256),
+}
+
+
+def missing_data_message(name: str, split: str, data_dir, err: Exception) -> str:
+    where = data_dir or "the tensorflow-datasets default data directory ($TFDS_DATA_DIR or " \
+                        "~/tensorflow_datasets)"
+    extra = (" ImageNet needs the ILSVRC2012 tar files in a manual directory "
+             "(--manual_dir)." if name == "imagenet2012" else "")
+    return (f"tensorflow-datasets split {name}/{split} is not available in {where}: lst_jax "
+            f"reads prepared data only and never downloads it. Prepare it where internet is "
+            f"available with `tfds build {name} --file_format=array_record`{extra} and copy "
+            f"the prepared folder to the data directory (pass it with --data-dir). "
+            f"[{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}]")
+
+
+class TfdsSource:
+    """Random access to a prepared tfds split, as float32 NHWC images in [0, 1].
+
+    Shape:
+        get(indices) -> images (n, S, S, 3) float32, labels (n,) int32.
+    """
+
+    def __init__(self, name: str, split: str | None = None, data_dir=None,
+                 image_size: int | None = None, resize: int | None = None,
+                 interpolation: str = "bilinear"):
+        if name not in DEFAULTS:
+            raise ValueError(f"unsupported tfds dataset {name!r}; supported: {sorted(DEFAULTS)}")
+        import tensorflow_datasets as tfds
+
+        dsplit, dsize, dresize = DEFAULTS[name]
+        self.split = split or dsplit
+        self.image_size = image_size if image_size is not None else dsize
+        self.resize = resize if resize is not None else dresize
+        self.interpolation = interpolation
+        self.name = f"{name}-{self.split}"
+        try:
+            self._ds = tfds.data_source(name, split=self.split, data_dir=data_dir,
+                                        download=False)
+            n = len(self._ds)
+        except Exception as e:  # tfds raises several types for missing / unprepared data
+            raise FileNotFoundError(missing_data_message(name, self.split, data_dir, e)) from e
+        if n == 0:
+            raise FileNotFoundError(missing_data_message(name, self.split, data_dir,
+                                                         ValueError("empty split")))
+        try:
+            self.num_classes = int(self._ds.dataset_info.features["label"].num_classes)
+        except Exception:  # pragma: no cover - every supported dataset has class labels
+            self.num_classes = None
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def _image(self, record) -> np.ndarray:
+        img = np.asarray(record["image"])
+        if self.image_size is None and self.resize is None:
+            from lst_jax.data.preprocess import to_uint8_rgb
+
+            return to_uint8_rgb(img)
+        return resize_center_crop_uint8(img, self.image_size, self.resize, self.interpolation)
+
+    def get(self, indices):
+        idx = [int(i) for i in np.asarray(indices).reshape(-1)]
+        n = len(self)
+        bad = [i for i in idx if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"indices {bad[:5]} out of range for {self.name} ({n} images)")
+        records = [self._ds[i] for i in idx]
+        imgs = [self._image(r) for r in records]
+        if len({im.shape for im in imgs}) > 1:
+            raise ValueError(f"{self.name} images have different sizes "
+                             f"{sorted({im.shape for im in imgs})}; set image_size/resize")
+        images = uint8_to_float(np.stack(imgs)) if imgs else np.zeros((0, 1, 1, 3), np.float32)
+        labels = np.asarray([int(r["label"]) for r in records], np.int32)
+        return images, labels

@@ -1,0 +1,143 @@
+"""Probe families and the chunked confidence evaluator (the swappable middle stage).
+
+A probe family is a pure function `probe_fn(data, idx) -> (images, labels)`: it builds the
+probe images for a vector of flat indices from small per-batch `data` (a pytree). An
+evaluator maps `(model_fn, params, probe_fn, data, total)` to the source-class confidences
+`(total,)` of all probes. `evaluate_in_chunks` is the default: one jitted program, a
+`lax.map` over fixed-size chunks of the index range (padded to a chunk multiple), so memory
+stays at one chunk of images whatever the number of probes. A sharded evaluator (e.g.
+`NamedSharding(mesh, P("data"))` over the padded index axis) can replace it without touching
+the probe families or the statistics.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+DEFAULT_CHUNK = 64  # probe images per model call (the reference's 64-point grid batch)
+
+Evaluator = Callable[..., jax.Array]
+
+
+class Combinations(NamedTuple):
+    """Data of the linear-combination probe family (hull grids, linear paths).
+
+    Probe `m = b * P + p` is `sum_v weights[p, v] * vertices[v, b]`, evaluated for class
+    `labels[b]`.
+
+    Shape:
+        vertices: (V, B, H, W, C); weights: (P, V); labels: (B,) int.
+    """
+
+    vertices: jax.Array
+    weights: jax.Array
+    labels: jax.Array
+
+
+def _combine(data: Combinations, idx):
+    p_count = data.weights.shape[0]
+    b, p = idx // p_count, idx % p_count
+    w = data.weights[p]                                   # (n, V)
+    imgs = None
+    for v in range(data.vertices.shape[0]):               # explicit sum: a vertex is exact
+        term = w[:, v].reshape(-1, 1, 1, 1) * data.vertices[v][b]
+        imgs = term if imgs is None else imgs + term
+    return imgs, data.labels[b]
+
+
+def combination_probes(data: Combinations, idx):
+    """Probe family: weighted sums of vertices, not clipped (the Table-2 hull probes).
+
+    Shape:
+        idx: (n,) int flat indices in [0, B * P) -> images (n, H, W, C), labels (n,).
+    """
+    return _combine(data, idx)
+
+
+def combination_probes_clipped(data: Combinations, idx):
+    """As `combination_probes`, then clipped to [0, 1] (the triangle figures)."""
+    imgs, labels = _combine(data, idx)
+    return jnp.clip(imgs, 0.0, 1.0), labels
+
+
+def class_confidence(model_fn, params, images, labels):
+    """Softmax probability of `labels` under `model_fn`.
+
+    Shape:
+        images: (n, H, W, C), labels: (n,) -> (n,) float32.
+    """
+    probs = jax.nn.softmax(model_fn(params, images).astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+@functools.partial(jax.jit, static_argnames=("model_fn", "probe_fn", "total", "chunk_size"))
+def _evaluate_jit(model_fn, params, probe_fn, data, total: int, chunk_size: int):
+    n_chunks = -(-total // chunk_size)
+    idx = jnp.minimum(jnp.arange(n_chunks * chunk_size), total - 1)  # pad with the last probe
+    idx = idx.reshape(n_chunks, chunk_size)
+
+    def one(ids):
+        imgs, labels = probe_fn(data, ids)
+        return class_confidence(model_fn, params, imgs, labels)
+
+    return lax.map(one, idx).reshape(-1)[:total]
+
+
+def evaluate_in_chunks(model_fn, params, probe_fn, data, total: int, *,
+                       chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
+    """Confidences of `total` probes, `chunk_size` images per model call (jitted, pure).
+
+    Compiles once per (model_fn, probe_fn, data shapes, total, chunk_size).
+
+    Shape:
+        -> (total,) float32, entry m = p_{label_m}(probe_m).
+    """
+    if total < 1:
+        raise ValueError(f"total must be a positive number of probes, got {total}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    return _evaluate_jit(model_fn, params, probe_fn, data, int(total),
+                         int(min(chunk_size, total)))
+
+
+def default_evaluator(chunk_size: int = DEFAULT_CHUNK) -> Evaluator:
+    """`evaluate_in_chunks` with a fixed chunk size, as an `evaluate_fn`."""
+    return functools.partial(evaluate_in_chunks, chunk_size=chunk_size)
+
+
+def evaluate_combinations(model_fn, params, vertices, weights, labels, *, clip: bool = False,
+                          chunk_size: int = DEFAULT_CHUNK,
+                          evaluate_fn: Evaluator | None = None) -> jax.Array:
+    """Source-class confidence at every weighted combination of vertices, per image.
+
+    Args:
+        vertices: V stacked image batches (e.g. source, output 1, output 2).
+        weights: P rows of V weights (e.g. a `TriangleGrid.weights`).
+        clip: clip each probe to [0, 1] before the model (the reference clips in figures,
+            not in Table 2).
+        evaluate_fn: evaluator replacing `evaluate_in_chunks` (e.g. a sharded one).
+
+    Shape:
+        vertices: (V, B, H, W, C); weights: (P, V); labels: (B,) -> (B, P) float32.
+    """
+    vertices = jnp.asarray(vertices, jnp.float32)
+    weights = jnp.asarray(weights, jnp.float32)
+    labels = jnp.asarray(labels, jnp.int32)
+    if vertices.ndim != 5:
+        raise ValueError(f"vertices must have shape (V, B, H, W, C), got {vertices.shape}")
+    if weights.ndim != 2 or weights.shape[1] != vertices.shape[0]:
+        raise ValueError(f"weights must have shape (P, {vertices.shape[0]}), got "
+                         f"{weights.shape}")
+    b, p = vertices.shape[1], weights.shape[0]
+    if labels.shape != (b,):
+        raise ValueError(f"labels must have shape ({b},), got {labels.shape}")
+    evaluate_fn = evaluate_fn or default_evaluator(chunk_size)
+    probe_fn = combination_probes_clipped if clip else combination_probes
+    conf = evaluate_fn(model_fn, params, probe_fn, Combinations(vertices, weights, labels),
+                       b * p)
+    return conf.reshape(b, p)
