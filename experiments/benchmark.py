@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT), str(ROOT / "experiments")):
+for _p in (str(ROOT), str(ROOT / "experiments"), str(ROOT / "tests")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
