@@ -22,8 +22,17 @@ so with `--iters 25` the ceiling is about 0.95). Measurements are interleaved (J
 PyTorch traversal, JAX forward+backward, in alternating order, `--reps` times) and medians
 of per-repetition ratios are reported, so slow drifts of a shared machine's load cancel.
 
-Before any speed is reported, the final images of JAX and PyTorch must agree (max absolute
-difference <= `--atol`); a disagreeing case reports no speed and makes the command fail.
+Before any speed is reported, JAX and PyTorch must compute the same traversal: every
+acceptance decision of every iteration equal, and the final images within `--atol` (default
+1/255, one 8-bit grey level: float32 summation-order differences in the gradients grow
+along a trajectory, to ~1e-3 after 25 iterations for a few pairs). A disagreeing case
+reports no speed and makes the command fail.
+
+Efficiency is reported twice: against one jitted forward+backward call (the definition
+above, `efficiency`) and against the per-iteration time of a jitted `fori_loop` of
+forward+backward passes (`efficiency_loop`), the stricter bound: inside a loop XLA:CPU
+reuses its buffers and warm caches, so a loop iteration can be faster than a separate call
+and `efficiency` can exceed 1.
 It also checks that the traversal's peak memory (XLA's buffer assignment of the compiled
 program: arguments + outputs + temporaries) does not grow with the number of iterations
 beyond the per-iteration record (13 bytes per pair and iteration), and, with `--bf16`,
@@ -229,6 +238,20 @@ def make_case(name: str) -> Case:
     raise ValueError(f"unknown benchmark model {name!r}; choose from {', '.join(MODELS)}")
 
 
+def forward_backward_loop(model_fn, params, xs, ys, n: int):
+    """`n` forward+backward passes in one jitted `fori_loop`; each input depends on the previous
+    gradient (a tiny signed step, clipped) so that XLA cannot hoist the pass out of the loop.
+
+    Shape:
+        xs: (B, H, W, C), ys: (B,) -> (B, H, W, C).
+    """
+    def body(_, x):
+        _, g = forward_backward(model_fn, params, x, ys)
+        return jnp.clip(x + 1e-6 * jnp.sign(g), 0.0, 1.0)
+
+    return jax.lax.fori_loop(0, n, body, xs)
+
+
 # ------------------------------------------------------------------------------- PyTorch
 def torch_traversal(f, xs, xt, ys, *, step_size, iters, pthresh, adv_pert, adv_step_size):
     """The reference LST loop (spec section 1.5) in PyTorch eager, zero start noise.
@@ -368,15 +391,20 @@ def bench_one(case: Case, batch: int, *, iters: int, reps: int, atol: float,
         return jax.block_until_ready(c(params, xs, xt, ys, yt, key, hyper))
 
     fb = jax.jit(forward_backward, static_argnums=0)
+    fb_loop = jax.jit(forward_backward_loop, static_argnums=(0, 4))
 
     def run_fb():
         return jax.block_until_ready(fb(model_fn, params, xs, ys))
+
+    def run_fb_loop():
+        return jax.block_until_ready(fb_loop(model_fn, params, xs, ys, iters))
 
     # First run: the JAX side of the agreement check.
     t_first, jres = _timed(run_jax)
     res["jax_compile_s"] = t_compile
     res["jax_first_run_s"] = t_first
     run_fb()
+    run_fb_loop()
     log(f"  [{case.name} b={batch}] JAX compiled in {t_compile:.1f} s, first run {t_first:.2f} s")
 
     # PyTorch side: warm-up run = agreement check.
@@ -403,10 +431,11 @@ def bench_one(case: Case, batch: int, *, iters: int, reps: int, atol: float,
         t_first, (tx, tacc) = _timed(lambda: run_torch(f))
         diff = np.abs(tx.numpy().transpose(0, 2, 3, 1) - jax_img)
         per_pair = diff.reshape(batch, -1).max(1)
+        accept_agreement = float((tacc.numpy() == jax_acc).mean())
         agree = {"max_abs_diff": float(diff.max()), "atol": atol,
                  "pairs_differing": int((per_pair > atol).sum()),
-                 "accept_agreement": float((tacc.numpy() == jax_acc).mean()),
-                 "ok": bool(diff.max() <= atol)}
+                 "accept_agreement": accept_agreement,
+                 "ok": bool(diff.max() <= atol and accept_agreement == 1.0)}
         res[f"{name}_agreement"] = agree
         res[f"{name}_first_run_s"] = t_first
         agree_all &= agree["ok"]
@@ -450,10 +479,11 @@ def bench_one(case: Case, batch: int, *, iters: int, reps: int, atol: float,
         return res
 
     # Interleaved timing.
-    times = {"jax": [], "fb": [], **{k: [] for k in torch_fns}}
+    times = {"jax": [], "fb": [], "fb_loop": [], **{k: [] for k in torch_fns}}
     if bf16_compiled is not None:
         times["jax_bf16"] = []
-    jobs = [("jax", run_jax), ("fb", lambda: [_timed(run_fb)[0] for _ in range(3)])]
+    jobs = [("jax", run_jax), ("fb", lambda: [_timed(run_fb)[0] for _ in range(3)]),
+            ("fb_loop", run_fb_loop)]
     jobs += [(k, (lambda f=f: run_torch(f))) for k, f in torch_fns.items()]
     if bf16_compiled is not None:
         jobs.append(("jax_bf16", lambda: run_jax(bf16_compiled)))
@@ -469,6 +499,8 @@ def bench_one(case: Case, batch: int, *, iters: int, reps: int, atol: float,
     res["jax_pair_it_per_s"] = pairs / _median(times["jax"])
     res["jax_fwd_bwd_s"] = _median(times["fb"])
     res["efficiency"] = _median([iters * f / t for f, t in zip(times["fb"], times["jax"])])
+    res["jax_fwd_bwd_loop_s"] = _median(times["fb_loop"]) / iters
+    res["efficiency_loop"] = _median([f / t for f, t in zip(times["fb_loop"], times["jax"])])
     for k in torch_fns:
         res[f"{k}_pair_it_per_s"] = pairs / _median(times[k])
         res[f"jax_over_{k}"] = _median([t / j for t, j in zip(times[k], times["jax"])])
@@ -489,7 +521,8 @@ def markdown_report(results, machine, torch_compile: bool, bf16: bool) -> str:
               "JAX / PyTorch"]
     if torch_compile:
         header += ["torch.compile pair-it/s", "JAX / compile"]
-    header += ["JAX fwd+bwd (ms)", "efficiency", "max abs diff JAX-PyTorch",
+    header += ["JAX fwd+bwd (ms)", "efficiency", "efficiency (loop)",
+               "max abs diff JAX-PyTorch",
                "peak MiB (iters / 2x iters)"]
     if bf16:
         header += ["bf16 pair-it/s", "bf16 conf diff (max, same images / final)"]
@@ -508,7 +541,8 @@ def markdown_report(results, machine, torch_compile: bool, bf16: bool) -> str:
             row += [_f(r.get("torch_compile_pair_it_per_s"), ".1f"),
                     _f(r.get("jax_over_torch_compile"), ".2f")]
         row += [_f(None if r.get("jax_fwd_bwd_s") is None else 1e3 * r["jax_fwd_bwd_s"], ".1f"),
-                _f(r.get("efficiency"), ".2f"), _f(agree.get("max_abs_diff"), ".1e"),
+                _f(r.get("efficiency"), ".2f"), _f(r.get("efficiency_loop"), ".2f"),
+                _f(agree.get("max_abs_diff"), ".1e"),
                 (f"{mem['peak'] / 2**20:.1f} / {mem['peak_2x'] / 2**20:.1f}"
                  + ("" if mem.get("ok") else " GROWS")) if mem.get("peak") else "-"]
         if bf16:
@@ -527,7 +561,7 @@ def markdown_report(results, machine, torch_compile: bool, bf16: bool) -> str:
 
 
 # ------------------------------------------------------------------------------- main
-def run_benchmark(cases, *, batch_sizes=None, iters=25, reps=3, atol=1e-3,
+def run_benchmark(cases, *, batch_sizes=None, iters=25, reps=3, atol=1 / 255,
                   torch_compile=False, bf16=False, check_memory=True, out=None,
                   log=print) -> dict:
     """Runs every case at its batch sizes; writes benchmark.json / benchmark.md to `out`."""
@@ -565,8 +599,9 @@ def main(argv=None) -> int:
                    help="batch sizes for every model (default: per model)")
     p.add_argument("--iters", type=int, default=25, help="LST iterations per traversal")
     p.add_argument("--reps", type=int, default=3, help="interleaved timed repetitions")
-    p.add_argument("--atol", type=float, default=1e-3,
-                   help="max abs difference of final images for JAX and PyTorch to agree")
+    p.add_argument("--atol", type=float, default=1 / 255,
+                   help="max abs difference of final images for JAX and PyTorch to agree "
+                        "(default: one 8-bit grey level)")
     p.add_argument("--torch-threads", type=int, default=os.cpu_count(),
                    help="PyTorch intra-op threads (default: all cores, as XLA)")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile")

@@ -52,7 +52,7 @@ def test_report_structure_and_agreement(tmp_path):
     assert r["torch_agreement"]["max_abs_diff"] <= 1e-3
     assert r["torch_agreement"]["accept_agreement"] == 1.0
     for k in ("jax_pair_it_per_s", "torch_pair_it_per_s", "jax_over_torch", "efficiency",
-              "jax_fwd_bwd_s"):
+              "efficiency_loop", "jax_fwd_bwd_s", "jax_fwd_bwd_loop_s"):
         assert np.isfinite(r[k]) and r[k] > 0, k
     md = (tmp_path / "benchmark.md").read_text()
     assert md == report["markdown"]
@@ -62,14 +62,16 @@ def test_report_structure_and_agreement(tmp_path):
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="needs the optional torch extra")
 def test_disagreement_reports_no_speed(tmp_path, monkeypatch):
-    # A PyTorch loop whose final images are off by 2e-3: no speed is reported.
+    # A PyTorch loop whose final images are off by 5e-3 (more than one grey level), or
+    # whose acceptance decisions differ once: no speed is reported.
     loop = bm.torch_traversal
-    monkeypatch.setattr(bm, "torch_traversal", lambda *a, **k: (
-        lambda x, acc: (x + 2e-3, acc))(*loop(*a, **k)))
-    report = _run(_resnet_case(), tmp_path, check_memory=False)
-    (r,) = report["results"]
-    assert not r["torch_agreement"]["ok"] and not r["speed_reported"]
-    assert "jax_pair_it_per_s" not in r and "DISAGREE" in report["markdown"]
+    for corrupt in (lambda x, acc: (x + 5e-3, acc),
+                    lambda x, acc: (x, acc ^ (bm.torch.arange(acc.numel()) == 0).view(acc.shape))):
+        monkeypatch.setattr(bm, "torch_traversal", lambda *a, c=corrupt, **k: c(*loop(*a, **k)))
+        report = _run(_resnet_case(), tmp_path, check_memory=False)
+        (r,) = report["results"]
+        assert not r["torch_agreement"]["ok"] and not r["speed_reported"]
+        assert "jax_pair_it_per_s" not in r and "DISAGREE" in report["markdown"]
 
 
 def test_without_torch_memory_and_bf16(tmp_path, monkeypatch):
