@@ -219,7 +219,7 @@ def zoo_case(name: str) -> Case:
 
 ZOO = {
     "wrn28_10": dict(arch="wrn28_10", twin="TorchWideResNet",
-                     twin_kwargs=dict(depth=28, widen_factor=10), size=32, batch_sizes=(8, 32)),
+                     twin_kwargs=dict(depth=28, widen_factor=10), size=32, batch_sizes=(8, 16)),
     "resnet50": dict(arch="resnet50", twin="TorchResNet",
                      twin_kwargs=dict(block="bottleneck", layers=(3, 4, 6, 3)), size=224,
                      batch_sizes=(2, 8)),

@@ -12,7 +12,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from lst_jax.models.layers import Conv
+from lst_jax.models.layers import Conv, flax_attention_fn
 
 
 class BasicBlock(nn.Module):
@@ -66,7 +66,8 @@ class EncoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         y = nn.LayerNorm(epsilon=1e-6, name="norm1")(x)
-        y = nn.MultiHeadDotProductAttention(num_heads=self.heads, name="attn")(y, y)
+        y = nn.MultiHeadDotProductAttention(num_heads=self.heads, attention_fn=flax_attention_fn,
+                                            name="attn")(y, y)
         x = x + y
         y = nn.LayerNorm(epsilon=1e-6, name="norm2")(x)
         y = nn.Dense(self.mlp_dim, name="fc1")(y)

@@ -38,7 +38,7 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 # Formulation thresholds (see the module docstring); module-level so experiments can tune them.
 POLICY = {"dot_1x1": True, "patchify": True, "tiny_cin": 4, "tiny_max_taps": 9,
-          "im2col_max_out_hw": 49}
+          "im2col_max_out_hw": 64}
 
 
 def _pads(padding, in_hw, kernel_hw, strides):
@@ -251,3 +251,34 @@ def fast_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
 
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=fast_conv_general_dilated)
+
+
+# ----------------------------------------------------------------------------- attention
+def softmax_last(x):
+    """Softmax over the last axis. The subtracted max is a constant for autodiff (it cancels
+    exactly), which gives XLA a simpler backward graph than `jax.nn.softmax`'s."""
+    e = jnp.exp(x - lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True)))
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+def dot_product_attention(q, k, v, scale=None):
+    """Softmax attention computed heads-major: on XLA:CPU ~4x faster than the einsum over
+    (B, N, heads, D) operands, whose batch dimensions are not leading (the scaled
+    scores, softmax and weighted sum are the same).
+
+    Shape:
+        q: (B, Nq, heads, D), k, v: (B, Nk, heads, D) -> (B, Nq, heads, D).
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    qh, kh, vh = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
+    att = softmax_last((qh * scale) @ kh.swapaxes(-1, -2))
+    return (att @ vh).transpose(0, 2, 1, 3)
+
+
+def flax_attention_fn(query, key, value, bias=None, mask=None, *, dropout_rate=0.0,
+                      deterministic=True, **unused):
+    """`attention_fn` for `flax.linen.MultiHeadDotProductAttention` (inference, no mask,
+    bias or dropout) using `dot_product_attention`."""
+    if bias is not None or mask is not None or (dropout_rate > 0 and not deterministic):
+        raise ValueError("flax_attention_fn supports attention without mask, bias or dropout")
+    return dot_product_attention(query, key, value).astype(query.dtype)

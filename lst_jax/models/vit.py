@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lst_jax.models.layers import Conv
+from lst_jax.models.layers import Conv, dot_product_attention
 
 # timm uses torch's two-pass variance; flax's default fast variance differs at round-off level.
 _LN = functools.partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=False)
@@ -35,9 +35,7 @@ class Attention(nn.Module):
         hd = d // self.heads
         qkv = nn.Dense(3 * d, name="qkv")(x).reshape(b, n, 3, self.heads, hd)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]          # (b, n, h, hd)
-        att = jnp.einsum("bqhd,bkhd->bhqk", q * hd ** -0.5, k)
-        att = jax.nn.softmax(att, axis=-1)
-        y = jnp.einsum("bhqk,bkhd->bqhd", att, v).reshape(b, n, d)
+        y = dot_product_attention(q, k, v).reshape(b, n, d)
         return nn.Dense(d, name="proj")(y)
 
 
