@@ -17,7 +17,7 @@ maps and channel counts, but
 | 1x1 kernel, no padding | matrix product of the (strided) pixels | matrix product, scattered back |
 | patch embedding (stride = kernel, no padding) | patches reshaped, matrix product | matrix product, patches reshaped back |
 | <= `tiny_cin` input channels, <= 3x3 kernel (stems) | broadcast multiply-adds, one fused loop | matrix product to columns, then col2im (sum of shifted pads) |
-| output map <= `im2col_max_out_hw` pixels | im2col matrix product | matrix product to columns, then col2im |
+| output map <= 49 pixels, or <= 64 pixels with >= 256 input channels | im2col matrix product | matrix product to columns, then col2im |
 | otherwise | `lax.conv_general_dilated` | convolution with the explicitly flipped `HWIO` kernel |
 
 All formulations compute the same sums in a different order: values agree with lax's own
@@ -38,7 +38,7 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 # Formulation thresholds (see the module docstring); module-level so experiments can tune them.
 POLICY = {"dot_1x1": True, "patchify": True, "tiny_cin": 4, "tiny_max_taps": 9,
-          "im2col_max_out_hw": 64}
+          "im2col_max_out_hw": 49, "im2col_wide_max_out_hw": 64, "im2col_wide_min_cin": 256}
 
 
 def _pads(padding, in_hw, kernel_hw, strides):
@@ -64,7 +64,8 @@ def _kind(lhs_shape, rhs_shape, strides, pads, direction: str) -> str:
     if cin <= POLICY["tiny_cin"] and kh * kw <= POLICY["tiny_max_taps"]:
         return "fma" if direction == "fwd" else "col2im"
     ho, wo = _out_hw(lhs_shape[1:3], (kh, kw), strides, pads)
-    if ho * wo <= POLICY["im2col_max_out_hw"]:
+    if ho * wo <= POLICY["im2col_max_out_hw"] or (
+            ho * wo <= POLICY["im2col_wide_max_out_hw"] and cin >= POLICY["im2col_wide_min_cin"]):
         return "im2col" if direction == "fwd" else "col2im"
     return "lax"
 
