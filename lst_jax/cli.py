@@ -31,6 +31,8 @@ def _add_lst_args(p: argparse.ArgumentParser):
     g.add_argument("--adv-step-size", type=float, help="eps of the adversarial term")
     g.add_argument("--log-step", type=int, help="logging / progress chunk period")
     g.add_argument("--noise", type=float, help="random-start amplitude (default 2/255)")
+    g.add_argument("--bf16", action="store_true", help="opt-in bfloat16 forward/backward "
+                   "of the model (for GPU/TPU; slower on CPUs without bfloat16 units)")
 
 
 def _add_data_args(p: argparse.ArgumentParser):
@@ -59,6 +61,7 @@ def cmd_examples(args) -> int:
     out = examples_job(model=args.model, data=args.data, k=args.k,
                        config=config_from_args(args), seed=args.seed, out=args.out,
                        classes=args.classes, photos=args.photos, checkpoint=args.checkpoint,
+                       compute_dtype="bfloat16" if args.bf16 else None,
                        progress=not args.quiet, widths=widths, plane_grid=args.plane_grid,
                        path_points=args.path_points, data_dir=args.data_dir,
                        folder=args.folder, pool=args.pool, interpolation=args.interpolation,
@@ -96,6 +99,7 @@ def cmd_full_eval(args) -> int:
                          distances=args.metrics != "none")
     res = full_eval_job(args.model, pool=args.pool, config=cfg, out=args.out,
                         metrics=args.metrics, checkpoint=args.checkpoint,
+                        compute_dtype="bfloat16" if args.bf16 else None,
                         progress=not args.quiet, data=args.data, pool_models=args.pool_models,
                         data_dir=args.data_dir, folder=args.folder,
                         interpolation=args.interpolation, mesh=args.mesh,

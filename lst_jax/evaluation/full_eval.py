@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lst_jax.data.pool import TargetPool, predict_probs
@@ -430,7 +431,8 @@ def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, 
         try:
             run = _open_run(out, config, model_name, params_digest=tree_digest(params),
                             pool=pool, distance_fn=dist_fn, plan_arrays=plan_arrays,
-                            extra_manifest=extra_manifest)
+                            extra_manifest=extra_manifest,
+                            compute_dtype=getattr(model_fn, "compute_dtype", None))
         except Exception as e:  # every process must stop, not only process 0
             error = e
     dist.raise_if_main_failed(error)
@@ -506,7 +508,7 @@ def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, 
 
 
 def _open_run(out, config, model_name, *, params_digest, pool, distance_fn, plan_arrays,
-              extra_manifest) -> RunDir:
+              extra_manifest, compute_dtype=None) -> RunDir:
     """Creates or resumes the run directory (process 0 only): manifest and pairing plan."""
     run = RunDir(out)
     run_config = {
@@ -516,6 +518,8 @@ def _open_run(out, config, model_name, *, params_digest, pool, distance_fn, plan
         "pool_digest": pool.digest(),
         "distance_fn": function_id(distance_fn),
     }
+    if compute_dtype is not None:   # float32 runs keep the manifests of earlier versions
+        run_config["compute_dtype"] = str(jnp.dtype(compute_dtype))
     run.ensure_manifest(run_config, mode="full_eval", pool=pool.meta, pool_size=len(pool),
                         **(extra_manifest or {}))
     if run.exists("plan.npz"):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lst_jax.data.digits import load_digits32
@@ -110,7 +111,8 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
                  classes: Sequence[int] | None = None, photos: Sequence[str] | None = None,
                  checkpoint=None, progress: bool = True, widths: WidthSettings | None = None,
                  plane_grid: int = 10, path_points: int = 21, data_dir=None, folder=None,
-                 pool=None, interpolation: str = "bilinear", plane_source: int = 0) -> Path:
+                 pool=None, interpolation: str = "bilinear", plane_source: int = 0,
+                 compute_dtype=None) -> Path:
     """The main job: K x K LST examples grid for a registry model; returns the run dir.
 
     Also writes the triangle planes (`figures/plane_src-0.png`), the star paths
@@ -120,7 +122,7 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
     config = config or preset("paper")
     if k < 2:
         raise ValueError(f"k must be at least 2, got {k}")
-    loaded = load_model(model, checkpoint)
+    loaded = load_model(model, checkpoint, compute_dtype)
     images, labels, names = examples_data(loaded, data, k, classes, photos, data_dir=data_dir,
                                           folder=folder, pool=pool,
                                           interpolation=interpolation)
@@ -129,7 +131,8 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
                        config=config.to_dict(), names=names, labels=labels.tolist(),
                        model_spec=loaded.spec, checkpoint_digest=loaded.metadata.get("digest"),
                        widths=widths, plane_grid=plane_grid, path_points=path_points,
-                       plane_source=plane_source)
+                       plane_source=plane_source,
+                       compute_dtype=str(jnp.dtype(loaded.model_fn.compute_dtype or jnp.float32)))
     key, wkey = jax.random.split(jax.random.key(seed))
     result = run_examples(loaded.model_fn, loaded.params, images, labels, config, key,
                           progress=progress, log_images=widths is not None)
@@ -209,7 +212,7 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
                   metrics: str = "all", checkpoint=None, progress: bool = True,
                   data: str = "digits", pool_models: Sequence[str] | None = None,
                   data_dir=None, folder=None, interpolation: str = "bilinear",
-                  mesh="auto", memory_budget=None):
+                  mesh="auto", memory_budget=None, compute_dtype=None):
     """Full evaluation of a registry model on a target pool; returns the FullEvalResult
     (None on processes other than 0 of a multi-process run).
 
@@ -223,7 +226,7 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
     if metrics not in ("all", "basic", "none"):
         raise ValueError(f"metrics must be 'all', 'basic' or 'none', got {metrics!r}")
     out = Path(out or Path("runs") / f"full_eval_{model}")
-    loaded = load_model(model, checkpoint)
+    loaded = load_model(model, checkpoint, compute_dtype)
     pool_dir = Path(pool) if pool is not None else out / "pool"
 
     def load():

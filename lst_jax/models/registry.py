@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from lst_jax.models import digits, resnet, vit, wide_resnet
 from lst_jax.models.checkpoint import load_checkpoint, read_metadata
@@ -180,13 +181,17 @@ def checkpoint_path(name: str, root=None) -> Path:
         Path(root or checkpoint_root()) / spec.checkpoint)
 
 
-def load_model(name: str, checkpoint: str | os.PathLike | None = None) -> LoadedModel:
+def load_model(name: str, checkpoint: str | os.PathLike | None = None,
+               compute_dtype=None) -> LoadedModel:
     """Builds the named model and restores its checkpoint.
 
     Args:
         name: registry name, e.g. "digits_resnet-normal".
         checkpoint: a checkpoint directory, or a root holding `<name>/`; default
             `checkpoint_root()`.
+        compute_dtype: None / "float32" (default), or "bfloat16" (or a dtype) for the
+            opt-in bfloat16 forward/backward (`Classifier.compute_dtype`; parameters stay
+            float32 in memory, logits are float32). Meant for GPU/TPU.
 
     Raises:
         ValueError: unknown name; FileNotFoundError: the checkpoint is missing (the message
@@ -202,6 +207,10 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None) -> Loaded
     if meta.get("arch") not in (None, spec.arch):
         raise ValueError(f"checkpoint {path} holds architecture {meta.get('arch')!r}, "
                          f"but {name} is {spec.arch!r}")
+    if compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.float32:
+        if not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
+            raise ValueError(f"compute_dtype must be a floating dtype, got {compute_dtype!r}")
+        model_fn = dataclasses.replace(model_fn, compute_dtype=jnp.dtype(compute_dtype))
     return LoadedModel(spec, model_fn, params, meta)
 
 
