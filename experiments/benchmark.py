@@ -68,7 +68,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lst_jax.evaluation.rundir import RunDir, markdown_table, package_versions  # noqa: E402
+from lst_jax.evaluation.rundir import (RunDir, cpu_model_name, markdown_table,  # noqa: E402
+                                       package_versions)  # noqa: E402
 from lst_jax.models.wrapper import Classifier  # noqa: E402
 from lst_jax.traversal import preset  # noqa: E402
 from lst_jax.traversal import run as run_mod  # noqa: E402
@@ -351,15 +352,7 @@ def memory_check(compiled, model_fn, params, xs, xt, ys, yt, key, cfg) -> dict:
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "system": f"{platform.system()} "
+    info = {"cpu": cpu_model_name(), "cores": os.cpu_count(), "system": f"{platform.system()} "
             f"{platform.release()}", "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()],
             "xla_flags": os.environ.get("XLA_FLAGS", ""),

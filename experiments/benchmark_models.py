@@ -141,14 +141,9 @@ def bench(arch, batch, reps, thread_counts):
 def machine() -> str:
     import importlib.metadata as md
 
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from lst_jax.evaluation.rundir import cpu_model_name
+
+    cpu = cpu_model_name()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     vers = ", ".join(f"{p} {md.version(p)}" for p in ("jax", "jaxlib", "flax", "torch"))
     return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "

@@ -30,18 +30,7 @@ def key():
     return jax.random.key(0)
 
 
-class TinyCNN(nn.Module):
-    """Conv-ReLU-pool-conv-ReLU-GAP-Dense; the test twin of `TorchTinyCNN`."""
-
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = nn.relu(nn.Conv(8, (3, 3), padding=1, name="conv1")(x))
-        x = nn.avg_pool(x, (2, 2), (2, 2))
-        x = nn.relu(nn.Conv(16, (3, 3), padding=1, name="conv2")(x))
-        x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, name="fc")(x), {"pre_logits": x}
+from subproc import TinyCNN  # noqa: E402  (one definition; subproc avoids importing torch)
 
 
 def tiny_cnn(seed: int = 0, image_shape=(16, 16, 3), num_classes: int = 10,

@@ -58,6 +58,20 @@ def run_python(code: str, devices: int = 8, timeout: float = 600):
     return json.loads(lines[-1][len(RESULT_MARK):])
 
 
+def wait_all(procs, timeout: float = 300) -> list:
+    """(returncode, stdout, stderr) of every process; kills them all if one hangs."""
+    results = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise AssertionError(f"a child process hung (> {timeout} s): {p.args}")
+        results.append((p.returncode, out, err))
+    return results
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -66,7 +80,8 @@ def free_port() -> int:
 
 
 class TinyCNN(nn.Module):
-    """conftest's TinyCNN, repeated here: conftest imports torch, seconds in every child."""
+    """Conv-ReLU-pool-conv-ReLU-GAP-Dense; the test twin of `TorchTinyCNN` (defined here, not in
+    conftest, because conftest imports torch: seconds in every child process)."""
 
     num_classes: int = 10
 

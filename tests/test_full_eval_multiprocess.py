@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from subproc import ROOT, device_env, free_port, run_python
+from subproc import ROOT, device_env, free_port, run_python, wait_all
 
 ARGS = ["full-eval", "--model", "digits_resnet-normal", "--num-samples", "6", "--rounds", "2",
         "--batch-size", "2", "--iters", "8", "--log-step", "8", "--metrics", "basic",
@@ -76,16 +76,7 @@ def _launch(out, extra=()):
 
 
 def _wait(procs, timeout=300):
-    results = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise AssertionError("a full-eval process hung")
-        results.append((p.returncode, out, err))
-    return results
+    return wait_all(procs, timeout)
 
 
 def _files(root: Path) -> list[str]:

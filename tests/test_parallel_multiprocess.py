@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from subproc import ROOT, TESTS, device_env, free_port
+from subproc import ROOT, TESTS, device_env, free_port, wait_all
 
 JOB = str(TESTS / "parallel_job.py")
 HEARTBEAT = 10   # seconds (detection here is faster: the gloo connection resets)
@@ -35,16 +35,7 @@ def _launch(out, n_proc, devices_per_proc, extra=()):
 
 
 def _wait(procs, timeout=300):
-    results = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise AssertionError("a job process hung")
-        results.append((p.returncode, out, err))
-    return results
+    return wait_all(procs, timeout)
 
 
 def _ok(results):

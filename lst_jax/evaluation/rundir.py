@@ -13,6 +13,17 @@ from pathlib import Path
 import numpy as np
 
 
+def cpu_model_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else `platform.processor()`."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
 def package_versions() -> dict:
     import importlib.metadata as md
 
