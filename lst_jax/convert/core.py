@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lst_jax.utils.trees import flatten_dict, unflatten_dict
+
 
 class ConversionError(ValueError):
     """A state dict that does not fit the model; the message lists every problem."""
@@ -151,22 +153,6 @@ def flax_path_to_torch(rules: Rules, path: str, shape: tuple):
     return f"{tmod}.{leaf}", perm
 
 
-def _flatten(tree) -> dict[str, object]:
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): v for path, v in flat}
-
-
-def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
-    tree: dict = {}
-    for path, v in flat.items():
-        *parents, leaf = path.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return tree
-
-
 def abstract_variables(module, image_shape) -> dict:
     """The module's variable tree as `jax.ShapeDtypeStruct`s (no computation)."""
     x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
@@ -206,7 +192,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module, image_shape
     from lst_jax.convert.rules import rules_for
 
     rules = rules or rules_for(module)
-    want = {p: tuple(v.shape) for p, v in _flatten(abstract_variables(module, image_shape)).items()}
+    abstract = abstract_variables(module, image_shape)
+    want = {p: tuple(v.shape) for p, v in flatten_dict(abstract).items()}
     got: dict[str, np.ndarray] = {}
     origin: dict[str, tuple[str, tuple, tuple]] = {}   # flax path -> (torch key, shape, perm)
     dropped, no_rule, duplicates = [], [], []
@@ -255,7 +242,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module, image_shape
                 lines.extend(f"    {item}" for item in items)
         raise ConversionError("\n".join(lines))
 
-    variables = _unflatten({p: np.ascontiguousarray(got[p], dtype=np.float32) for p in want})
+    variables = unflatten_dict({p: np.ascontiguousarray(got[p], dtype=np.float32) for p in want})
     report = {"rules": rules.family, "tensors_in_file": len(state_dict),
               "converted": len(got), "dropped": sorted(dropped)}
     return Converted(variables, report)
@@ -271,7 +258,7 @@ def export_state_dict(variables, module, rules: Rules | None = None) -> dict[str
     rules = rules or rules_for(module)
     out: dict[str, np.ndarray] = {}
     bn_modules = []
-    for path, value in _flatten(variables).items():
+    for path, value in flatten_dict(variables).items():
         arr = np.asarray(value)
         mapped = flax_path_to_torch(rules, path, arr.shape)
         if mapped is None:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lst_jax.metrics._validate import check_pair
+from lst_jax.utils.trees import flatten_dict, unflatten_dict
 
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
@@ -55,28 +56,6 @@ def param_shapes() -> dict:
     return shapes
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
-        else:
-            out[key] = v
-    return out
-
-
-def _unflatten(flat: dict) -> dict:
-    tree: dict = {}
-    for key, v in flat.items():
-        node = tree
-        *path, leaf = key.split("/")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return tree
-
-
 def check_params(params, name: str = "params", *, values: bool = True) -> dict:
     """Checks an LPIPS parameter tree against `param_shapes()`.
 
@@ -91,8 +70,8 @@ def check_params(params, name: str = "params", *, values: bool = True) -> dict:
     if not isinstance(params, dict):
         raise ValueError(f"{name} must be a dict pytree as returned by load_lpips_params, got "
                          f"{type(params).__name__}")
-    want = _flatten(param_shapes())
-    got = _flatten(params)
+    want = flatten_dict(param_shapes())
+    got = flatten_dict(params)
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     if missing or extra:
         raise ValueError(f"{name} does not match the LPIPS-AlexNet layout: missing {missing}, "
@@ -112,7 +91,7 @@ def check_params(params, name: str = "params", *, values: bool = True) -> dict:
             raise ValueError(f"{name}[{k!r}] has negative weights; LPIPS linear heads are "
                              "non-negative")
         out[k] = v
-    return _unflatten(out)
+    return unflatten_dict(out)
 
 
 def _conv(x, kernel, bias, stride: int, pad: int):
@@ -255,7 +234,7 @@ def save_lpips_params(path, params, meta: dict | None = None) -> Path:
     The .npz is written to a temporary name and renamed (no half-written file).
     """
     params = check_params(params)
-    flat = _flatten(params)
+    flat = flatten_dict(params)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
@@ -275,7 +254,7 @@ def save_lpips_params(path, params, meta: dict | None = None) -> Path:
 def params_digest(params) -> str:
     """sha256 over the parameter arrays (sorted keys, float32 little-endian bytes)."""
     h = hashlib.sha256()
-    for k, v in sorted(_flatten(check_params(params)).items()):
+    for k, v in sorted(flatten_dict(check_params(params)).items()):
         h.update(k.encode())
         h.update(np.ascontiguousarray(v, "<f4").tobytes())
     return h.hexdigest()
@@ -284,7 +263,7 @@ def params_digest(params) -> str:
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str):
     flat, _ = read_weights_file(path)
-    params = check_params(_unflatten(flat), name=f"weights in {path}")
+    params = check_params(unflatten_dict(flat), name=f"weights in {path}")
     return jax.tree.map(jnp.asarray, params)
 
 

@@ -1,1 +1,1 @@
-"""Small shared helpers: input validation and progress reporting."""
+"""Small shared helpers: input validation, progress reporting, flat parameter trees."""
