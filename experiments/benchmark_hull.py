@@ -65,65 +65,6 @@ from lst_jax.models import load_model  # noqa: E402
 from lst_jax.parallel import ShardedEvaluator, data_mesh  # noqa: E402
 
 
-# ---------------------------------------------------------------------------------------------
-# PyTorch twin of lst_jax.models.digits.DigitsResNet (eval mode)
-
-
-def torch_digits_resnet(variables):
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    p, s = variables["params"], variables["batch_stats"]
-
-    def conv(w, stride, pad):
-        k = np.asarray(w["kernel"])
-        c = nn.Conv2d(k.shape[2], k.shape[3], k.shape[:2], stride, pad, bias=False)
-        c.weight.data = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1)))
-        return c
-
-    def bn(w, st):
-        b = nn.BatchNorm2d(np.asarray(w["scale"]).shape[0], eps=1e-5)
-        b.weight.data = torch.from_numpy(np.asarray(w["scale"]).copy())
-        b.bias.data = torch.from_numpy(np.asarray(w["bias"]).copy())
-        b.running_mean.data = torch.from_numpy(np.asarray(st["mean"]).copy())
-        b.running_var.data = torch.from_numpy(np.asarray(st["var"]).copy())
-        return b
-
-    class Block(nn.Module):
-        def __init__(self, w, st, stride):
-            super().__init__()
-            self.conv1, self.bn1 = conv(w["conv1"], stride, 1), bn(w["bn1"], st["bn1"])
-            self.conv2, self.bn2 = conv(w["conv2"], 1, 1), bn(w["bn2"], st["bn2"])
-            self.short = None
-            if "shortcut_conv" in w:
-                self.short = nn.Sequential(conv(w["shortcut_conv"], stride, 0),
-                                           bn(w["shortcut_bn"], st["shortcut_bn"]))
-
-        def forward(self, x):
-            y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-            return F.relu((x if self.short is None else self.short(x)) + y)
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Sequential(conv(p["stem_conv"], 1, 1), bn(p["stem_bn"], s["stem_bn"]),
-                                      nn.ReLU())
-            names = sorted(k for k in p if k.startswith("stage"))
-            self.blocks = nn.Sequential(*[
-                Block(p[n], s[n], 2 if (n.split("_")[0] != "stage1" and n.endswith("block1"))
-                      else 1) for n in names])
-            k = np.asarray(p["head"]["kernel"])
-            self.head = nn.Linear(k.shape[0], k.shape[1])
-            self.head.weight.data = torch.from_numpy(np.ascontiguousarray(k.T))
-            self.head.bias.data = torch.from_numpy(np.asarray(p["head"]["bias"]).copy())
-
-        def forward(self, x):            # x: (B, 3, H, W) in [0, 1]
-            return self.head(self.blocks(self.stem(x)).mean(dim=(2, 3)))
-
-    return Net().eval()
-
-
 def torch_hull_loop(net, src, outs, labels, grid, pairs):
     """The reference's loop: per source, per triangle, one batch of the grid's probes."""
     import torch
@@ -212,7 +153,11 @@ def main() -> int:
         except ImportError:
             print("torch not installed: PyTorch loop skipped")
         else:
-            net = torch_digits_resnet(m.params)
+            from benchmark import TorchNormalized  # experiments/: the LST benchmark's wrapper
+            from torch_twins import digits_twin
+
+            net = TorchNormalized(digits_twin(m.model_fn.module, m.params),
+                                  m.model_fn.normalization).eval()
             with torch.no_grad():
                 lt = net(torch.from_numpy(src).permute(0, 3, 1, 2)).numpy()
             checks["torch twin logits"] = float(np.max(np.abs(
