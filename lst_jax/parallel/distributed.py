@@ -27,6 +27,8 @@ from typing import Callable
 import jax
 import numpy as np
 
+from lst_jax.utils.checks import check_positive_int
+
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"   # also read by jax itself
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"       # read by lst_jax
 ENV_PROCESS_ID = "JAX_PROCESS_ID"             # read by lst_jax
@@ -101,8 +103,7 @@ def initialize_distributed(coordinator_address: str | None = None,
                                   ("shutdown_timeout_seconds", shutdown_timeout))
                 if v is not None}
     for k, v in timeouts.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{k.replace('_seconds', '')} must be a positive integer, got {v!r}")
+        check_positive_int(k.replace("_seconds", ""), v)
     given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
              "process_id": process_id}
     if num_processes == 1:

@@ -26,9 +26,10 @@ import numpy as np
 from jax.sharding import Mesh
 
 from lst_jax.geometry.probes import class_confidence
-from lst_jax.parallel.mesh import data_mesh
+from lst_jax.parallel.mesh import data_mesh, num_shards
 from lst_jax.parallel.sharded import (MemoryEstimate, estimate_memory, parse_bytes,
                                       plan_chunk_size, sharded_apply)
+from lst_jax.utils.checks import check_positive_int
 
 
 def _is_key(a) -> bool:
@@ -103,10 +104,8 @@ class ShardedEvaluator:
 
     def __post_init__(self):
         for name in ("chunk_size", "per_device_chunk"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
-                                  or v < 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
         if self.chunk_size is not None and self.per_device_chunk is not None:
             raise ValueError("give chunk_size or per_device_chunk, not both")
         if self.memory_budget is not None:
@@ -118,7 +117,7 @@ class ShardedEvaluator:
         mesh = self.mesh if self.mesh is not None else data_mesh()
         chunk = self.chunk_size
         if self.per_device_chunk is not None:
-            chunk = self.per_device_chunk * int(mesh.shape["data"])
+            chunk = self.per_device_chunk * num_shards(mesh)
         data, keys = _strip_keys(data)
         fn = _ProbeConfidence(model_fn, probe_fn, keys)
         return mesh, chunk, fn, (params, data), np.arange(int(total), dtype=np.int32)

@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 from lst_jax.parallel.mesh import (batch_sharding, constrain, data_mesh, leading_size, num_shards,
                                    pad_to_multiple, put_batch, put_replicated, replicated,
                                    round_up, to_host)
+from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
 
 # Examples per device and chunk when neither chunk_size nor memory_budget is given.
@@ -71,8 +72,14 @@ def _specs(tree, size: int | None, sharding):
     return jax.tree.map(f, tree)
 
 
+_CHECKED: set = set()   # (fn, shapes, chunk) already checked: eval_shape traces the model
+
+
 def _check_outputs(fn, params, batch, chunk: int):
     """fn must map a (chunk, ...) batch to per-example outputs (leading axis chunk)."""
+    key = (fn, _params_key(params), _tree_key(batch), chunk)
+    if key in _CHECKED:
+        return
     try:
         out = jax.eval_shape(fn, _specs(params, None, None), _specs(batch, chunk, None))
     except Exception as e:
@@ -83,6 +90,7 @@ def _check_outputs(fn, params, batch, chunk: int):
             raise ValueError(
                 f"fn must return per-example outputs with leading axis {chunk} (the chunk), got "
                 f"an output of shape {tuple(leaf.shape)}")
+    _CHECKED.add(key)
 
 
 class MemoryEstimate(NamedTuple):
@@ -104,8 +112,15 @@ _ESTIMATES: dict = {}
 
 
 def _tree_key(tree):
+    """Structure, per-example shapes and dtypes of a batch (its leading size left out)."""
     return (jax.tree.structure(tree),
             tuple((tuple(np.shape(a)[1:]), str(_dtype(a))) for a in jax.tree.leaves(tree)))
+
+
+def _params_key(params):
+    """Structure, shapes and dtypes of the parameters."""
+    return (jax.tree.structure(params),
+            tuple((tuple(np.shape(a)), str(_dtype(a))) for a in jax.tree.leaves(params)))
 
 
 def estimate_memory(fn: Callable, params, batch, mesh: Mesh) -> MemoryEstimate:
@@ -118,10 +133,7 @@ def estimate_memory(fn: Callable, params, batch, mesh: Mesh) -> MemoryEstimate:
     Shape:
         batch: leaves (N, ...) (only shapes and dtypes are used).
     """
-    params_key = (jax.tree.structure(params),
-                  tuple((tuple(np.shape(a)), str(_dtype(a)))
-                        for a in jax.tree.leaves(params)))
-    key = (fn, mesh, params_key, _tree_key(batch))
+    key = (fn, mesh, _params_key(params), _tree_key(batch))
     if key in _ESTIMATES:
         return _ESTIMATES[key]
     d = num_shards(mesh)
@@ -172,10 +184,7 @@ def plan_chunk_size(fn: Callable, params, batch, mesh: Mesh | None = None, *,
     n = leading_size(batch)
     chunk = DEFAULT_CHUNK_PER_DEVICE * d
     if chunk_size is not None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \
-                or chunk_size <= 0:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-        chunk = round_up(chunk_size, d)
+        chunk = round_up(check_positive_int("chunk_size", chunk_size), d)
     if memory_budget is not None:
         budget = parse_bytes(memory_budget)
         est = estimate_memory(fn, params, batch, mesh)
