@@ -130,11 +130,3 @@ ResNetTinyBasic = functools.partial(ResNet, block="basic", layers=(1, 2, 1, 1), 
                                     num_classes=10)
 ResNetTinyBottleneck = functools.partial(ResNet, block="bottleneck", layers=(1, 2, 1, 1),
                                          width=8, num_classes=10)
-
-VARIANTS = {
-    "resnet18": dict(block="basic", layers=(2, 2, 2, 2)),
-    "resnet34": dict(block="basic", layers=(3, 4, 6, 3)),
-    "resnet50": dict(block="bottleneck", layers=(3, 4, 6, 3)),
-    "resnet101": dict(block="bottleneck", layers=(3, 4, 23, 3)),
-    "resnet152": dict(block="bottleneck", layers=(3, 8, 36, 3)),
-}
