@@ -130,32 +130,21 @@ def lpips_params_to_torch(params) -> dict:
 
 def load_torch_state_dict(path) -> dict:
     """Reads a state dict without unpickling code: `.safetensors` (no torch needed) or `.pth`
-    / `.pt` with `torch.load(weights_only=True)`; returns numpy arrays.
+    / `.pt` with `torch.load(weights_only=True)`, through `lst_jax.convert.read_state_dict`;
+    returns float32 numpy arrays.
 
     Raises:
         ValueError: missing file, unknown suffix, torch not installed for a .pth, or a file
-            that is not a flat {name: tensor} dict.
+            that holds no tensors.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path: state dict file {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        return dict(load_file(str(path)))
-    if path.suffix not in (".pth", ".pt", ".bin"):
+    if path.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
         raise ValueError(f"path must be a .pth/.pt/.bin or .safetensors file, got {str(path)!r}")
-    try:
-        import torch
-    except ImportError:
-        raise ValueError(f"reading {str(path)!r} needs the optional torch extra "
-                         "(pip install 'lst_jax[torch]'), or convert it to .safetensors") from None
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(hasattr(v, "shape") for v in sd.values()):
-        raise ValueError(f"{str(path)!r} does not hold a flat state dict of tensors")
-    return {k: _np(v) for k, v in sd.items()}
+    from lst_jax.convert.io import read_state_dict
+
+    return {k: _np(v) for k, v in read_state_dict(path)[0].items()}
 
 
 def installed_lpips_heads_path(version: str = "0.1") -> Path | None:
