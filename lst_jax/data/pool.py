@@ -24,6 +24,16 @@ def predict_probs(model_fn, params, images: np.ndarray, batch: int = 256) -> np.
     return np.concatenate(out, axis=0)
 
 
+def qualifies(probs: np.ndarray, labels: np.ndarray, min_conf: float) -> np.ndarray:
+    """The reference's target rule: predicted class == label and label confidence > min_conf.
+
+    Shape:
+        probs: (N, K), labels: (N,) -> (N,) bool.
+    """
+    conf = probs[np.arange(len(labels)), np.clip(labels, 0, None)]
+    return (probs.argmax(-1) == labels) & (conf > min_conf)
+
+
 def select_per_class(models: Sequence[tuple], images: np.ndarray, labels: np.ndarray,
                      classes: Sequence[int], min_conf: float = 0.6) -> np.ndarray:
     """Index of the first image of each class that every model classifies correctly with
@@ -41,9 +51,7 @@ def select_per_class(models: Sequence[tuple], images: np.ndarray, labels: np.nda
     """
     ok = np.ones(len(images), bool)
     for model_fn, params in models:
-        probs = predict_probs(model_fn, params, images)
-        conf = probs[np.arange(len(images)), labels]
-        ok &= (probs.argmax(-1) == labels) & (conf > min_conf)
+        ok &= qualifies(predict_probs(model_fn, params, images), labels, min_conf)
     chosen, missing = [], []
     for c in classes:
         idx = np.flatnonzero(ok & (labels == c))
@@ -143,9 +151,8 @@ def build_target_pool(models: Sequence[tuple], source, classes: Sequence[int] | 
             if rel.any():
                 ok = rel.copy()
                 for fn, (_, params) in zip(fns, models):
-                    probs = np.asarray(fn(params, jnp.asarray(images)))
-                    conf = probs[np.arange(len(labels)), np.clip(labels, 0, None)]
-                    ok &= (probs.argmax(-1) == labels) & (conf > min_conf)
+                    ok &= qualifies(np.asarray(fn(params, jnp.asarray(images))), labels,
+                                    min_conf)
                 for i in np.flatnonzero(ok):
                     c = int(labels[i])
                     if c not in found:
