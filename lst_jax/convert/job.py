@@ -79,11 +79,10 @@ def check_input(spec) -> tuple[np.ndarray, str]:
     Shape:
         -> (1, H, W, 3) float32 in [0, 1].
     """
-    from lst_jax.data.photos import load_photos
+    from lst_jax.data.photos import load_photos_for
 
     h = spec.input_size[0]
-    order = 3 if spec.interpolation == "bicubic" else 1
-    images, _ = load_photos(["chelsea"], size=h, resize=spec.resize or h, order=order)
+    images, _ = load_photos_for(spec, ["chelsea"])
     desc = (f"scikit-image 'chelsea' (a cat), resize {spec.resize or h}, centre crop {h}, "
             f"{spec.interpolation}")
     return images, desc

@@ -63,3 +63,20 @@ def load_photos(names=("chelsea", "coffee", "rocket", "motorcycle", "astronaut")
         raise ValueError(f"unknown sample photo(s) {unknown}; available: {sorted(PHOTOS)}")
     images = np.stack([resize_center_crop(_load(n), size, resize, order) for n in names])
     return images, list(names)
+
+
+def spline_order(interpolation: str) -> int:
+    """scikit-image interpolation order of a resize filter name: 3 for "bicubic", else 1."""
+    return 3 if interpolation == "bicubic" else 1
+
+
+def load_photos_for(spec, names):
+    """Sample photos preprocessed as the registry model `spec` expects (short side resized to
+    `spec.resize`, or straight to the input size; centre crop; `spec.interpolation`).
+
+    Shape:
+        -> (images (N, H, H, 3) float32 in [0, 1] with H = spec.input_size[0], names).
+    """
+    h = spec.input_size[0]
+    return load_photos(names, size=h, resize=spec.resize or h,
+                       order=spline_order(spec.interpolation))

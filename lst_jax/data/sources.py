@@ -67,12 +67,11 @@ def open_source(kind: str, *, split: str | None = None, data_dir=None, folder=No
         x, y = load_digits32(split or "test")
         return ArraySource(x, y, name=f"digits-{split or 'test'}", num_classes=NUM_CLASSES)
     if kind == "photos":
-        from lst_jax.data.photos import PHOTOS, load_photos
+        from lst_jax.data.photos import PHOTOS, load_photos, spline_order
 
         names = list(photos) if photos else list(PHOTOS)[:5]
-        order = 3 if interpolation == "bicubic" else 1
         x, names = load_photos(names, size=image_size or 224, resize=resize or 256,
-                               order=order)
+                               order=spline_order(interpolation))
         return ArraySource(x, np.full(len(x), -1, np.int32), name="photos")
     if kind == "folder":
         from lst_jax.data.folder import FolderSource

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lst_jax.data.digits import load_digits32
-from lst_jax.data.photos import PHOTOS, load_photos
+from lst_jax.data.photos import PHOTOS, load_photos_for
 from lst_jax.data.pool import (build_target_pool, load_pool, predict_probs, save_pool,
                                select_per_class)
 from lst_jax.evaluation.examples import (WidthSettings, examples_geometry, run_examples,
@@ -70,9 +70,7 @@ def examples_data(loaded, data: str, k: int, classes: Sequence[int] | None = Non
         return images[idx], labels[idx], [f"digit {c}" for c in classes]
     if data == "photos":
         names = list(photos) if photos else list(PHOTOS)[:k]
-        h, w, _ = spec.input_size
-        order = 3 if spec.interpolation == "bicubic" else 1
-        images, names = load_photos(names, size=h, resize=spec.resize or h, order=order)
+        images, names = load_photos_for(spec, names)
         # The photos carry no ImageNet labels: the held class is the model's prediction.
         labels = predict_probs(loaded.model_fn, loaded.params, images).argmax(-1).astype(np.int32)
         return images, labels, names
