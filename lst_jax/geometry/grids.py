@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lst_jax.utils.checks import check_positive_int
+
 GRID_KINDS = ("reference", "exact")
 
 
@@ -55,9 +57,7 @@ def triangle_grid(kind: str = "reference", n: int = 10) -> TriangleGrid:
     """
     if kind not in GRID_KINDS:
         raise ValueError(f"grid must be one of {GRID_KINDS}, got {kind!r}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"grid resolution n must be a positive integer, got {n!r}")
-    n = int(n)
+    n = check_positive_int("grid resolution n", n)
     pts, w0 = [], []
     if kind == "reference":
         ts = np.arange(n + 1) / n
