@@ -277,9 +277,3 @@ def _describe(module) -> str:
     fields = [f.name for f in dataclasses.fields(module)
               if f.name not in ("parent", "name") and not f.name.startswith("_")]
     return ", ".join(f"{f}={getattr(module, f)!r}" for f in fields)
-
-
-def param_count(variables) -> int:
-    """Number of trainable parameters (the `params` collection only)."""
-    tree = variables.get("params", variables) if isinstance(variables, Mapping) else variables
-    return int(sum(np.size(v) for v in jax.tree.leaves(tree)))

@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lst_jax.convert.core import convert_state_dict, param_count
+from lst_jax.convert.core import convert_state_dict
 from lst_jax.convert.io import clean_state_dict, file_sha256, read_state_dict
 from lst_jax.models.checkpoint import save_checkpoint
 from lst_jax.models.registry import checkpoint_root, get_spec, load_model
+from lst_jax.utils.trees import param_count
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
@@ -152,7 +153,7 @@ def convert_file(name: str, weights, out=None, *, overwrite: bool = False,
              "logit_std": float(logits.std())}
     report = dict(converted.report, notes=notes, weights_file=weights.name)
     n_params = param_count(variables)
-    n_stats = int(sum(np.size(v) for v in jax.tree.leaves(variables.get("batch_stats", {}))))
+    n_stats = param_count(variables, "batch_stats") if "batch_stats" in variables else 0
     metadata = {
         "name": name, "arch": spec.arch, "arch_kwargs": dict(spec.arch_kwargs),
         "dataset": spec.dataset, "input_size": list(spec.input_size),

@@ -17,6 +17,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from lst_jax.utils.trees import param_count
+
 
 def _checkpointer(process_local: bool = False):
     import orbax.checkpoint as ocp
@@ -45,8 +47,7 @@ def save_checkpoint(path, variables, metadata: dict) -> Path:
         ck.save(tmp / "state", variables)
         ck.wait_until_finished()
         meta = dict(metadata)
-        meta["param_count"] = int(sum(np.size(v) for v in jax.tree.leaves(variables.get(
-            "params", variables) if isinstance(variables, dict) else variables)))
+        meta["param_count"] = param_count(variables)
         meta["digest"] = tree_digest(variables)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if path.exists():

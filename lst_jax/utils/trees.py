@@ -28,3 +28,13 @@ def unflatten_dict(flat: Mapping[str, Any]) -> dict:
             node = node.setdefault(p, {})
         node[leaf] = v
     return tree
+
+
+def param_count(variables, collection: str = "params") -> int:
+    """Number of entries in one collection of a Flax variables dict (default the trainable
+    `params`; a tree without collections counts whole)."""
+    import jax
+    import numpy as np
+
+    tree = variables.get(collection, variables) if isinstance(variables, Mapping) else variables
+    return int(sum(np.size(v) for v in jax.tree.leaves(tree)))
