@@ -253,6 +253,9 @@ def fast_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=fast_conv_general_dilated)
 
+# BatchNorm with PyTorch's defaults (running-average momentum 0.1, eps 1e-5): the zoo's layout.
+BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
 
 # ----------------------------------------------------------------------------- attention
 def softmax_last(x):

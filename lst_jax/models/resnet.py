@@ -17,10 +17,9 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lst_jax.models.layers import Conv
+from lst_jax.models.layers import BatchNorm as _BN, Conv
 
 # torchvision BatchNorm2d: eps 1e-5, momentum 0.1 (= flax momentum 0.9).
-_BN = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
 class BasicBlock(nn.Module):

@@ -19,9 +19,7 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lst_jax.models.layers import Conv
-
-_BN = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+from lst_jax.models.layers import BatchNorm as _BN, Conv
 
 
 class WideBasic(nn.Module):
