@@ -17,9 +17,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lst_jax.models.layers import BatchNorm as _BN, Conv
-
-# torchvision BatchNorm2d: eps 1e-5, momentum 0.1 (= flax momentum 0.9).
+from lst_jax.models.layers import BatchNorm as _BN, Conv  # _BN: torchvision BatchNorm2d
 
 
 class BasicBlock(nn.Module):
