@@ -146,6 +146,12 @@ def test_linear_paths_and_embedding(model):
                                atol=1e-6)
     with pytest.raises(ValueError, match="num_points"):
         linear_path_confidences(model_fn, params, xs, xe, labels, 1)
+    # score="log_prob": the log-softmax of the label (minus the cross-entropy), same probes.
+    lp = np.asarray(linear_path_confidences(model_fn, params, xs, xe, labels, 11,
+                                            score="log_prob"))
+    np.testing.assert_allclose(lp, np.log(c), atol=1e-5)
+    with pytest.raises(ValueError, match="score must be one of"):
+        linear_path_confidences(model_fn, params, xs, xe, labels, 11, score="logit")
     # The 2-D embedding preserves the ratios of all three side lengths.
     x0, x1, x2 = xs[0], xe[0], xs[1]
     co = np.asarray(triangle_embedding(x0, x1, x2))

@@ -68,7 +68,11 @@ ref = linear_path_confidences(model_fn, params, src, outs[0], labels, 11)
 got = linear_path_confidences(model_fn, params, src, outs[0], labels, 11, evaluate_fn=ev)
 ev1 = par.ShardedEvaluator(par.data_mesh(jax.devices()[:1]), chunk_size=5)
 got1 = linear_path_confidences(model_fn, params, src, outs[0], labels, 11, evaluate_fn=ev1)
-out["paths"] = {"total": B * 11, "diff": diff(ref, got), "one_device": diff(ref, got1)}
+ref_lp = linear_path_confidences(model_fn, params, src, outs[0], labels, 11, score="log_prob")
+got_lp = linear_path_confidences(model_fn, params, src, outs[0], labels, 11, evaluate_fn=ev,
+                                 score="log_prob")
+out["paths"] = {"total": B * 11, "diff": diff(ref, got), "one_device": diff(ref, got1),
+                "log_prob": diff(ref_lp, got_lp)}
 
 # Path widths (typed PRNG keys in the probe data); one point gated out (NaN row).
 d = width_directions(model_fn, params, src, outs[0], labels)
@@ -118,6 +122,10 @@ def test_sharded_geometry_equals_one_device(child, part):
 
 def test_one_device_mesh(child):
     _close(child["paths"]["one_device"])
+
+
+def test_sharded_log_prob_score(child):
+    _close(child["paths"]["log_prob"])
 
 
 def test_hull_statistics_and_single_compilation(child):

@@ -18,8 +18,11 @@ def path_points(num_points: int = 11) -> np.ndarray:
 
 def linear_path_confidences(model_fn, params, starts, ends, labels, num_points: int = 11, *,
                             clip: bool = False, chunk_size: int = DEFAULT_CHUNK,
-                            evaluate_fn: Evaluator | None = None):
+                            evaluate_fn: Evaluator | None = None, score: str = "confidence"):
     """Source-class confidence at `(1 - t) start + t end` for t = 0, 1/(n-1), ..., 1.
+
+    `score="log_prob"` returns the log-softmax of the label instead (minus the cross-entropy
+    along the path).
 
     Shape:
         starts, ends: (B, H, W, C); labels: (B,) -> (B, num_points) float32.
@@ -31,4 +34,5 @@ def linear_path_confidences(model_fn, params, starts, ends, labels, num_points: 
         raise ValueError(f"starts and ends must have the same shape, got {starts.shape} and "
                          f"{ends.shape}")
     return evaluate_combinations(model_fn, params, jnp.stack([starts, ends]), weights, labels,
-                                 clip=clip, chunk_size=chunk_size, evaluate_fn=evaluate_fn)
+                                 clip=clip, chunk_size=chunk_size, evaluate_fn=evaluate_fn,
+                                 score=score)

@@ -75,34 +75,61 @@ def class_confidence(model_fn, params, images, labels):
     return jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn", "probe_fn", "total", "chunk_size"))
-def _evaluate_jit(model_fn, params, probe_fn, data, total: int, chunk_size: int):
+def class_log_prob(model_fn, params, images, labels):
+    """Log-softmax probability of `labels` under `model_fn` (= minus the cross-entropy);
+    finite where the probability underflows.
+
+    Shape:
+        images: (n, H, W, C), labels: (n,) -> (n,) float32.
+    """
+    logp = jax.nn.log_softmax(model_fn(params, images).astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+# What an evaluator returns per probe: `score(model_fn, params, images, labels) -> (n,)`.
+SCORES = {"confidence": class_confidence, "log_prob": class_log_prob}
+
+
+def score_fn(score: str):
+    """The per-probe score function named `score` ("confidence" or "log_prob")."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {sorted(SCORES)}, got {score!r}")
+    return SCORES[score]
+
+
+@functools.partial(jax.jit, static_argnames=("model_fn", "probe_fn", "total", "chunk_size",
+                                             "score"))
+def _evaluate_jit(model_fn, params, probe_fn, data, total: int, chunk_size: int,
+                  score: str = "confidence"):
     n_chunks = -(-total // chunk_size)
     idx = jnp.minimum(jnp.arange(n_chunks * chunk_size), total - 1)  # pad with the last probe
     idx = idx.reshape(n_chunks, chunk_size)
 
     def one(ids):
         imgs, labels = probe_fn(data, ids)
-        return class_confidence(model_fn, params, imgs, labels)
+        return SCORES[score](model_fn, params, imgs, labels)
 
     return lax.map(one, idx).reshape(-1)[:total]
 
 
 def evaluate_in_chunks(model_fn, params, probe_fn, data, total: int, *,
-                       chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
-    """Confidences of `total` probes, `chunk_size` images per model call (jitted, pure).
+                       chunk_size: int = DEFAULT_CHUNK, score: str = "confidence") -> jax.Array:
+    """Scores of `total` probes, `chunk_size` images per model call (jitted, pure).
 
-    Compiles once per (model_fn, probe_fn, data shapes, total, chunk_size).
+    `score` is "confidence" (softmax probability of the probe's label, the default) or
+    "log_prob" (its log-softmax, i.e. minus the cross-entropy). Compiles once per
+    (model_fn, probe_fn, data shapes, total, chunk_size, score).
 
     Shape:
-        -> (total,) float32, entry m = p_{label_m}(probe_m).
+        -> (total,) float32, entry m = p_{label_m}(probe_m) (or its log).
     """
     if total < 1:
         raise ValueError(f"total must be a positive number of probes, got {total}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    score_fn(score)
     return _evaluate_jit(model_fn, params, probe_fn, data, int(total),
-                         int(min(chunk_size, total)))
+                         int(min(chunk_size, total)), score)
 
 
 def default_evaluator(chunk_size: int = DEFAULT_CHUNK) -> Evaluator:
@@ -112,7 +139,8 @@ def default_evaluator(chunk_size: int = DEFAULT_CHUNK) -> Evaluator:
 
 def evaluate_combinations(model_fn, params, vertices, weights, labels, *, clip: bool = False,
                           chunk_size: int = DEFAULT_CHUNK,
-                          evaluate_fn: Evaluator | None = None) -> jax.Array:
+                          evaluate_fn: Evaluator | None = None,
+                          score: str = "confidence") -> jax.Array:
     """Source-class confidence at every weighted combination of vertices, per image.
 
     Args:
@@ -121,6 +149,7 @@ def evaluate_combinations(model_fn, params, vertices, weights, labels, *, clip: 
         clip: clip each probe to [0, 1] before the model (the reference clips in figures,
             not in Table 2).
         evaluate_fn: evaluator replacing `evaluate_in_chunks` (e.g. a sharded one).
+        score: "confidence" (default) or "log_prob" (minus the cross-entropy).
 
     Shape:
         vertices: (V, B, H, W, C); weights: (P, V); labels: (B,) -> (B, P) float32.
@@ -138,6 +167,8 @@ def evaluate_combinations(model_fn, params, vertices, weights, labels, *, clip: 
         raise ValueError(f"labels must have shape ({b},), got {labels.shape}")
     evaluate_fn = evaluate_fn or default_evaluator(chunk_size)
     probe_fn = combination_probes_clipped if clip else combination_probes
+    score_fn(score)
+    kw = {} if score == "confidence" else {"score": score}  # custom evaluators: default only
     conf = evaluate_fn(model_fn, params, probe_fn, Combinations(vertices, weights, labels),
-                       b * p)
+                       b * p, **kw)
     return conf.reshape(b, p)

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from lst_jax.geometry.probes import class_confidence
+from lst_jax.geometry.probes import SCORES, score_fn
 from lst_jax.parallel.mesh import data_mesh, num_shards
 from lst_jax.parallel.sharded import (MemoryEstimate, estimate_memory, parse_bytes,
                                       plan_chunk_size, sharded_apply)
@@ -47,16 +47,18 @@ def _strip_keys(data):
 
 
 @dataclasses.dataclass(frozen=True)
-class _ProbeConfidence:
-    """`fn(params, idx)` for `sharded_apply`: build probes `idx`, return their confidences.
+class _ProbeScore:
+    """`fn(params, idx)` for `sharded_apply`: build probes `idx`, return their scores
+    (`lst_jax.geometry.probes.SCORES`: confidence or log-probability of the probe's label).
 
-    Hashable by value (model_fn, probe_fn, key layout), so every call with the same model and
-    probe family reuses one compiled program.
+    Hashable by value (model_fn, probe_fn, key layout, score), so every call with the same
+    model and probe family reuses one compiled program.
     """
 
     model_fn: Callable
     probe_fn: Callable
     keys: tuple = ()
+    score: str = "confidence"
 
     def __call__(self, params_data, idx):
         params, data = params_data
@@ -66,7 +68,7 @@ class _ProbeConfidence:
                 leaves[i] = jax.random.wrap_key_data(leaves[i], impl=impl)
             data = jax.tree.unflatten(treedef, leaves)
         images, labels = self.probe_fn(data, idx)
-        return class_confidence(self.model_fn, params, images, labels)
+        return SCORES[self.score](self.model_fn, params, images, labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +95,8 @@ class ShardedEvaluator:
     do so when the script does); every process gets all confidences.
 
     Shape:
-        `__call__(model_fn, params, probe_fn, data, total)` -> (total,) float32 numpy.
+        `__call__(model_fn, params, probe_fn, data, total, score="confidence")` -> (total,)
+        float32 numpy (`score="log_prob"`: log-softmax of the probe's label).
     """
 
     mesh: Mesh | None = None
@@ -111,7 +114,7 @@ class ShardedEvaluator:
         if self.memory_budget is not None:
             parse_bytes(self.memory_budget)   # validates early
 
-    def _setup(self, model_fn, params, probe_fn, data, total):
+    def _setup(self, model_fn, params, probe_fn, data, total, score="confidence"):
         if isinstance(total, bool) or not isinstance(total, (int, np.integer)) or total < 1:
             raise ValueError(f"total must be a positive number of probes, got {total!r}")
         mesh = self.mesh if self.mesh is not None else data_mesh()
@@ -119,7 +122,8 @@ class ShardedEvaluator:
         if self.per_device_chunk is not None:
             chunk = self.per_device_chunk * num_shards(mesh)
         data, keys = _strip_keys(data)
-        fn = _ProbeConfidence(model_fn, probe_fn, keys)
+        score_fn(score)
+        fn = _ProbeScore(model_fn, probe_fn, keys, score)
         return mesh, chunk, fn, (params, data), np.arange(int(total), dtype=np.int32)
 
     def plan(self, model_fn, params, probe_fn, data, total: int) -> int:
@@ -134,8 +138,9 @@ class ShardedEvaluator:
         mesh, _, fn, pd, idx = self._setup(model_fn, params, probe_fn, data, total)
         return estimate_memory(fn, pd, idx, mesh)
 
-    def __call__(self, model_fn, params, probe_fn, data, total: int) -> np.ndarray:
-        mesh, chunk, fn, pd, idx = self._setup(model_fn, params, probe_fn, data, total)
+    def __call__(self, model_fn, params, probe_fn, data, total: int,
+                 score: str = "confidence") -> np.ndarray:
+        mesh, chunk, fn, pd, idx = self._setup(model_fn, params, probe_fn, data, total, score)
         return sharded_apply(fn, pd, idx, mesh, chunk_size=chunk,
                              memory_budget=self.memory_budget, progress=self.progress,
                              desc="probes")
