@@ -4,6 +4,13 @@
     python experiments/train_digits.py --name digits_resnet-linf
     python experiments/train_digits.py --name digits_vit-normal
     python experiments/train_digits.py --name digits_vit-linf
+    python experiments/train_digits.py --name digits_resnet-linf8     # the robustness ladder:
+    python experiments/train_digits.py --name digits_resnet-linf4     # -linf<k> trains at
+    python experiments/train_digits.py --name digits_resnet-linf2     # eps k/255 (-linf: 16/255)
+    python experiments/train_digits.py --reevaluate checkpoints/digits_resnet-normal
+
+`--reevaluate DIR` re-measures a trained checkpoint (clean accuracy and PGD-20 at every ladder
+radius) and rewrites its metadata.json without touching the parameters.
 
 Deterministic given --seed on the same machine/software (XLA:CPU). Writes an orbax
 checkpoint with metadata.json under checkpoints/<name>.
@@ -13,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
+import re
 import shlex
 import sys
 import time
@@ -28,6 +35,7 @@ from lst_jax.attacks import pgd_linf
 from lst_jax.data.digits import load_digits32
 from lst_jax.models.checkpoint import load_checkpoint, save_checkpoint
 from lst_jax.models.registry import checkpoint_root, get_spec
+from lst_jax.robustness import accuracy, pgd_accuracy
 from lst_jax.utils.progress import Progress
 
 # Per-architecture training recipes (chosen for >= 95% clean test accuracy on 2 CPU cores).
@@ -37,8 +45,35 @@ RECIPES = {
     "digits_resnet": dict(epochs=30, lr=3e-3, weight_decay=5e-4, batch=128, at_warmup=0.0),
     "digits_vit": dict(epochs=300, lr=1e-3, weight_decay=5e-2, batch=128, at_warmup=0.3),
 }
-AT = dict(eps=16 / 255, step_size=4 / 255, steps=5)       # training attack
+AT = dict(eps=16 / 255, step_size=4 / 255, steps=5)       # training attack (-linf)
 EVAL_PGD = dict(eps=16 / 255, step_size=2 / 255, steps=20)  # robust-accuracy attack
+# PGD-20 radii (in 1/255) at which every checkpoint's robust accuracy is recorded
+# (metadata "pgd_ladder"); step eps/8 as EVAL_PGD.
+LADDER_RADII = (2, 4, 8, 16)
+
+
+def train_attack(name: str) -> dict | None:
+    """The training attack of a registry name: `-normal` none, `-linf` PGD-5 at 16/255,
+    `-linf<k>` PGD-5 at k/255 (step eps/4 throughout, as the shipped `-linf` models)."""
+    kind = name.rsplit("-", 1)[-1]
+    if kind == "normal":
+        return None
+    m = re.fullmatch(r"linf(\d*)", kind)
+    if not m:
+        raise ValueError(f"cannot tell the training of {name!r}: the suffix must be -normal, "
+                         "-linf or -linf<k> (eps k/255)")
+    k = int(m.group(1)) if m.group(1) else 16
+    return dict(eps=k / 255, step_size=k / 4 / 255, steps=AT["steps"])
+
+
+def ladder_robust_accuracy(model_fn, variables, images, labels, seed: int) -> dict:
+    """PGD-20 robust accuracy at every radius of LADDER_RADII, keyed "k/255"."""
+    out = {}
+    for k in LADDER_RADII:
+        pgd = dict(eps=k / 255, step_size=k / 8 / 255, steps=EVAL_PGD["steps"])
+        out[f"{k}/255"] = evaluate(model_fn, variables, images, labels,
+                                   jax.random.key(seed + 1), pgd=pgd)[1]
+    return out
 
 
 def augment(key, x, max_shift=4):
@@ -50,7 +85,7 @@ def augment(key, x, max_shift=4):
     return jax.vmap(crop)(pad, shifts)
 
 
-def make_train_step(model_fn, tx, adversarial: bool):
+def make_train_step(model_fn, tx, attack: dict | None):
     module = model_fn.module
 
     def loss_fn(params, batch_stats, x, y):
@@ -66,10 +101,10 @@ def make_train_step(model_fn, tx, adversarial: bool):
         params, batch_stats, opt_state = state
         k_aug, k_adv = jax.random.split(key)
         x = augment(k_aug, x)
-        if adversarial:
+        if attack is not None:
             variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-            x = pgd_linf(model_fn, variables, x, y, k_adv, eps=AT["eps"] * eps_scale,
-                         step_size=AT["step_size"] * eps_scale, steps=AT["steps"])
+            x = pgd_linf(model_fn, variables, x, y, k_adv, eps=attack["eps"] * eps_scale,
+                         step_size=attack["step_size"] * eps_scale, steps=attack["steps"])
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, batch_stats, x, y)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -80,19 +115,13 @@ def make_train_step(model_fn, tx, adversarial: bool):
     return step
 
 
-def evaluate(model_fn, variables, images, labels, key=None, batch=300):
-    """Clean accuracy, and PGD robust accuracy when `key` is given."""
-    predict = jax.jit(lambda v, x: jnp.argmax(model_fn(v, x), -1))
-    attack = jax.jit(functools.partial(pgd_linf, model_fn, **EVAL_PGD))
-    correct = robust = 0
-    for i in range(0, len(images), batch):
-        x, y = jnp.asarray(images[i:i + batch]), jnp.asarray(labels[i:i + batch])
-        correct += int(jnp.sum(predict(variables, x) == y))
-        if key is not None:
-            xa = attack(variables, x, y, jax.random.fold_in(key, i))
-            robust += int(jnp.sum(predict(variables, xa) == y))
-    n = len(images)
-    return correct / n, (robust / n if key is not None else None)
+def evaluate(model_fn, variables, images, labels, key=None, pgd=None):
+    """Clean accuracy, and PGD robust accuracy (attack `pgd`, default EVAL_PGD) when `key`
+    is given (`lst_jax.robustness`: random start per example from fold_in(key, index))."""
+    clean = accuracy(model_fn, variables, images, labels)
+    if key is None:
+        return clean, None
+    return clean, pgd_accuracy(model_fn, variables, images, labels, key, **(pgd or EVAL_PGD))
 
 
 def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=False,
@@ -106,7 +135,7 @@ def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=F
         recipe["epochs"] = epochs
     if lr is not None:
         recipe["lr"] = lr
-    adversarial = name.endswith("-linf")
+    attack = train_attack(name)
     model_fn = spec.build()
     x_train, y_train = load_digits32("train")
     x_test, y_test = load_digits32("test")
@@ -121,7 +150,7 @@ def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=F
     schedule = optax.warmup_cosine_decay_schedule(0.0, recipe["lr"], steps_per_epoch, total)
     tx = optax.adamw(schedule, weight_decay=recipe["weight_decay"])
     state = (params, batch_stats, tx.init(params))
-    step = make_train_step(model_fn, tx, adversarial)
+    step = make_train_step(model_fn, tx, attack)
     rng = np.random.RandomState(seed)
     t0 = time.time()
     with Progress(total, desc=f"train {name}", unit="step", enabled=not quiet) as bar:
@@ -140,6 +169,7 @@ def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=F
     params, batch_stats, _ = state
     variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
     clean, robust = evaluate(model_fn, variables, x_test, y_test, jax.random.key(seed + 1))
+    ladder = ladder_robust_accuracy(model_fn, variables, x_test, y_test, seed)
     meta = {
         "name": name,
         "arch": spec.arch,
@@ -148,13 +178,14 @@ def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=F
         "input_size": list(spec.input_size),
         "num_classes": spec.num_classes,
         "dataset": "sklearn digits 8x8 -> 32x32x3 (lst_jax.data.digits), 1500 train / 297 test",
-        "training": "pgd_linf_adversarial" if adversarial else "standard",
+        "training": "pgd_linf_adversarial" if attack else "standard",
         "recipe": recipe,
         "init_from": str(init_from) if init_from else None,
-        "train_attack": AT if adversarial else None,
+        "train_attack": attack,
         "test_accuracy": clean,
         "pgd_robust_accuracy": robust,
         "pgd_eval": EVAL_PGD,
+        "pgd_ladder": ladder,
         "seed": seed,
         "train_seconds": round(train_time, 1),
         "command": "python experiments/train_digits.py " + " ".join(
@@ -166,9 +197,37 @@ def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=F
     return path, meta
 
 
+def reevaluate(path) -> dict:
+    """Re-measures a trained checkpoint (clean accuracy, EVAL_PGD and the PGD ladder) and
+    rewrites its metadata.json; the parameters are untouched (their digest is checked)."""
+    from pathlib import Path
+
+    from lst_jax.models.checkpoint import read_metadata, tree_digest
+
+    path = Path(path)
+    meta = read_metadata(path)
+    spec = get_spec(meta["name"])
+    model_fn = spec.build()
+    abstract = jax.eval_shape(lambda: model_fn.init(jax.random.key(0), spec.input_size))
+    variables, _ = load_checkpoint(path, abstract)
+    if tree_digest(variables) != meta["digest"]:
+        raise ValueError(f"{path}: the parameters do not match the digest in metadata.json")
+    x_test, y_test = load_digits32("test")
+    seed = int(meta.get("seed", 0))
+    clean, robust = evaluate(model_fn, variables, x_test, y_test, jax.random.key(seed + 1))
+    meta.update(test_accuracy=clean, pgd_robust_accuracy=robust, pgd_eval=EVAL_PGD,
+                pgd_ladder=ladder_robust_accuracy(model_fn, variables, x_test, y_test, seed))
+    tmp = path / ".metadata.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path / "metadata.json")
+    return meta
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--name", required=True, help="registry name, e.g. digits_resnet-normal")
+    p.add_argument("--name", help="registry name, e.g. digits_resnet-normal")
+    p.add_argument("--reevaluate", metavar="DIR", help="re-measure a trained checkpoint and "
+                   "rewrite its metadata (no training)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's peak lr")
@@ -179,6 +238,14 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="checkpoint root (default: checkpoints/)")
     args = p.parse_args(argv)
     from pathlib import Path
+
+    if args.reevaluate:
+        meta = reevaluate(args.reevaluate)
+        print(json.dumps({k: meta[k] for k in ("name", "test_accuracy", "pgd_robust_accuracy",
+                                               "pgd_ladder")}))
+        return
+    if not args.name:
+        p.error("--name is required (or --reevaluate DIR)")
     path, meta = train(args.name, args.seed, args.epochs, Path(args.out) if args.out else None,
                        lr=args.lr, arch_kwargs=args.arch_kwargs, init_from=args.init_from)
     print(json.dumps({k: meta[k] for k in ("name", "test_accuracy", "pgd_robust_accuracy",

@@ -124,16 +124,20 @@ def cmd_tables(args) -> int:
 def _accuracy_table(rows_meta) -> str:
     from lst_jax.evaluation.rundir import markdown_table
 
+    radii = sorted({k for _, meta in rows_meta for k in (meta.get("pgd_ladder") or {})},
+                   key=lambda k: float(k.split("/")[0]))
     rows = []
     for name, meta in rows_meta:
-        pgd = meta.get("pgd_eval") or {}
-        rows.append([f"`{name}`", meta["arch"], f"{meta['param_count']:,}", meta["training"],
-                     f"{100 * meta['test_accuracy']:.1f}%",
-                     f"{100 * meta['pgd_robust_accuracy']:.1f}%",
-                     f"eps {round(pgd.get('eps', 0) * 255)}/255, {pgd.get('steps')} steps",
-                     f"{meta.get('train_seconds', 0):.0f} s"])
-    return markdown_table(["model", "architecture", "params", "training", "clean test acc",
-                           "PGD robust acc", "attack", "train time"], rows)
+        attack = meta.get("train_attack") or {}
+        training = (f"PGD-{attack['steps']} AT, eps {round(attack['eps'] * 255)}/255"
+                    if attack else meta["training"])
+        ladder = meta.get("pgd_ladder") or {}
+        rows.append([f"`{name}`", meta["arch"], f"{meta['param_count']:,}", training,
+                     f"{100 * meta['test_accuracy']:.1f}%"]
+                    + [f"{100 * ladder[r]:.1f}%" if r in ladder else "-" for r in radii]
+                    + [f"{meta.get('train_seconds', 0):.0f} s"])
+    return markdown_table(["model", "architecture", "params", "training", "clean test acc"]
+                          + [f"PGD-20 {r}" for r in radii] + ["train time"], rows)
 
 
 def cmd_models(args) -> int:
@@ -141,7 +145,10 @@ def cmd_models(args) -> int:
 
     if args.markdown:
         metas = [(n, checkpoint_metadata(n, args.checkpoints)) for n in sorted(REGISTRY)]
-        print(_accuracy_table([(n, m) for n, m in metas if m and "test_accuracy" in m]), end="")
+        metas = [(n, m) for n, m in metas if m and "test_accuracy" in m]
+        # by architecture, then by the training radius (the robustness ladder in order)
+        metas.sort(key=lambda nm: (nm[1]["arch"], (nm[1].get("train_attack") or {}).get("eps", 0)))
+        print(_accuracy_table(metas), end="")
         return 0
     rows = []
     for name, spec in sorted(REGISTRY.items()):

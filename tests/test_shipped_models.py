@@ -11,6 +11,8 @@ from lst_jax.attacks import pgd_linf
 from lst_jax.data.digits import load_digits32
 from lst_jax.models import REGISTRY, load_model
 from lst_jax.models.checkpoint import tree_digest
+from lst_jax.models.registry import DIGITS_LADDER
+from lst_jax.robustness import pgd_accuracy
 
 DIGITS_MODELS = sorted(n for n, s in REGISTRY.items() if s.dataset == "digits")
 
@@ -53,3 +55,20 @@ def test_adversarial_training_gives_robustness(arch):
         robust[kind] = _accuracy(m, xa, np.asarray(y))
     assert robust["linf"] >= 0.6
     assert robust["normal"] <= 0.3
+
+
+def test_robustness_ladder():
+    """The ladder's training radii grow and so does its recorded PGD-20 robustness at 8/255
+    and 16/255; one cell of the records is re-measured exactly (same key, same attack)."""
+    metas = [_model(n).metadata for n in DIGITS_LADDER]
+    eps = [(m["train_attack"] or {}).get("eps", 0.0) for m in metas]
+    assert eps == sorted(eps) and len(set(eps)) == len(eps)
+    for radius in ("8/255", "16/255"):
+        robust = [m["pgd_ladder"][radius] for m in metas]
+        assert robust == sorted(robust), (radius, robust)
+    assert all(m["test_accuracy"] >= 0.98 for m in metas)
+    m = _model("digits_resnet-linf4")
+    x, y = load_digits32("test")
+    got = pgd_accuracy(m.model_fn, m.params, x, y, jax.random.key(m.metadata["seed"] + 1),
+                       eps=16 / 255, steps=20)
+    assert got == m.metadata["pgd_ladder"]["16/255"]

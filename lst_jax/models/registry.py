@@ -1,7 +1,9 @@
 """Named models: architecture, normalisation, input size, preprocessing and checkpoint.
 
 `load_model("digits_resnet-normal")` returns a `LoadedModel` whose `model_fn` and `params`
-follow the library's one contract. Names are `<arch>-<type>` with type `normal` or `linf`.
+follow the library's one contract. Names are `<arch>-<type>` with type `normal`, `linf`
+(L-inf adversarial training at the usual radius: 16/255 for the digits models) or `linf<k>`
+(at eps k/255: the digits ResNet's robustness ladder).
 """
 
 from __future__ import annotations
@@ -87,7 +89,15 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
             "trained by experiments/train_digits.py (standard training)"),
     _digits("digits_vit-linf", "digits_vit",
             "trained by experiments/train_digits.py (L-inf PGD adversarial training)"),
+    # the robustness ladder: same recipe and seed as digits_resnet-linf (16/255), smaller eps
+    *[_digits(f"digits_resnet-linf{k}", "digits_resnet",
+              f"trained by experiments/train_digits.py (L-inf PGD adversarial training at "
+              f"eps {k}/255)") for k in (2, 4, 8)],
 ]}
+
+# The digits ResNet ladder, from least to most robust training (eps 0, 2, 4, 8, 16 / 255).
+DIGITS_LADDER = ("digits_resnet-normal", "digits_resnet-linf2", "digits_resnet-linf4",
+                 "digits_resnet-linf8", "digits_resnet-linf")
 
 
 def _imagenet(name, arch, interpolation, source, weights, normalization=IMAGENET_NORMALIZATION):
