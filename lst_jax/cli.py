@@ -8,6 +8,7 @@
     lst-jax tables RUN [RUN ...] --out DIR
     lst-jax models
     lst-jax convert NAME WEIGHTS [--out DIR] [--overwrite]
+    lst-jax profile [--models A B ...] [--preset quick|paper] [--out DIR]
 """
 
 from __future__ import annotations
@@ -181,6 +182,32 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    import shlex
+
+    from lst_jax.profile import profile_job, profile_preset
+
+    changes = {}
+    if args.baseline:
+        changes["baseline"] = args.baseline
+    if args.analyses:
+        changes["analyses"] = tuple(args.analyses)
+    config = profile_preset(args.preset, **changes)
+    out = args.out or f"runs/profile_{args.preset}"
+    parts = ["--models", *args.models, "--preset", args.preset]
+    parts += ["--baseline", args.baseline] if args.baseline else []
+    parts += ["--analyses", *args.analyses] if args.analyses else []
+    command = "lst-jax profile " + " ".join(shlex.quote(a) for a in parts + ["--out", out])
+    prof = profile_job(args.models, config, out, progress=not args.quiet, command=command,
+                       preset_name=args.preset)
+    from pathlib import Path
+
+    print((Path(out) / "report.md").read_text().split("## Figures")[0])
+    print(f"wrote {out}/ (report.md, report.html, profile.json, profile.csv, figures/; "
+          f"{len(prof['models'])} models)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lst-jax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -288,6 +315,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="checkpoint directory (default <checkpoints>/<name>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.set_defaults(func=cmd_convert)
+
+    from lst_jax.models.registry import DIGITS_LADDER
+    from lst_jax.profile.analyses import ANALYSES
+
+    p = sub.add_parser("profile", help="one report across all methods for several models "
+                       "(robustness, LST, I-ASIDE, connectivity; cached, resumable)")
+    p.add_argument("--models", nargs="+", default=list(DIGITS_LADDER),
+                   help="registry names (default: the digits ResNet robustness ladder)")
+    p.add_argument("--preset", default="paper", choices=["quick", "paper"],
+                   help="quick: a smoke run in minutes; paper: the README report")
+    p.add_argument("--baseline", help="mCE baseline model (default digits_resnet-normal)")
+    p.add_argument("--analyses", nargs="+", choices=sorted(ANALYSES),
+                   help="run only these analyses (default: all of the preset)")
+    p.add_argument("--out", help="report directory (default runs/profile_<preset>); its "
+                   "cache/ keeps every finished analysis, so re-running is free")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_profile)
     return parser
 
 

@@ -72,6 +72,29 @@ def wait_all(procs, timeout: float = 300) -> list:
     return results
 
 
+def kill_cli_when(args, ready, timeout: float = 300) -> None:
+    """Runs `python -m lst_jax.cli *args` and SIGKILLs it as soon as `ready()` is true
+    (polled every 20 ms); fails if the command ends first or `ready` never holds."""
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "lst_jax.cli", *map(str, args)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert ready(), f"not ready after {timeout} s"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:

@@ -2,11 +2,6 @@
 sources, resumability (injected failure, SIGKILL of the CLI), config mismatch, tables."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -15,6 +10,7 @@ import numpy as np
 import pytest
 
 from lst_jax import cli
+from subproc import kill_cli_when
 from lst_jax.data.pool import TargetPool
 from lst_jax.evaluation.full_eval import (FullEvalConfig, basic_distance_fn, batch_bounds,
                                           collect_results, derangement, full_evaluation,
@@ -22,7 +18,6 @@ from lst_jax.evaluation.full_eval import (FullEvalConfig, basic_distance_fn, bat
 from lst_jax.evaluation.tables import model_label, table1_stats, table2_stats
 from lst_jax.traversal import LSTConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (16, 16, 3)
 CFG = LSTConfig(step_size=0.1, iters=6, log_step=6, pthresh=0.2, adv_pert=True,
                 adv_step_size=2e-3)
@@ -216,23 +211,9 @@ def test_cli_full_eval_killed_then_resumed_matches_uninterrupted(tmp_path):
             "--rounds", "2", "--batch-size", "2", "--iters", "8", "--log-step", "8",
             "--metrics", "basic", "--grid-n", "4", "--chunk-size", "64", "--quiet"]
     killed = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen([sys.executable, "-m", "lst_jax.cli", *args, "--out", str(killed)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if (killed / "lst").is_dir() and any((killed / "lst").glob("*.npz")):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    kill_cli_when([*args, "--out", killed],
+                  lambda: (killed / "lst").is_dir() and any((killed / "lst").glob("*.npz")),
+                  timeout=240)
     n_done = len(list((killed / "lst").glob("*.npz")))
     assert 1 <= n_done < 6 and not (killed / "results.npz").exists()
     assert cli.main([*args, "--out", str(killed)]) == 0                      # resume

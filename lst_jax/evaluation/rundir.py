@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -141,6 +142,40 @@ class RunDir:
             return have
         self.write_manifest(config=want, **fields)
         return self.read_json("manifest.json")
+
+
+def config_digest(config) -> str:
+    """12 hex digits of the sha256 of a config's canonical JSON (sorted keys): equal configs
+    give equal digests on every machine."""
+    text = json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def unit_dir(root, kind: str, name: str, config) -> Path:
+    """The directory of one cached unit of work: `root/kind/<name>-<config digest>`."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+    return Path(root) / kind / f"{safe}-{config_digest(config)}"
+
+
+def cached_unit(root, kind: str, name: str, config: dict, compute, *,
+                manifest: dict | None = None) -> dict:
+    """Runs `compute(run)` once per (kind, name, config) and keeps its result.
+
+    The unit lives in `unit_dir(root, kind, name, config)` with a manifest of `config` (the
+    full config: model, checkpoint digest and every setting that changes the numbers). When
+    `result.json` is there the stored result is returned without any computation; otherwise
+    `compute(run)` runs (it may write and resume its own chunk files in `run`) and its
+    JSON-able result is written atomically. A killed unit therefore restarts from its own
+    finished chunks, and a changed config gets its own directory.
+
+    Returns:
+        The result dict (as stored: JSON types).
+    """
+    run = RunDir(unit_dir(root, kind, name, config))
+    run.ensure_manifest(config, kind=kind, name=name, **(manifest or {}))
+    if not run.exists("result.json"):
+        run.write_json("result.json", compute(run))
+    return run.read_json("result.json")
 
 
 def markdown_table(header, rows) -> str:

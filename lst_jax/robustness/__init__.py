@@ -14,3 +14,5 @@ from lst_jax.robustness.corruptions import PARAMS as PARAMS
 from lst_jax.robustness.corruptions import SEVERITIES as SEVERITIES
 from lst_jax.robustness.corruptions import corrupt as corrupt
 from lst_jax.robustness.corruptions import corruption_key as corruption_key
+from lst_jax.robustness.evaluate import RobustnessConfig as RobustnessConfig
+from lst_jax.robustness.evaluate import robustness_measurements as robustness_measurements

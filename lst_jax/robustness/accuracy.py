@@ -138,9 +138,12 @@ def corruption_accuracy(model_fn, params, images, labels, *, seed: int = 0,
     return acc
 
 
-def corruption_errors(errors, baseline_errors) -> np.ndarray:
+def corruption_errors(errors, baseline_errors, *, skip_undefined: bool = False) -> np.ndarray:
     """ImageNet-C's corruption error per corruption: `sum_s E[c, s] / sum_s E_base[c, s]`
     over the severities (Hendrycks & Dietterich 2019); the mCE is its mean.
+
+    A corruption on which the baseline makes no error has no corruption error: ValueError,
+    or NaN with `skip_undefined=True`.
 
     Shape:
         errors, baseline_errors: (C, S) top-1 errors -> (C,).
@@ -150,19 +153,24 @@ def corruption_errors(errors, baseline_errors) -> np.ndarray:
         raise ValueError(f"errors and baseline_errors must be equal (C, S) arrays, got "
                          f"{e.shape} and {b.shape}")
     den = b.sum(1)
-    if np.any(den <= 0):
+    if np.any(den <= 0) and not skip_undefined:
         raise ValueError("the baseline model makes no error on some corruption: its "
                          "corruption error is undefined (mCE divides by it)")
-    return e.sum(1) / den
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, e.sum(1) / np.where(den > 0, den, 1.0), np.nan)
 
 
-def mean_corruption_error(errors, baseline_errors) -> float:
-    """mCE: the mean over corruptions of `corruption_errors` (1.0 for the baseline itself).
+def mean_corruption_error(errors, baseline_errors, *, skip_undefined: bool = False) -> float:
+    """mCE: the mean over corruptions of `corruption_errors` (1.0 for the baseline itself);
+    `skip_undefined=True` averages over the corruptions the baseline gets wrong at all.
 
     Shape:
         errors, baseline_errors: (C, S) -> scalar.
     """
-    return float(np.mean(corruption_errors(errors, baseline_errors)))
+    ce = corruption_errors(errors, baseline_errors, skip_undefined=skip_undefined)
+    if np.all(np.isnan(ce)):
+        raise ValueError("the baseline model makes no error on any corruption: mCE undefined")
+    return float(np.nanmean(ce))
 
 
 def relative_mean_corruption_error(errors, clean_error: float, baseline_errors,

@@ -1,0 +1,143 @@
+"""The analyses of a profile, each a cached per-model unit of work.
+
+An analysis turns (model, its sub-config of the profile) into a JSON result stored in a
+`cached_unit` directory keyed by the model name, its checkpoint digest and the full
+sub-config: the same call later returns the stored result without computing, a changed
+setting lands in a new directory (only that analysis reruns), and a killed unit resumes from
+its own finished chunks. `metrics(result)` extracts the scalars of the report table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from lst_jax.evaluation.rundir import cached_unit
+
+
+@dataclasses.dataclass
+class ProfileContext:
+    """What every analysis of one profile shares: settings, cache, data and models."""
+
+    config: Any                      # ProfileConfig
+    cache: Path                      # root of the cached units
+    images: np.ndarray               # (N, H, W, C) the test images
+    labels: np.ndarray               # (N,)
+    models: dict                     # registry name -> LoadedModel (profiled + baseline)
+    profiled: tuple                  # the profiled names, in order
+    data_name: str = "digits"
+    progress: bool = False
+    _pool: Any = None
+
+    def model_key(self, name: str) -> dict:
+        m = self.models[name]
+        return {"model": name, "params_digest": m.metadata.get("digest"), "data": self.data_name}
+
+    def pool(self):
+        """The LST target pool shared by all profiled models (one image per class that every
+        profiled model classifies correctly with confidence > 0.6), built once and cached."""
+        if self._pool is None:
+            from lst_jax.data.pool import load_pool
+            from lst_jax.evaluation.jobs import pool_job
+            from lst_jax.evaluation.rundir import unit_dir
+
+            names = sorted(self.profiled)
+            key = {"models": names, "digests": [self.models[n].metadata.get("digest")
+                                                for n in names], "data": self.data_name}
+            root = unit_dir(self.cache, "pool", self.data_name, key)
+            if not (root / "manifest.json").is_file():
+                pool_job(names, data=self.data_name, out=root, progress=self.progress)
+            self._pool = load_pool(root)
+        return self._pool
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """One analysis: `config(ctx, name) -> dict` (the unit's full config), `compute(ctx,
+    name, run) -> dict` (JSON-able result), `metrics(result) -> {metric: float}`."""
+
+    name: str
+    title: str
+    config: Callable
+    compute: Callable
+    metrics: Callable
+
+    def run(self, ctx: ProfileContext, model: str) -> dict:
+        cfg = self.config(ctx, model)
+        return cached_unit(ctx.cache, self.name, model, cfg,
+                           lambda run: self.compute(ctx, model, run))
+
+
+# ------------------------------------------------------------------------------ robustness
+def _robustness_config(ctx, name):
+    return {"analysis": "robustness", **ctx.model_key(name),
+            **ctx.config.robustness.to_dict()}
+
+
+def _robustness_compute(ctx, name, run):
+    from lst_jax.robustness import robustness_measurements
+
+    m = ctx.models[name]
+    return robustness_measurements(m.model_fn, m.params, ctx.images, ctx.labels,
+                                   ctx.config.robustness, progress=ctx.progress)
+
+
+def _robustness_metrics(r):
+    return {"clean_accuracy": r["clean_accuracy"], "robust_accuracy": r["robust_accuracy"],
+            "mean_corruption_accuracy": r["mean_corruption_accuracy"]}
+
+
+# ------------------------------------------------------------------------------------- LST
+def _lst_config(ctx, name):
+    return {"analysis": "lst", **ctx.model_key(name), "full_eval": ctx.config.lst.to_dict(),
+            "metrics": ctx.config.lst_metrics, "pool_digest": ctx.pool().digest()}
+
+
+def _lst_compute(ctx, name, run):
+    import time
+
+    from lst_jax.evaluation.full_eval import (basic_distance_fn, collect_results,
+                                              full_evaluation)
+
+    m = ctx.models[name]
+    t0 = time.perf_counter()
+    full_evaluation(m.model_fn, m.params, ctx.pool(), ctx.config.lst, run.path("full_eval"),
+                    model_name=name, progress=ctx.progress, mesh="auto",
+                    distance_fn=basic_distance_fn if ctx.config.lst_metrics == "basic" else None)
+    res = collect_results(run.path("full_eval"), label=name)
+    names = list(res.stat_names)
+    ps = res.per_source
+    star_min = ps[:, names.index("p_src")] + ps[:, names.index("edge_min")]
+    delta = ctx.config.lst.lst.pthresh
+    return {"table1": {k: list(v) for k, v in res.table1.items()},
+            "table2": {k: list(v) for k, v in res.table2.items()},
+            "star_min_conf": float(np.mean(star_min)),
+            "hull_frac_above_delta": res.table2[f"frac_{_nearest_delta(delta, names)}"][0],
+            "delta": delta, "num_sources": int(len(res.source_index)),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _nearest_delta(delta, names) -> str:
+    ds = [float(n[5:]) for n in names if n.startswith("frac_")]
+    return f"{min(ds, key=lambda d: abs(d - delta)):g}"
+
+
+def _lst_metrics(r):
+    out = {f"lst_{k}": v[0] for k, v in r["table1"].items()}
+    out.update(hull_mean_conf=r["table2"]["mean"][0],
+               hull_frac_above_delta=r["hull_frac_above_delta"],
+               star_min_conf=r["star_min_conf"])
+    return out
+
+
+ANALYSES: dict[str, Analysis] = {a.name: a for a in [
+    Analysis("robustness", "Robustness (clean, PGD, corruptions)", _robustness_config,
+             _robustness_compute, _robustness_metrics),
+    Analysis("lst", "Level Set Traversal (Tables 1-2, star paths)", _lst_config, _lst_compute,
+             _lst_metrics),
+]}
+
+__all__ = ["ANALYSES", "Analysis", "ProfileContext"]

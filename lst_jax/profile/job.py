@@ -1,0 +1,142 @@
+"""`lst-jax profile`: every analysis on every model, cached per unit, one report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from lst_jax.evaluation.rundir import RunDir
+from lst_jax.profile.analyses import ANALYSES, ProfileContext
+from lst_jax.profile.compare import (ROBUSTNESS_METRICS, add_corruption_errors, correlations,
+                                     metric_label)
+from lst_jax.profile.config import ProfileConfig, profile_preset
+from lst_jax.utils.progress import Progress
+
+SUPPORTED_DATA = ("digits",)
+
+
+def validate_models(models: Sequence[str], baseline: str):
+    """Checks the model list before any work: non-empty, no repeats, known names, one dataset
+    and one input shape (the baseline's too). Returns the registry specs."""
+    from lst_jax.models.registry import get_spec
+
+    if not models:
+        raise ValueError("profile needs at least one model (--models A [B ...])")
+    dupes = sorted({m for m in models if list(models).count(m) > 1})
+    if dupes:
+        raise ValueError(f"models are listed more than once: {dupes}")
+    specs = {m: get_spec(m) for m in list(models) + [baseline]}
+    kinds = {(s.dataset, tuple(s.input_size)) for s in specs.values()}
+    if len(kinds) > 1:
+        detail = ", ".join(f"{m}: {s.dataset} {'x'.join(map(str, s.input_size))}"
+                           for m, s in specs.items())
+        raise ValueError(f"a profile compares models on the same data: these models (and the "
+                         f"mCE baseline) differ in dataset or input shape ({detail})")
+    data = next(iter(kinds))[0]
+    if data not in SUPPORTED_DATA:
+        raise ValueError(f"profile runs on the shipped {', '.join(SUPPORTED_DATA)} data; "
+                         f"{data!r} models are not supported yet")
+    return specs
+
+
+def _load_data(data: str):
+    from lst_jax.data.digits import load_digits32
+
+    return load_digits32("test")
+
+
+def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", out=None, *,
+                progress: bool = True, command: str | None = None,
+                preset_name: str | None = None) -> dict:
+    """Profiles `models` (registry names) with every analysis of `config`; returns the
+    profile dict (also written as profile.json next to report.md / report.html / profile.csv).
+
+    Every (analysis, model) unit is cached under `<out>/cache/` keyed by the model, its
+    checkpoint digest and the analysis' full settings: a second call recomputes nothing, a
+    changed setting reruns only the analysis it affects, a killed run resumes.
+    """
+    from lst_jax.models.registry import load_model
+
+    if isinstance(config, str):
+        preset_name = config
+        config = profile_preset(config)
+    if not isinstance(config, ProfileConfig):
+        raise ValueError(f"config must be a ProfileConfig or a preset name, got {config!r}")
+    models = list(models)
+    specs = validate_models(models, config.baseline)
+    data = specs[models[0]].dataset
+    out = Path(out or Path("runs") / "profile")
+    run = RunDir(out)
+    images, labels = _load_data(data)
+    loaded = {m: load_model(m) for m in specs}
+    ctx = ProfileContext(config=config, cache=out / "cache", images=images, labels=labels,
+                         models=loaded, profiled=tuple(models), data_name=data,
+                         progress=progress)
+    units = [(a, m) for a in config.analyses for m in models]
+    if "robustness" in config.analyses and config.baseline not in models:
+        units.insert(0, ("robustness", config.baseline))
+    results: dict = {a: {} for a in config.analyses}
+    with Progress(len(units), desc="profile", unit="unit", enabled=progress) as bar:
+        for i, (a, m) in enumerate(units):
+            if progress:
+                print(f"\nprofile [{i + 1}/{len(units)}] {ANALYSES[a].title}: {m}",
+                      file=sys.stderr, flush=True)
+            results[a][m] = ANALYSES[a].run(ctx, m)
+            bar.update(1)
+    table = {m: {} for m in models}
+    for a in config.analyses:
+        for m in models:
+            table[m].update(ANALYSES[a].metrics(results[a][m]))
+    mce_left_out = []
+    if "robustness" in config.analyses:
+        base = results["robustness"][config.baseline]
+        for m in models:
+            mce_left_out = add_corruption_errors(table[m], results["robustness"][m], base)
+    corr = correlations(table, models) if len(models) >= 2 else {}
+    timing = {m: {a: results[a][m].get("seconds") for a in config.analyses} for m in models}
+    profile = {
+        "models": models, "baseline": config.baseline, "data": data,
+        "num_images": int(len(images)), "preset": preset_name or "custom",
+        "command": command or f"lst-jax profile --models {' '.join(models)}"
+                              + (f" --preset {preset_name}" if preset_name else ""),
+        "config": _config_dict(config), "metrics": table, "correlations": corr,
+        "mce_left_out": mce_left_out,
+        "results": results, "timing_seconds": timing}
+    figures = _figures(run, profile, results, config)
+    from lst_jax.profile.report import write_report
+
+    write_report(run, profile, figures)
+    run.write_manifest(mode="profile", models=models, config=profile["config"],
+                       preset=profile["preset"])
+    return profile
+
+
+def _config_dict(config: ProfileConfig) -> dict:
+    return {"robustness": config.robustness.to_dict(), "lst": config.lst.to_dict(),
+            "lst_metrics": config.lst_metrics, "baseline": config.baseline,
+            "analyses": list(config.analyses)}
+
+
+def _figures(run: RunDir, profile: dict, results: dict, config: ProfileConfig) -> dict:
+    from lst_jax.plots.profile import plot_corruption_curves, plot_metrics_against
+    from lst_jax.profile.report import scalar_metrics
+
+    models, table = profile["models"], profile["metrics"]
+    labels = {k: metric_label(k) for m in models for k in table[m]}
+    geometry = [k for k in scalar_metrics(table, models) if k not in ROBUSTNESS_METRICS]
+    figs = {}
+    if "robustness" in results:
+        figs["Corruption accuracy"] = plot_corruption_curves(
+            results["robustness"], models, run.path("figures/corruption_accuracy.png"))
+        if geometry and len(models) >= 2:
+            figs["Every geometry metric against PGD robust accuracy"] = plot_metrics_against(
+                table, models, geometry, "robust_accuracy",
+                run.path("figures/metrics_vs_robust_accuracy.png"), labels=labels)
+            figs["Every geometry metric against mCE"] = plot_metrics_against(
+                table, models, geometry, "mce", run.path("figures/metrics_vs_mce.png"),
+                labels=labels)
+    return figs
+
+
+__all__ = ["profile_job", "validate_models"]
