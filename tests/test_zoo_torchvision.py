@@ -147,12 +147,17 @@ def test_googlenet_transform_input_is_torchvision_s():
 @pytest.mark.parametrize("n,k,s,p", [(10, 3, 2, 0), (11, 3, 2, 0), (5, 2, 2, 0), (4, 2, 2, 0),
                                      (7, 3, 1, 1), (5, 3, 3, 1), (8, 3, 3, 1), (9, 1, 2, 0)])
 def test_max_pool_ceil_matches_torch(n, k, s, p):
+    """Values and input gradient of torch's MaxPool2d(ceil_mode=True) (tie-free input)."""
     x = np.random.default_rng(n + k).normal(size=(2, n, n + 1, 3)).astype(np.float32)
-    pool = torch.nn.MaxPool2d(k, s, p, ceil_mode=True)
-    want = pool(_nchw(x)).numpy().transpose(0, 2, 3, 1)
-    got = np.asarray(max_pool_ceil(x, k, s, p))
-    assert got.shape == want.shape
-    np.testing.assert_array_equal(got, want)
+    xt = _nchw(x).requires_grad_(True)
+    yt = torch.nn.MaxPool2d(k, s, p, ceil_mode=True)(xt)
+    g = np.random.default_rng(1).normal(size=yt.shape).astype(np.float32)
+    yt.backward(torch.from_numpy(g))
+    got, vjp = jax.vjp(lambda x: max_pool_ceil(x, k, s, p), x)
+    assert got.shape == tuple(yt.shape[i] for i in (0, 2, 3, 1))
+    np.testing.assert_array_equal(got, yt.detach().numpy().transpose(0, 2, 3, 1))
+    grad = vjp(g.transpose(0, 2, 3, 1))[0]
+    np.testing.assert_allclose(grad, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=0, atol=1e-6)
 
 
 def test_googlenet_export_loads_strictly_into_torchvision():

@@ -319,3 +319,11 @@ def import_torchvision():
     import torchvision
 
     return torchvision
+
+
+def torchvision_googlenet(num_classes: int = 1000, aux_logits: bool = False):
+    """torchvision's own GoogLeNet as built for its pretrained weights (`transform_input=True`),
+    randomly initialised (torchvision's truncated-normal init)."""
+    return import_torchvision().models.googlenet(weights=None, num_classes=num_classes,
+                                                 aux_logits=aux_logits, transform_input=True,
+                                                 init_weights=True)

@@ -33,7 +33,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lst_jax.models.layers import BatchNorm, Conv
+from lst_jax.models.layers import BatchNorm, Conv, max_pool
 from lst_jax.models.wrapper import IMAGENET_MEAN, IMAGENET_STD
 
 _BN = functools.partial(BatchNorm, epsilon=1e-3)   # torchvision BasicConv2d: eps=0.001
@@ -70,7 +70,8 @@ def max_pool_ceil(x, kernel: int, stride: int, padding: int = 0):
 
     Output size per side: ceil((n + 2p - k) / s) + 1, minus one if the last window would
     start in the right padding (PyTorch's rule); windows overhanging the edge take the max
-    of the pixels they cover (the extra padding is -inf).
+    of the pixels they cover (the extra padding is -inf). Computed by `layers.max_pool`
+    (elementwise maxima: its input gradient is ~2x faster on XLA:CPU than reduce_window's).
 
     Shape:
         x: (B, H, W, C) -> (B, H', W', C).
@@ -81,7 +82,7 @@ def max_pool_ceil(x, kernel: int, stride: int, padding: int = 0):
         if (out - 1) * stride >= n + padding:
             out -= 1
         pads.append((padding, (out - 1) * stride + kernel - n - padding))
-    return nn.max_pool(x, (kernel, kernel), (stride, stride), padding=tuple(pads))
+    return max_pool(x, (kernel, kernel), (stride, stride), pads)
 
 
 class BasicConv2d(nn.Module):
