@@ -7,8 +7,9 @@ For each architecture at its native input size (224x224, or 32x32 for the CIFAR 
 parameters, forward and forward+backward-to-the-input (the gradient LST needs: d CE / d x,
 no parameter gradients) throughput in images/s for JAX (jit, float32, the library's
 `Classifier` with its normalisation) and PyTorch (eager, float32, the independent twins of
-tests/torch_reference.py), and the ratio JAX / PyTorch. PyTorch is timed with each of
-`--threads` (default 1 and all cores) and its best figure is reported with its thread count:
+tests/torch_reference.py; for GoogLeNet torchvision's own class), and the ratio JAX /
+PyTorch. PyTorch is timed with each of `--threads` (default 1 and all cores) and its best
+figure is reported with its thread count:
 on a shared, oversubscribed machine OpenMP with all cores can be several times slower than
 one thread.
 Both sides run the *same* weights: the PyTorch model is randomly initialised (BatchNorm
@@ -52,6 +53,8 @@ TWINS = {
     "deit_small": (("TorchViT", dict(dim=384, depth=12, heads=6)), 224),
     "vit_base": (("TorchViT", dict(dim=768, depth=12, heads=12)), 224),
     "vit_small_convstem": (("TorchViT", dict(convstem=True, stem_width=48)), 224),
+    # torchvision's own class (stub import); vit_b_16 (torchvision) is the vit_base network
+    "googlenet": (("torchvision_googlenet", {}), 224),
 }
 
 

@@ -86,3 +86,20 @@ def test_attention_matches_einsum_reference_and_flax():
     np.testing.assert_allclose(fast.apply(params, x, x), slow.apply(params, x, x), atol=1e-5)
     with pytest.raises(ValueError, match="mask"):
         fast.apply(params, x, x, mask=jnp.ones((2, 3, 5, 5), bool))
+
+
+@pytest.mark.parametrize("shape,window,strides,pads", [
+    ((2, 9, 8, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),     # ResNet stem pool
+    ((2, 10, 11, 4), (3, 3), (2, 2), ((0, 1), (0, 2))),   # ceil-mode overhang
+    ((1, 7, 7, 5), (3, 3), (1, 1), ((1, 1), (1, 1))),     # GoogLeNet branch4
+    ((2, 5, 6, 2), (2, 2), (2, 2), ((0, 1), (0, 0))),
+])
+def test_max_pool_matches_flax_values_and_input_gradient(shape, window, strides, pads):
+    import flax.linen as nn
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+    want, vjp_want = jax.vjp(lambda x: nn.max_pool(x, window, strides, pads), x)
+    got, vjp_got = jax.vjp(lambda x: layers.max_pool(x, window, strides, pads), x)
+    np.testing.assert_array_equal(got, want)
+    g = jnp.asarray(np.random.default_rng(1).normal(size=want.shape).astype(np.float32))
+    np.testing.assert_allclose(vjp_got(g)[0], vjp_want(g)[0], rtol=0, atol=1e-6)

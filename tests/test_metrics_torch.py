@@ -1,8 +1,6 @@
 """Image distances against PyTorch: the `lpips` 0.1.4 package, a hand-written torch LPIPS
 forward (for converted torchvision-format weights) and torchmetrics' 2023 SSIM."""
 
-import sys
-import types
 import warnings
 
 import jax
@@ -46,13 +44,12 @@ def pairs():
 
 
 def _import_lpips():
-    """The `lpips` package imports torchvision. The torchvision wheel matching the CPU torch
-    2.13 build fails to import its compiled operator registrations (they reference CUDA
-    symbols), so two registration modules are stubbed first (see spec/dependencies.md);
-    only torchvision's C++ ops (nms, roi_align, ...) become unusable, AlexNet is unaffected."""
-    for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
-        sys.modules.setdefault(name, types.ModuleType(name))
+    """The `lpips` package imports torchvision, which needs the stub workaround next to the
+    CPU torch (`torch_reference.import_torchvision`; AlexNet is unaffected)."""
+    from torch_reference import import_torchvision
+
     try:
+        import_torchvision()
         import lpips
     except Exception as e:  # pragma: no cover - depends on the installed extras
         pytest.skip(f"the lpips package is not importable: {type(e).__name__}: {e}")

@@ -21,6 +21,7 @@ from lst_jax.convert import (ConversionError, abstract_variables, clean_state_di
 from lst_jax.models import REGISTRY, ModelSpec, load_model
 from lst_jax.models import registry as registry_mod
 from lst_jax.models.checkpoint import load_checkpoint, save_checkpoint, tree_digest
+from lst_jax.models.googlenet import GoogLeNet
 from lst_jax.models.resnet import ResNetTinyBasic, ResNetTinyBottleneck
 from lst_jax.models.vit import ViTTiny, ViTTinyConvStem
 from lst_jax.models.wide_resnet import WRNTiny
@@ -35,6 +36,7 @@ PARAM_COUNTS = {
     "wrn28_10": 36_479_194, "wrn34_10": 46_160_474,
     "deit_tiny": 5_717_416, "deit_small": 22_050_664, "vit_base": 86_567_656,
     "vit_small_convstem": 22_777_576,
+    "googlenet": 6_624_904,
 }
 NATIVE = {"wrn28_10": (32, 32, 3), "wrn34_10": (32, 32, 3)}
 
@@ -44,6 +46,7 @@ TINY = {  # name -> (module, image shape)
     "wrn": (WRNTiny(), (32, 32, 3)),
     "vit": (ViTTiny(), (32, 32, 3)),
     "vit_convstem": (ViTTinyConvStem(), (32, 32, 3)),
+    "googlenet": (GoogLeNet(num_classes=10), (32, 32, 3)),   # torchvision's widths, no tiny
 }
 
 
@@ -124,6 +127,73 @@ def test_orbax_round_trip_is_bit_identical(tmp_path):
     assert meta["digest"] == tree_digest(v) == tree_digest(restored)
     for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(restored)):
         assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_torchvision_vit_layout_round_trip_and_key_names():
+    module, shape = TINY["vit"]
+    v = _tiny_variables("vit")
+    sd = export_state_dict(v, module, layout="torchvision")
+    assert sd["encoder.layers.encoder_layer_1.self_attention.in_proj_weight"].shape == (96, 32)
+    assert sd["encoder.layers.encoder_layer_1.self_attention.in_proj_bias"].shape == (96,)
+    assert sd["encoder.layers.encoder_layer_0.self_attention.out_proj.weight"].shape == (32, 32)
+    assert sd["encoder.layers.encoder_layer_0.mlp.3.weight"].shape == (32, 128)
+    assert sd["conv_proj.weight"].shape == (32, 3, 8, 8)
+    assert sd["encoder.pos_embedding"].shape == (1, 17, 32)
+    assert {"class_token", "encoder.ln.weight", "heads.head.bias"} <= set(sd)
+    # same tensors as the timm layout, other names: qkv rows are in_proj rows
+    timm = export_state_dict(v, module)
+    np.testing.assert_array_equal(
+        sd["encoder.layers.encoder_layer_1.self_attention.in_proj_weight"],
+        timm["blocks.1.attn.qkv.weight"])
+    assert len(sd) == len(timm)
+    back = convert_state_dict(sd, module, shape, layout="torchvision")
+    jax.tree.map(np.testing.assert_array_equal, back.variables, jax.tree.map(np.asarray, v))
+    with pytest.raises(ValueError, match="no 'torchvision' layout for ResNet"):
+        convert_state_dict({}, ResNetTinyBasic(), (64, 64, 3), layout="torchvision")
+    with pytest.raises(ValueError, match="no 'keras' layout for VisionTransformer; known "
+                                         "layouts: 'timm', 'torchvision'"):
+        export_state_dict(v, module, layout="keras")
+
+
+def test_googlenet_keys_and_the_dropped_auxiliary_heads():
+    module, shape = TINY["googlenet"]
+    v = _tiny_variables("googlenet")
+    sd = export_state_dict(v, module)
+    assert sd["conv1.conv.weight"].shape == (64, 3, 7, 7)
+    assert sd["inception3a.branch3.1.conv.weight"].shape == (32, 16, 3, 3)    # the "5x5"
+    assert sd["inception5b.branch4.1.bn.running_var"].shape == (128,)
+    assert sd["fc.weight"].shape == (10, 1024)
+    assert not any(k.startswith("aux") or ".bias" in k and ".conv." in k for k in sd)
+    # the pretrained file also holds the auxiliary classifiers: dropped, and said so
+    aux = {f"{a}.{k}": np.zeros(s, np.float32) for a in ("aux1", "aux2") for k, s in (
+        ("conv.conv.weight", (128, 512, 1, 1)), ("fc1.weight", (1024, 2048)),
+        ("fc2.bias", (10,)))}
+    conv = convert_state_dict({**sd, **aux}, module, shape)
+    assert set(aux) <= set(conv.report["dropped"])
+    assert conv.report["notes"] == ["dropped aux1.*, aux2.*: GoogLeNet's auxiliary "
+                                    "classifiers, used only in training (eval mode returns "
+                                    "the main logits)"]
+    assert convert_state_dict(sd, module, shape).report["notes"] == []
+    jax.tree.map(np.testing.assert_array_equal, conv.variables, jax.tree.map(np.asarray, v))
+
+
+def test_connectivity_paper_models_are_registered():
+    from lst_jax.convert.rules import GOOGLENET, VIT_TORCHVISION, rules_for
+
+    gn, vit = REGISTRY["googlenet-normal"], REGISTRY["vit_b_16_tv-normal"]
+    assert (gn.arch, gn.weights, gn.layout) == ("googlenet", "googlenet-1378be20.pth", "")
+    assert (vit.arch, vit.weights, vit.layout) == ("vit_base", "vit_b_16-c867db91.pth",
+                                                   "torchvision")
+    for spec in (gn, vit):   # torchvision's ImageClassification(crop_size=224) transforms
+        assert spec.normalization == IMAGENET_NORMALIZATION
+        assert (spec.input_size, spec.resize, spec.interpolation) == ((224, 224, 3), 256,
+                                                                      "bilinear")
+    assert gn.build().module.transform_input is True
+    assert rules_for(gn.build().module, gn.layout) is GOOGLENET
+    assert rules_for(vit.build().module, vit.layout) is VIT_TORCHVISION
+    with pytest.raises(FileNotFoundError, match="`lst-jax convert googlenet-normal "
+                                                "googlenet-1378be20.pth`"):
+        load_model("googlenet-normal", checkpoint="/nonexistent")
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -11,7 +11,9 @@ published architectures with the original state-dict key names:
   mlp.fc2}`, `norm`, `head`; with `convstem=True` the `patch_embed.proj` is the ConvStem of
   Singh et al. 2023 (`patch_embed.proj.stem.{0,1,3,4,...,12}`).
 
-torchvision and timm are not used (they do not install cleanly next to the pinned CPU torch).
+These twins do not use torchvision or timm. Where torchvision's own classes are the reference
+(GoogLeNet, its VisionTransformer), `import_torchvision` imports torchvision 0.28 next to the
+CPU torch 2.13 build with the stub workaround of spec/dependencies.md.
 Every model records named intermediates in `self.feats` during `forward` (NCHW / NLD) for
 layer-by-layer comparisons. Used by tests/test_zoo_*.py and experiments/benchmark_models.py.
 """
@@ -19,6 +21,8 @@ layer-by-layer comparisons. Used by tests/test_zoo_*.py and experiments/benchmar
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import torch
 import torch.nn.functional as F
@@ -271,7 +275,9 @@ class TorchViT(nn.Module):
 # ----------------------------------------------------------------------------- helpers
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     """Randomises what random init leaves trivial: BatchNorm running statistics and affine
-    parameters, LayerNorm affine parameters, class token; returns the model in eval mode."""
+    parameters, LayerNorm affine parameters, the class token (timm `cls_token`, torchvision
+    `class_token`) and zero-initialised linear layers (torchvision's ViT head); returns the
+    model in eval mode. Works on the twins here and on torchvision's own models."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -285,11 +291,39 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
             elif isinstance(m, (nn.LayerNorm, LayerNormChannelsFirst)):
                 m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
                 m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-        if isinstance(model, TorchViT):
-            model.cls_token.copy_(torch.randn(model.cls_token.shape, generator=g))
+            elif isinstance(m, nn.Linear) and not m.weight.any():
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
+        for name in ("cls_token", "class_token"):
+            if isinstance(getattr(model, name, None), nn.Parameter):
+                getattr(model, name).copy_(torch.randn(getattr(model, name).shape, generator=g))
     return model.eval()
 
 
 def state_dict_numpy(model: nn.Module) -> dict:
     """The model's state dict as numpy arrays (what `read_state_dict` returns)."""
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def import_torchvision():
+    """torchvision, imported next to the pinned CPU torch. The torchvision 0.28 wheel fails to
+    import its compiled operator registrations there (they reference CUDA symbols), so two
+    registration modules are stubbed first; only torchvision's C++ ops (nms, roi_align, ...)
+    become unusable, the model classes are unaffected.
+
+    Raises:
+        ImportError (or the import's own error): torchvision is not importable.
+    """
+    for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    import torchvision
+
+    return torchvision
+
+
+def torchvision_googlenet(num_classes: int = 1000, aux_logits: bool = False):
+    """torchvision's own GoogLeNet as built for its pretrained weights (`transform_input=True`),
+    randomly initialised (torchvision's truncated-normal init)."""
+    return import_torchvision().models.googlenet(weights=None, num_classes=num_classes,
+                                                 aux_logits=aux_logits, transform_input=True,
+                                                 init_weights=True)

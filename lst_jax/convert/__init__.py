@@ -1,4 +1,5 @@
-"""PyTorch weights -> Flax variables for the model zoo (ResNet, WideResNet, ViT/DeiT).
+"""PyTorch weights -> Flax variables for the model zoo (ResNet, WideResNet, ViT/DeiT in the
+timm or torchvision layout, GoogLeNet).
 
     sd, notes = read_state_dict("resnet50_a1_0-14fe96d1.pth")    # or a .safetensors file
     sd, more, normalizer = clean_state_dict(sd)                    # module./model. prefixes

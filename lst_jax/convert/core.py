@@ -14,7 +14,10 @@ templates (`"layer{i}.{j}.downsample.0"` <-> `"layer{i}_{j}/downsample_conv"`, w
 | `num_batches_tracked` | 0 | dropped | - |
 
 plus a family's directly named parameters (`cls_token`, `pos_embed`) and keys it ignores on
-purpose (e.g. RobustBench's unused `sub_block1`). The result is checked against the module's
+purpose (e.g. RobustBench's unused `sub_block1`, GoogLeNet's training-only auxiliary heads).
+A rename may own prefixed leaves (`Rename(..., leaf_prefix="in_proj_")`: torch's
+`nn.MultiheadAttention` keeps its fused input projection as `in_proj_weight`/`in_proj_bias`
+on the attention module itself). The result is checked against the module's
 own shape tree from `jax.eval_shape`: every missing, unexpected (no rule, or a rule leading
 to a parameter the model lacks) and mis-shaped key is collected and reported in one
 `ConversionError`. The rules run both ways (`export_state_dict`), so a conversion can be
@@ -50,10 +53,15 @@ def _pattern(template: str) -> re.Pattern:
 
 @dataclasses.dataclass(frozen=True)
 class Rename:
-    """One module-path rule: PyTorch template <-> Flax template (`{i}`: an integer)."""
+    """One module-path rule: PyTorch template <-> Flax template (`{i}`: an integer).
+
+    `leaf_prefix`: the rule applies only to PyTorch leaves `<prefix><leaf>` (e.g.
+    `in_proj_weight`), which map to the ordinary leaf (`weight`) of the Flax module.
+    """
 
     torch: str
     flax: str
+    leaf_prefix: str = ""
 
     def to_flax(self, module: str) -> str | None:
         m = _pattern(self.torch).match(module)
@@ -73,28 +81,34 @@ class Rules:
         renames: module-path rules, tried in order.
         direct: PyTorch key -> Flax parameter name for parameters owned by no submodule.
         ignore: regexes of PyTorch keys dropped on purpose (reported, never an error).
+        ignore_note: why they are dropped (added to the conversion report's notes when a
+            file holds such keys).
     """
 
     family: str
     renames: tuple[Rename, ...]
     direct: tuple[tuple[str, str], ...] = ()
     ignore: tuple[str, ...] = ()
+    ignore_note: str = ""
 
     def ignored(self, key: str) -> bool:
         return key.endswith("num_batches_tracked") or any(re.search(p, key) for p in self.ignore)
 
-    def module_to_flax(self, module: str) -> str | None:
+    def module_to_flax(self, module: str, leaf: str = "") -> tuple[str, str] | None:
+        """(Flax module path, Flax-side leaf) of a PyTorch module and leaf, or None."""
         for r in self.renames:
-            out = r.to_flax(module)
-            if out is not None:
-                return out
+            if leaf.startswith(r.leaf_prefix):
+                out = r.to_flax(module)
+                if out is not None:
+                    return out, leaf[len(r.leaf_prefix):]
         return None
 
-    def module_to_torch(self, module: str) -> str | None:
+    def module_to_torch(self, module: str, leaf: str = "") -> tuple[str, str] | None:
+        """(PyTorch module path, PyTorch leaf) of a Flax module path and leaf, or None."""
         for r in self.renames:
             out = r.to_torch(module)
             if out is not None:
-                return out
+                return out, r.leaf_prefix + leaf
         return None
 
 
@@ -131,9 +145,12 @@ def torch_key_to_flax(rules: Rules, key: str, shape: tuple):
     if key in direct:
         return f"params/{direct[key]}", None
     module, _, leaf = key.rpartition(".")
-    fmod = rules.module_to_flax(module) if module else None
+    mapped = rules.module_to_flax(module, leaf) if module else None
+    if mapped is None:
+        return None
+    fmod, leaf = mapped
     leaf_rule = _leaf_to_flax(leaf, len(shape))
-    if fmod is None or leaf_rule is None:
+    if leaf_rule is None:
         return None
     col, name, perm = leaf_rule
     return f"{col}/{fmod}/{name}", perm
@@ -145,11 +162,14 @@ def flax_path_to_torch(rules: Rules, path: str, shape: tuple):
     inv_direct = {v: k for k, v in rules.direct}
     if col == "params" and not mods and name in inv_direct:
         return inv_direct[name], None
-    tmod = rules.module_to_torch("/".join(mods))
     leaf_rule = _leaf_to_torch(col, name, len(shape))
-    if tmod is None or leaf_rule is None:
+    if leaf_rule is None:
         return None
     leaf, perm = leaf_rule
+    mapped = rules.module_to_torch("/".join(mods), leaf)
+    if mapped is None:
+        return None
+    tmod, leaf = mapped
     return f"{tmod}.{leaf}", perm
 
 
@@ -172,7 +192,7 @@ class Converted:
 
 
 def convert_state_dict(state_dict: Mapping[str, np.ndarray], module, image_shape,
-                       rules: Rules | None = None) -> Converted:
+                       rules: Rules | None = None, layout: str = "") -> Converted:
     """Converts a PyTorch state dict (numpy arrays) to the Flax variables of `module`.
 
     Args:
@@ -180,7 +200,9 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module, image_shape
         module: the Flax module (e.g. `ResNet50()`); its `jax.eval_shape` tree is the oracle.
         image_shape: (H, W, C) the module is initialised with (sets e.g. the ViT position
             embedding length).
-        rules: conversion rules; default chosen from the module's class.
+        rules: conversion rules; default `rules_for(module, layout)`.
+        layout: the file's layout when a family reads several ("" = the family's default;
+            "torchvision" for torchvision's `vit_b_16` keys in a `VisionTransformer`).
 
     Returns:
         `Converted(variables={"params": ..., ["batch_stats": ...]}, report)`; arrays are
@@ -191,7 +213,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module, image_shape
     """
     from lst_jax.convert.rules import rules_for
 
-    rules = rules or rules_for(module)
+    rules = rules or rules_for(module, layout)
     abstract = abstract_variables(module, image_shape)
     want = {p: tuple(v.shape) for p, v in flatten_dict(abstract).items()}
     got: dict[str, np.ndarray] = {}
@@ -243,19 +265,25 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module, image_shape
         raise ConversionError("\n".join(lines))
 
     variables = unflatten_dict({p: np.ascontiguousarray(got[p], dtype=np.float32) for p in want})
+    ignored_on_purpose = [k for k in dropped if not k.endswith("num_batches_tracked")]
     report = {"rules": rules.family, "tensors_in_file": len(state_dict),
-              "converted": len(got), "dropped": sorted(dropped)}
+              "converted": len(got), "dropped": sorted(dropped),
+              "notes": [f"dropped {rules.ignore_note}"]
+              if ignored_on_purpose and rules.ignore_note else []}
     return Converted(variables, report)
 
 
-def export_state_dict(variables, module, rules: Rules | None = None) -> dict[str, np.ndarray]:
+def export_state_dict(variables, module, rules: Rules | None = None,
+                      layout: str = "") -> dict[str, np.ndarray]:
     """Flax variables -> PyTorch state dict (numpy arrays, PyTorch layouts and key names).
 
-    The inverse of `convert_state_dict`; BatchNorm layers get `num_batches_tracked = 0`.
+    The inverse of `convert_state_dict` (same `rules` / `layout`); BatchNorm layers get
+    `num_batches_tracked = 0`. Keys dropped on conversion (e.g. GoogLeNet's auxiliary
+    heads) are not produced.
     """
     from lst_jax.convert.rules import rules_for
 
-    rules = rules or rules_for(module)
+    rules = rules or rules_for(module, layout)
     out: dict[str, np.ndarray] = {}
     bn_modules = []
     for path, value in flatten_dict(variables).items():

@@ -137,8 +137,9 @@ def convert_file(name: str, weights, out=None, *, overwrite: bool = False,
     _check_normalizer(normalizer, spec, weights)
     if normalizer is not None:
         notes.append("the file's input normaliser equals the registry normalisation")
-    converted = convert_state_dict(sd, model_fn.module, spec.input_size)
+    converted = convert_state_dict(sd, model_fn.module, spec.input_size, layout=spec.layout)
     variables = converted.variables
+    notes = notes + converted.report["notes"]
 
     x, desc = check_input(spec)
     logits = np.asarray(_forward(model_fn, variables, jnp.asarray(x)))[0]
@@ -156,6 +157,7 @@ def convert_file(name: str, weights, out=None, *, overwrite: bool = False,
     n_stats = param_count(variables, "batch_stats") if "batch_stats" in variables else 0
     metadata = {
         "name": name, "arch": spec.arch, "arch_kwargs": dict(spec.arch_kwargs),
+        "layout": spec.layout or "default",
         "dataset": spec.dataset, "input_size": list(spec.input_size),
         "normalization": spec.normalization.to_dict(), "resize": spec.resize,
         "interpolation": spec.interpolation, "source": spec.source,

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from lst_jax.models import digits, resnet, vit, wide_resnet
+from lst_jax.models import digits, googlenet, resnet, vit, wide_resnet
 from lst_jax.models.checkpoint import load_checkpoint, read_metadata
 from lst_jax.models.wrapper import IMAGENET_NORMALIZATION, Classifier, Normalization
 
@@ -38,6 +38,8 @@ ARCHITECTURES: dict[str, Callable[..., Any]] = {
     "deit_small": vit.DeiTSmall,
     "vit_base": vit.ViTBase,
     "vit_small_convstem": vit.ViTSmallConvStem,
+    # torchvision layout (lst_jax/models/googlenet.py), transform_input=True
+    "googlenet": googlenet.GoogLeNet,
 }
 
 
@@ -57,6 +59,9 @@ class ModelSpec:
         source: where the weights come from / how they were made.
         weights: for converted models, the original PyTorch weights file to provide (the
             name its source gives it).
+        layout: the PyTorch state-dict layout of that file when the family reads several
+            ("" = the family's default; "torchvision" for torchvision ViTs, see
+            `lst_jax.convert.rules_for`).
     """
 
     name: str
@@ -71,6 +76,7 @@ class ModelSpec:
     interpolation: str = "bilinear"
     source: str = ""
     weights: str = ""
+    layout: str = ""
 
     def build(self) -> Classifier:
         return Classifier(ARCHITECTURES[self.arch](**dict(self.arch_kwargs)), self.normalization)
@@ -100,10 +106,12 @@ DIGITS_LADDER = ("digits_resnet-normal", "digits_resnet-linf2", "digits_resnet-l
                  "digits_resnet-linf8", "digits_resnet-linf")
 
 
-def _imagenet(name, arch, interpolation, source, weights, normalization=IMAGENET_NORMALIZATION):
+def _imagenet(name, arch, interpolation, source, weights, normalization=IMAGENET_NORMALIZATION,
+              layout=""):
     return ModelSpec(name=name, arch=arch, normalization=normalization, input_size=(224, 224, 3),
                      dataset="imagenet", num_classes=1000, checkpoint=name, resize=256,
-                     interpolation=interpolation, source=source, weights=weights)
+                     interpolation=interpolation, source=source, weights=weights,
+                     layout=layout)
 
 
 def _cifar10(name, arch, source, weights):
@@ -140,6 +148,15 @@ REGISTRY.update({s.name: s for s in [
               "= std = 0.5); file model.safetensors of the Hugging Face repository "
               "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k", "model.safetensors",
               normalization=Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+    # The input-space mode connectivity paper's models (Vrabel et al. 2024, torchvision V1).
+    _imagenet("googlenet-normal", "googlenet", "bilinear",
+              "torchvision googlenet IMAGENET1K_V1 (transform_input=True: the module re-maps "
+              "the ImageNet-normalised input to its own normalisation; eval mode, main "
+              "logits; the file's auxiliary heads are dropped)", "googlenet-1378be20.pth"),
+    _imagenet("vit_b_16_tv-normal", "vit_base", "bilinear",
+              "torchvision vit_b_16 IMAGENET1K_V1 (torchvision's VisionTransformer layout, "
+              "converted into the timm-layout ViT-B/16 module)", "vit_b_16-c867db91.pth",
+              layout="torchvision"),
     _cifar10("wrn28_10-normal", "wrn28_10",
              "RobustBench CIFAR-10 Standard (WRN-28-10, standard training)",
              "models/cifar10/Linf/Standard.pt"),

@@ -7,6 +7,11 @@ RobustBench `Singh2023Revisiting_ViT-S-ConvStem` (arXiv 2303.01870: DeiT-S whose
 projection is replaced by four stride-2 3x3 convolutions with channels-first LayerNorm and
 GELU, then a 1x1 convolution).
 
+torchvision's `vit_b_16` is the same network (pre-norm blocks, LayerNorm eps 1e-6, exact GELU,
+fused q/k/v input projection, position embedding added after the class token, head on the
+class token): its weights load into `ViTBase` with the converter's "torchvision" layout
+(`lst_jax.convert.rules.VIT_TORCHVISION`), a rename only.
+
 `__call__(x, train=False) -> (logits, out)`; `out` holds `tokens` (patch tokens after the
 stem), `blocks_0` ... and `pre_logits` (the normalised class token).
 """
