@@ -166,7 +166,7 @@ def cmd_models(args) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if any(r[4] == "no" for r in rows):
         print("\nmissing checkpoints: `lst-jax convert <name> <PyTorch weights file>` "
-              "(README, 'Model zoo and converters')")
+              "(docs/models.md, 'Model zoo and converters')")
     return 0
 
 
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "same command to resume")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_lst_args(p)
-    g = p.add_argument_group("devices (see README, 'Scaling out')")
+    g = p.add_argument_group("devices (see docs/scaling.md)")
     g.add_argument("--mesh", default="auto", choices=["auto", "on", "off"],
                    help="auto: data parallel over all devices (and processes) when there are "
                    "several; on: always the sharded path; off: one device")
