@@ -109,7 +109,7 @@ def spectral_importance(model_fn, params, images, labels,
                         config: SpectralConfig = SpectralConfig(), *, k: int | None = None,
                         mesh=None, images_per_call: int | None = None, memory_budget=None,
                         block_size: int = DEFAULT_BLOCK, store=None,
-                        progress: bool = False) -> SpectralImportance:
+                        progress: bool = False, desc: str = "I-ASIDE") -> SpectralImportance:
     """Spectral importance of M frequency bands and the spectral robustness score.
 
     The value of a coalition of bands is the mean over K images of
@@ -126,7 +126,7 @@ def spectral_importance(model_fn, params, images, labels,
             coalition draws `k` images from.
         config: `SpectralConfig` (bands, fill, post-processing, normalisation, groups,
             beta, seed, resampling, estimator).
-        mesh, images_per_call, memory_budget, block_size, store, progress: see
+        mesh, images_per_call, memory_budget, block_size, store, progress, desc: see
             `coalition_log_probs` (they never change the numbers beyond float round-off).
 
     Returns:
@@ -151,7 +151,7 @@ def spectral_importance(model_fn, params, images, labels,
     log_probs = coalition_log_probs(model_fn, params, images, labels, coalitions, config, k=k,
                                     mesh=mesh, images_per_call=images_per_call,
                                     memory_budget=memory_budget, block_size=block_size,
-                                    store=store, progress=progress)
+                                    store=store, progress=progress, desc=desc)
     return summarize(config, coalitions, log_probs, k, time.perf_counter() - t0)
 
 
