@@ -75,6 +75,7 @@ def test_cli_two_models(tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| model | score | signed score | band 0 | band 1 | band 2 | K | M | fill |" in printed
+    assert " ± " in printed
     rows = list(csv.DictReader((out / "iaside.csv").open()))
     assert [r["model"] for r in rows] == [MODEL, "digits_vit-normal"]
     for r in rows:

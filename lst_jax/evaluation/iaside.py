@@ -235,6 +235,7 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
         "model": model_name, "label": model_label(model_name), "checkpoint_digest": digest,
         "source": source.name, "config": config.to_dict(), "K": k, "M": config.num_bands,
         "fill": config.fill, "score": res.score, "signed_score": res.signed_score,
+        "score_se": res.score_se, "signed_score_se": res.signed_score_se,
         "distribution": res.distribution, "shapley": res.shapley,
         "shapley_se": res.shapley_se, "num_coalitions": len(coalitions),
         "seconds": round(seconds, 3)})
@@ -242,23 +243,30 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
 
 
 # ------------------------------------------------------------------------------ comparison
+def _pm(value: float, se, fmt: str) -> str:
+    se = np.nan if se is None else float(se)
+    return format(value, fmt) + (f" ± {se:.3f}" if np.isfinite(se) else "")
+
+
 def results_table(results: Sequence[dict]) -> tuple[str, str]:
-    """(Markdown, CSV) of per-model results: model, score, signed score, importance per
-    band, K, M, fill, seconds."""
+    """(Markdown, CSV) of per-model results: model, score, signed score (± bootstrap
+    standard errors), importance per band, K, M, fill, seconds."""
     m = max(len(r["distribution"]) for r in results)
-    bands = [f"band {i}" for i in range(m)]
-    rows = [[r["model"], f"{r['score']:.4f}", f"{r['signed_score']:+.4f}"]
+    rows = [[r["model"], _pm(r["score"], r.get("score_se"), ".3f"),
+             _pm(r["signed_score"], r.get("signed_score_se"), "+.3f")]
             + [f"{v:.3f}" for v in r["distribution"]] + [""] * (m - len(r["distribution"]))
             + [r["K"], r["M"], r["fill"], f"{r['seconds']:.1f}"] for r in results]
-    md = markdown_table(["model", "score", "signed score"] + bands
+    md = markdown_table(["model", "score", "signed score"] + [f"band {i}" for i in range(m)]
                         + ["K", "M", "fill", "seconds"], rows)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["model", "score", "signed_score"] + [f"band_{i}" for i in range(m)]
-               + ["K", "M", "fill", "seconds"])
+    w.writerow(["model", "score", "score_se", "signed_score", "signed_score_se"]
+               + [f"band_{i}" for i in range(m)] + ["K", "M", "fill", "seconds"])
+    num = lambda v: "" if v is None or not np.isfinite(v) else repr(round(float(v), 6))
     for r in results:
-        dist = [repr(round(float(v), 6)) for v in r["distribution"]]
-        w.writerow([r["model"], repr(round(r["score"], 6)), repr(round(r["signed_score"], 6))]
+        dist = [num(v) for v in r["distribution"]]
+        w.writerow([r["model"], num(r["score"]), num(r.get("score_se")),
+                    num(r["signed_score"]), num(r.get("signed_score_se"))]
                    + dist + [""] * (m - len(dist)) + [r["K"], r["M"], r["fill"],
                                                       r["seconds"]])
     return md, buf.getvalue()
@@ -292,13 +300,15 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
     caption = (f"I-ASIDE spectral importance (M = {r0['M']} bands, band 0 = lowest frequency), "
                f"fill {r0['fill']}, K = {r0['K']} images; score = spectral robustness score "
                f"(beta = {r0['config']['beta']}), signed score = the same without the "
-               "absolute value.")
+               "absolute value; ± = bootstrap standard error over the image groups; seconds "
+               "= compute time.")
     run.write_text("iaside.md", md + "\n" + caption + "\n")
     run.write_text("iaside.csv", table_csv)
     run.write_json("summary.json", {"results": [
-        {k: r[k] for k in ("model", "label", "score", "signed_score", "distribution",
-                           "shapley", "shapley_se", "K", "M", "fill", "seconds", "run_dir",
-                           "checkpoint_digest")} for r in results]})
+        {k: r.get(k) for k in ("model", "label", "score", "signed_score", "score_se",
+                               "signed_score_se", "distribution", "shapley", "shapley_se",
+                               "K", "M", "fill", "seconds", "run_dir", "checkpoint_digest")}
+        for r in results]})
     plot_importance([(r["model"], r["distribution"], r["score"]) for r in results],
                     run.path("figures/iaside_distributions.png"),
                     title=f"I-ASIDE: fill {r0['fill']}, K = {r0['K']}, M = {r0['M']}")

@@ -32,6 +32,8 @@ class SpectralImportance(NamedTuple):
             error (the value function held fixed).
         distribution: the spectral importance distribution (>= 0, sums to 1).
         score, signed_score: the spectral robustness score (reference) and its signed form.
+        score_se, signed_score_se: their bootstrap standard errors over the image groups
+            (exact estimator with common random numbers; NaN otherwise).
         coalitions: the coalitions evaluated (exact: index order).
         values: v(S) = mean log-probability of the true label, per coalition.
         log_probs: per coalition and image.
@@ -47,6 +49,8 @@ class SpectralImportance(NamedTuple):
     distribution: np.ndarray
     score: float
     signed_score: float
+    score_se: float
+    signed_score_se: float
     coalitions: np.ndarray
     values: np.ndarray
     log_probs: np.ndarray
@@ -105,6 +109,33 @@ def shapley_from_values(config: SpectralConfig, coalitions, log_probs, k: int):
     return w @ values, _weighted_se(w @ per_group, sizes)
 
 
+def bootstrap_score_se(config: SpectralConfig, log_probs, k: int,
+                       num: int = 1000) -> tuple[float, float]:
+    """Bootstrap standard errors of (score, signed score) over the image groups.
+
+    Groups (the min-max couples the images of a group) are resampled with replacement,
+    `num` times (`default_rng([seed, 4])`); each replicate's Shapley values are the
+    size-weighted mean of the per-group Shapley values. NaN for the sampled estimator, for
+    resampling (each coalition has its own images) or a single group.
+    """
+    from lst_jax.spectral.score import score_weights
+
+    per_group, sizes = group_values(log_probs, k, config.group_size)
+    n = sizes.shape[0]
+    if config.estimator != "exact" or config.resample or n < 2:
+        return math.nan, math.nan
+    psi_g = shapley_matrix(config.num_bands) @ per_group                   # (M, G)
+    idx = np.random.default_rng([config.seed, 4]).integers(n, size=(num, n))
+    w = sizes[idx].astype(np.float64)                                       # (num, G)
+    psi = np.einsum("mbg,bg->bm", psi_g[:, idx], w) / w.sum(1, keepdims=True)
+    shifted = psi - psi.min(1, keepdims=True)
+    total = shifted.sum(1, keepdims=True)
+    dist = np.where(total > 0, shifted / np.where(total > 0, total, 1), 1.0 / psi.shape[1])
+    b_hat, eta = score_weights(config.num_bands, config.beta)
+    signed = (dist @ b_hat - eta) / (1 - eta) if config.num_bands > 1 else np.zeros(num)
+    return float(np.abs(signed).std(ddof=1)), float(signed.std(ddof=1))
+
+
 def spectral_importance(model_fn, params, images, labels,
                         config: SpectralConfig = SpectralConfig(), *, k: int | None = None,
                         mesh=None, images_per_call: int | None = None, memory_budget=None,
@@ -160,12 +191,13 @@ def summarize(config: SpectralConfig, coalitions, log_probs, k: int,
     """Shapley values, distribution and scores from finished coalition log-probabilities."""
     shapley, se = shapley_from_values(config, coalitions, log_probs, k)
     dist = importance_distribution(shapley)
+    score_se, signed_se = bootstrap_score_se(config, log_probs, k)
     return SpectralImportance(shapley, se, dist, spectral_robustness_score(dist, config.beta),
-                              signed_robustness_score(dist, config.beta),
+                              signed_robustness_score(dist, config.beta), score_se, signed_se,
                               np.asarray(coalitions, bool),
                               np.asarray(log_probs, np.float64).mean(1),
                               np.asarray(log_probs, np.float32), float(seconds))
 
 
 __all__ = ["SpectralImportance", "spectral_importance", "summarize", "coalitions_for",
-           "shapley_from_values", "group_values"]
+           "shapley_from_values", "group_values", "bootstrap_score_se"]

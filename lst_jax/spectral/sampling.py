@@ -70,6 +70,15 @@ def group_pairing(layout: GroupLayout, rng: np.random.Generator) -> np.ndarray:
     return partner
 
 
+def crn_partners(layout: GroupLayout, seed: int) -> np.ndarray:
+    """The random-fill pairing shared by all coalitions under common random numbers.
+
+    Shape:
+        -> (G, g) int64 positions (`group_pairing` with `default_rng([seed, 1])`).
+    """
+    return group_pairing(layout, np.random.default_rng([seed, 1]))
+
+
 def coalition_seed(bits) -> list[int]:
     """Seed entropy of one coalition: `[M, *packbits(bits)]` (any M)."""
     bits = np.asarray(bits, bool)
@@ -100,7 +109,7 @@ def sample_block(coalitions, layout: GroupLayout, *, num_images: int, resample: 
     bits = np.asarray(coalitions, bool)
     c = bits.shape[0]
     if not resample:
-        partner = group_pairing(layout, np.random.default_rng([seed, 1]))
+        partner = crn_partners(layout, seed)
         members = np.broadcast_to(layout.position, (c,) + layout.position.shape)
         partners = np.broadcast_to(partner, members.shape)
         tags = np.zeros(c, np.uint32)
@@ -118,5 +127,5 @@ def sample_block(coalitions, layout: GroupLayout, *, num_images: int, resample: 
                        np.ascontiguousarray(partners, np.int32), np.asarray(tags, np.uint32))
 
 
-__all__ = ["GroupLayout", "group_layout", "group_pairing", "SampleBlock", "sample_block",
-           "coalition_seed"]
+__all__ = ["GroupLayout", "group_layout", "group_pairing", "crn_partners", "SampleBlock",
+           "sample_block", "coalition_seed"]

@@ -34,7 +34,7 @@ from lst_jax.utils.checks import check_images, check_labels, check_positive_int
 from lst_jax.utils.progress import Progress
 
 DEFAULT_BLOCK = 16             # coalitions per block (one store file)
-DEFAULT_IMAGES_PER_DEVICE = 128  # images per device and model call without a budget
+DEFAULT_IMAGES_PER_DEVICE = 128  # images per device and model call (no budget given)
 
 
 class SpectralTable(NamedTuple):
@@ -196,12 +196,15 @@ def coalition_log_probs(model_fn, params, images, labels, coalitions,
         coalitions: bit vectors (index 0 = lowest band).
         k: images per coalition (default: all images passed; required with resample).
         mesh: a mesh with a `"data"` axis (default: all devices).
-        images_per_call: images per sharded model call over all devices (rounded to whole
-            groups and to the device count; default 128 per device).
+        images_per_call: images per sharded model call over all devices (rounded down to
+            whole groups, at least one, then up to the device count; default 128 images per
+            device).
         memory_budget: per-device bytes (or "2GiB") one call may use, planned from XLA's
-            memory analysis (`lst_jax.parallel.plan_chunk_size`); replaces the default.
+            memory analysis (`lst_jax.parallel.plan_chunk_size`); replaces the default
+            (with `images_per_call` too, the smaller chunk wins).
         block_size: coalitions per block (`store` saves one block at a time).
         store: resumable storage of finished blocks (see `BlockStore`).
+        progress, desc: progress bar over coalition-images (rate and ETA) and its label.
 
     Returns:
         (C, K) float32: entry [c, i] is `log softmax(model(filter(x_i, c)))[y_i]`, images in
