@@ -12,6 +12,9 @@ pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="needs the optional torch
 
 
 def test_report_and_agreement_gate(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(bi, "pick_torch_threads", lambda *a: torch.get_num_threads())
     r = bi.bench_model("digits_resnet", 2, 10, 20, 1, 1e-4, log=lambda s: None)
     assert r["speed_reported"] and r["agreement"]["ok"]
     assert r["agreement"]["max_value_diff"] < 1e-5

@@ -366,3 +366,23 @@ def test_resampling_draws_per_coalition_and_is_order_independent():
     assert np.abs(full[1:] - crn[1:]).max() > 0.01         # other images than the CRN sample
     # empty coalition: black images, on which this bias-free ReLU CNN outputs zero logits
     np.testing.assert_allclose(full[0], np.log(0.1), rtol=1e-6)
+
+
+def test_sampled_estimator_on_a_model_agrees_with_the_exact_one():
+    from subproc import fast_tiny_cnn
+
+    model_fn, params = fast_tiny_cnn(2, (16, 16, 3), logit_scale=10.0)
+    x = _images(10)
+    y = np.asarray(jax.jit(model_fn)(params, x)).argmax(-1).astype(np.int32)
+    exact = spectral_importance(model_fn, params, x, y, SpectralConfig(num_bands=6))
+    sampled = spectral_importance(model_fn, params, x, y, SpectralConfig(
+        num_bands=6, estimator="sampled", num_permutations=6))
+    assert len(sampled.coalitions) < 64                    # only the visited coalitions
+    np.testing.assert_allclose(sampled.values, exact.values[
+        (sampled.coalitions.astype(np.int64) << np.arange(6)).sum(1)], atol=1e-6)
+    assert np.all(np.abs(sampled.shapley - exact.shapley) <= 4 * sampled.shapley_se + 1e-9)
+    # M = 16 on a 16 x 16 image (one-bin bands) runs through the same pipeline
+    big = spectral_importance(model_fn, params, x, y, SpectralConfig(
+        num_bands=16, estimator="sampled", num_permutations=2))
+    assert big.shapley.shape == (16,) and np.isfinite(big.shapley_se).all()
+    assert abs(big.shapley.sum() - (big.values[-1] - big.values[0])) < 1e-9   # efficiency
