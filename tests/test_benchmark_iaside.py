@@ -14,8 +14,8 @@ pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="needs the optional torch
 def test_report_and_agreement_gate(monkeypatch):
     import torch
 
-    monkeypatch.setattr(bi, "pick_torch_threads", lambda *a: torch.get_num_threads())
-    r = bi.bench_model("digits_resnet", 2, 10, 20, 1, 1e-4, log=lambda s: None)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)   # keep the suite's setting
+    r = bi.bench_model("digits_resnet", 2, 10, 20, 1, 1e-4, log=lambda s: None, threads=1)
     assert r["speed_reported"] and r["agreement"]["ok"]
     assert r["agreement"]["max_value_diff"] < 1e-5
     for k in ("jax_evals_per_s", "limit_evals_per_s", "efficiency", "torch_evals_per_s",
