@@ -6,6 +6,8 @@ The one contract: `model_fn(params, images) -> logits`, images float32 (B, H, W,
 from lst_jax.models import Classifier as Classifier
 from lst_jax.models import Normalization as Normalization
 from lst_jax.models import load_model as load_model
+from lst_jax.spectral import SpectralConfig as SpectralConfig
+from lst_jax.spectral import spectral_importance as spectral_importance
 from lst_jax.traversal import LSTConfig as LSTConfig
 from lst_jax.traversal import LSTResult as LSTResult
 from lst_jax.traversal import level_set_traversal as level_set_traversal

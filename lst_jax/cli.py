@@ -6,6 +6,7 @@
                       [--mesh auto|on|off] [--memory-budget 2GiB]
                       [--coordinator host:port --num-processes N --process-id I]
     lst-jax tables RUN [RUN ...] --out DIR
+    lst-jax iaside --models A [B ...] [--data digits] [--k K] [--bands 8] [--fill random]
     lst-jax models
     lst-jax convert NAME WEIGHTS [--out DIR] [--overwrite]
     lst-jax profile [--models A B ...] [--preset quick|paper] [--out DIR]
@@ -119,6 +120,35 @@ def cmd_tables(args) -> int:
     print(res["table1"])
     print(res["table2"])
     print(f"wrote {args.out}/ (tables.md, table1/2 .md .tex .csv, tables.json)")
+    return 0
+
+
+def cmd_iaside(args) -> int:
+    from lst_jax.evaluation.iaside import IasideConfig, iaside_job
+
+    cfg = IasideConfig(num_bands=args.bands, fill=args.fill, post=args.post,
+                       normalize=args.normalize, group_size=args.group_size, beta=args.beta,
+                       seed=args.seed, resample=args.resample, estimator=args.estimator,
+                       num_permutations=args.permutations, k=args.k, data=args.data,
+                       split=args.split)
+    mesh = None
+    if args.devices is not None:
+        import jax
+
+        from lst_jax.parallel import data_mesh
+
+        if not 1 <= args.devices <= jax.device_count():
+            raise ValueError(f"--devices must lie in [1, {jax.device_count()}], got "
+                             f"{args.devices}")
+        mesh = data_mesh(jax.devices()[:args.devices])
+    res = iaside_job(args.models, cfg, args.out, model_root=args.model_root,
+                     progress=not args.quiet, checkpoint=args.checkpoint,
+                     data_dir=args.data_dir, folder=args.folder,
+                     interpolation=args.interpolation, mesh=mesh,
+                     images_per_call=args.images_per_call, memory_budget=args.memory_budget)
+    print((res["out"] / "iaside.md").read_text())
+    print(f"wrote {res['out']}/ (iaside.md, iaside.csv, summary.json, "
+          "figures/iaside_distributions.png, models/)")
     return 0
 
 
@@ -298,6 +328,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for the tables")
     p.add_argument("--labels", nargs="+", help="row labels (default from the model names)")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("iaside", help="I-ASIDE spectral importance and robustness score "
+                       "(resumable)", description="Spectral importance of frequency bands "
+                       "(Shapley values over square L-inf bands of the 2-D spectrum) and the "
+                       "spectral robustness score, per model, side by side (docs/iaside.md).")
+    p.add_argument("--models", nargs="+", required=True, help="registry names")
+    p.add_argument("--data", default="digits",
+                   choices=["digits", "folder", "cifar10", "imagenet2012"])
+    p.add_argument("--split", help="data split (default: digits test, cifar10 test, "
+                   "imagenet2012 validation)")
+    _add_data_args(p)
+    p.add_argument("--k", type=int, help="images per coalition (default: all images of the "
+                   "split, at most 1000)")
+    p.add_argument("--bands", type=int, default=8, help="M, number of frequency bands")
+    p.add_argument("--fill", default="random", choices=["random", "zero", "gaussian"],
+                   help="what replaces removed bands (reference: random)")
+    p.add_argument("--post", default="abs", choices=["abs", "real"],
+                   help="inverse-FFT post-processing (reference: abs)")
+    p.add_argument("--normalize", default="group", choices=["group", "per_image"],
+                   help="min-max over each group of --group-size images (reference) or per "
+                   "image")
+    p.add_argument("--group-size", type=int, default=10,
+                   help="images per normalisation / random-fill group (reference: 10)")
+    p.add_argument("--beta", type=float, default=0.75, help="score decay (reference 0.75)")
+    p.add_argument("--seed", type=int, default=42, help="images, pairings, noise")
+    p.add_argument("--resample", action="store_true", help="a fresh random image subset "
+                   "per coalition, as the reference (default: one fixed sample)")
+    p.add_argument("--estimator", default="exact", choices=["exact", "sampled"],
+                   help="exact enumeration of the 2^M coalitions, or antithetic permutation "
+                   "sampling (large M)")
+    p.add_argument("--permutations", type=int, default=64,
+                   help="permutations of the sampled estimator")
+    p.add_argument("--checkpoint", help="checkpoint root (default checkpoints/)")
+    p.add_argument("--out", help="run directory (default runs/iaside_<data>)")
+    p.add_argument("--model-root", help="where the per-model runs live (default OUT/models; "
+                   "finished runs with the same model and config are reused)")
+    g = p.add_argument_group("compute (never changes the numbers beyond round-off)")
+    g.add_argument("--images-per-call", type=int, help="images per model call over all "
+                   "devices (default 128 per device)")
+    g.add_argument("--memory-budget", help="per-device memory of one call, e.g. 2GiB "
+                   "(planned from XLA's memory analysis)")
+    g.add_argument("--devices", type=int, help="use the first N devices (default all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_iaside)
 
     p = sub.add_parser("models", help="list the model registry and checkpoint availability")
     p.add_argument("--checkpoints", help="checkpoint root (default checkpoints/)")

@@ -5,3 +5,4 @@ from lst_jax.plots.curves import plot_traversal_curves as plot_traversal_curves
 from lst_jax.plots.curves import plot_star_paths as plot_star_paths
 from lst_jax.plots.triangles import plot_triangles as plot_triangles
 from lst_jax.plots.widths import plot_width_surfaces as plot_width_surfaces
+from lst_jax.plots.spectral import plot_importance as plot_importance

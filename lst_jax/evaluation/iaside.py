@@ -1,0 +1,319 @@
+"""The I-ASIDE job: one resumable run directory per model, and the multi-model comparison
+behind `lst-jax iaside`.
+
+`iaside_model_run(model, config, root)` is the per-model unit (the `profile` command composes
+it): its directory `root/<model>_<hash>` is keyed by the model name, its checkpoint digest,
+the data source and the full resolved `IasideConfig`, so
+
+- the same request again returns the stored result without loading the model;
+- an interrupted run resumes: every finished block of coalitions is one `.npz` written
+  atomically (`blocks/b<block>.npz`), a re-run computes only the missing blocks and gives
+  the same numbers as an uninterrupted run;
+- a different config (or model, checkpoint, data) is a different directory; the same
+  directory with different images (e.g. a folder whose files changed) is refused.
+
+Layout of a per-model run: `manifest.json` (config, digests, versions, layout),
+`blocks/b*.npz` (coalitions, per-image log-probabilities, seconds), `values.npz`
+(coalitions, per-coalition values, log-probabilities, Shapley values, distribution, image
+indices, labels) and `result.json` (the scalar results).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lst_jax.evaluation.rundir import RunDir, markdown_table
+from lst_jax.evaluation.tables import model_label
+from lst_jax.spectral.bands import check_square_side
+from lst_jax.spectral.config import SpectralConfig, check_choice
+from lst_jax.spectral.importance import coalitions_for, spectral_importance
+from lst_jax.spectral.values import DEFAULT_BLOCK
+from lst_jax.utils.checks import check_positive_int
+
+DATA_KINDS = ("digits", "cifar10", "imagenet2012", "folder")
+MAX_DEFAULT_K = 1000      # [ours] K = 1000, or every image of smaller data sets
+
+
+@dataclasses.dataclass(frozen=True)
+class IasideConfig(SpectralConfig):
+    """`SpectralConfig` plus the data: everything that changes a per-model result.
+
+    Attributes:
+        k: images per coalition (default None: every image of the split, at most 1000;
+            resolved before the run is keyed).
+        data: "digits" (shipped), "cifar10", "imagenet2012" (prepared tfds data) or
+            "folder" (class subfolders).
+        split: data split (default: the source's test / validation split).
+    """
+
+    k: int | None = None
+    data: str = "digits"
+    split: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.k is not None:
+            check_positive_int("k", self.k)
+        check_choice("data", self.data, DATA_KINDS)
+        if self.split is not None and not isinstance(self.split, str):
+            raise ValueError(f"split must be a string or None, got {self.split!r}")
+
+    def spectral(self) -> SpectralConfig:
+        """The method's settings alone."""
+        names = [f.name for f in dataclasses.fields(SpectralConfig)]
+        return SpectralConfig(**{n: getattr(self, n) for n in names})
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def data_digest(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> str:
+    """sha256 of the images, labels and source indices (detects changed data)."""
+    h = hashlib.sha256()
+    for a in (np.ascontiguousarray(images, np.float32), np.asarray(labels, np.int32),
+              np.asarray(index, np.int64)):
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _checkpoint_digest(model_name: str, checkpoint) -> str:
+    from lst_jax.models.registry import (checkpoint_metadata, checkpoint_path, get_spec,
+                                         missing_checkpoint_message)
+
+    spec = get_spec(model_name)
+    meta = checkpoint_metadata(model_name, checkpoint)
+    if meta is None:
+        raise FileNotFoundError(missing_checkpoint_message(
+            spec, checkpoint_path(model_name, checkpoint)))
+    if meta.get("digest"):
+        return meta["digest"]
+    from lst_jax.models.checkpoint import tree_digest
+    from lst_jax.models.registry import load_model
+
+    return tree_digest(load_model(model_name, checkpoint).params)
+
+
+class _BlockFiles:
+    """`BlockStore` over `blocks/b<block>.npz` of a run directory."""
+
+    def __init__(self, run: RunDir, coalitions: np.ndarray, block_size: int):
+        self.run, self.coalitions, self.block_size = run, coalitions, block_size
+
+    @staticmethod
+    def name(block: int) -> str:
+        return f"blocks/b{block:05d}.npz"
+
+    def load(self, block: int):
+        if not self.run.exists(self.name(block)):
+            return None
+        z = self.run.load_npz(self.name(block))
+        s = block * self.block_size
+        want = self.coalitions[s:s + self.block_size]
+        if not np.array_equal(z["coalitions"], want):
+            raise ValueError(f"{self.run.path(self.name(block))} holds other coalitions than "
+                             "this run's plan; the directory was written by other code")
+        return z["log_probs"]
+
+    def save(self, block, coalitions, log_probs, seconds):
+        self.run.save_npz(self.name(block), coalitions=coalitions, log_probs=log_probs,
+                          seconds=np.float64(seconds))
+
+    def seconds(self, n_blocks: int) -> float:
+        return float(sum(float(self.run.load_npz(self.name(b))["seconds"])
+                         for b in range(n_blocks)))
+
+
+def _source(spec, config: IasideConfig, data_dir, folder, interpolation):
+    from lst_jax.evaluation.jobs import _source_for
+
+    return _source_for(spec, config.data, data_dir=data_dir, folder=folder,
+                       split=config.split, interpolation=interpolation)
+
+
+def run_key(model_name: str, checkpoint_digest: str, source_name: str,
+            config: IasideConfig) -> dict:
+    """What identifies a per-model result (hashed into its directory name)."""
+    return {"model": model_name, "checkpoint_digest": checkpoint_digest,
+            "source": source_name, "iaside": config.to_dict()}
+
+
+def model_run_dir(root, model_name: str, key: dict) -> Path:
+    return Path(root) / f"{model_name}_{_digest(key)[:12]}"
+
+
+def load_model_result(run_dir) -> dict:
+    """The stored result of a finished per-model run (`result.json` + arrays of
+    `values.npz`)."""
+    run = RunDir(run_dir)
+    out = run.read_json("result.json")
+    z = run.load_npz("values.npz")
+    out.update({k: z[k] for k in ("coalitions", "values", "shapley", "shapley_se",
+                                  "distribution")})
+    out["distribution"] = np.asarray(out["distribution"], np.float64)
+    out["run_dir"] = str(run.root)
+    return out
+
+
+def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
+                     root="runs/iaside_models", *, checkpoint=None, data_dir=None,
+                     folder=None, interpolation: str = "bilinear", mesh=None,
+                     images_per_call: int | None = None, memory_budget=None,
+                     block_size: int = DEFAULT_BLOCK, progress: bool = True) -> dict:
+    """I-ASIDE of one registry model, resumable and reusable (see the module docstring).
+
+    Args:
+        model_name: registry name (`lst-jax models`).
+        config: `IasideConfig`; `k=None` resolves to min(1000, images in the split).
+        root: parent of the per-model run directories.
+        checkpoint, data_dir, folder, interpolation: where the checkpoint and the data are.
+        mesh, images_per_call, memory_budget: devices and compute batch (never change the
+            numbers beyond round-off, so not part of the key).
+        block_size: coalitions per block file of a new run (a resumed run keeps its own).
+
+    Returns:
+        dict with `model`, `label`, `distribution` (M,), `score`, `signed_score`, `shapley`,
+        `shapley_se`, `values` (per coalition), `coalitions`, `K`, `M`, `fill`, `seconds`
+        (compute time summed over all sessions), `config`, `checkpoint_digest`, `run_dir`.
+    """
+    from lst_jax.models.registry import get_spec, load_model
+
+    if not isinstance(config, IasideConfig):
+        raise ValueError(f"config must be an IasideConfig, got {type(config).__name__}")
+    spec = get_spec(model_name)
+    check_square_side("the model's input", (1,) + tuple(spec.input_size))
+    digest = _checkpoint_digest(model_name, checkpoint)
+    source = _source(spec, config, data_dir, folder, interpolation)
+    n = len(source)
+    k = config.k if config.k is not None else min(MAX_DEFAULT_K, n)
+    if k > n:
+        raise ValueError(f"k={k} exceeds the {n} images of {source.name}")
+    config = dataclasses.replace(config, k=k)
+    key = run_key(model_name, digest, source.name, config)
+    root_dir = model_run_dir(root, model_name, key)
+    if (root_dir / "result.json").is_file():
+        have = RunDir(root_dir).read_json("manifest.json").get("config", {})
+        if {kk: have.get(kk) for kk in key} == json.loads(json.dumps(key)):
+            return load_model_result(root_dir)
+
+    loaded = load_model(model_name, checkpoint)
+    if config.resample:      # every coalition draws its own k of all n images
+        index = np.arange(n)
+    else:                    # one seeded random subset, in random order (grouped in order)
+        index = np.random.default_rng(config.seed).permutation(n)[:k]
+    images, labels = source.get(index)
+    if tuple(images.shape[1:]) != tuple(spec.input_size):
+        raise ValueError(f"the {config.data} images are {tuple(images.shape[1:])} but "
+                         f"{model_name} expects {tuple(spec.input_size)}")
+    run = RunDir(root_dir)
+    manifest = run.ensure_manifest(
+        {**key, "data_digest": data_digest(images, labels, index)}, mode="iaside",
+        model_spec=spec, block_size=block_size, num_images=n)
+    block_size = int(manifest.get("block_size", block_size))
+    spectral = config.spectral()
+    coalitions = coalitions_for(spectral)
+    store = _BlockFiles(run, coalitions, block_size)
+    res = spectral_importance(loaded.model_fn, loaded.params, images, labels, spectral,
+                              k=k if config.resample else None, mesh=mesh,
+                              images_per_call=images_per_call, memory_budget=memory_budget,
+                              block_size=block_size, store=store, progress=progress,
+                              desc=f"I-ASIDE {model_name}")
+    seconds = store.seconds(-(-len(coalitions) // block_size))
+    run.save_npz("values.npz", coalitions=res.coalitions, values=res.values,
+                 log_probs=res.log_probs, shapley=res.shapley, shapley_se=res.shapley_se,
+                 distribution=res.distribution, image_index=index, labels=labels)
+    run.write_json("result.json", {
+        "model": model_name, "label": model_label(model_name), "checkpoint_digest": digest,
+        "source": source.name, "config": config.to_dict(), "K": k, "M": config.num_bands,
+        "fill": config.fill, "score": res.score, "signed_score": res.signed_score,
+        "score_se": res.score_se, "signed_score_se": res.signed_score_se,
+        "distribution": res.distribution, "shapley": res.shapley,
+        "shapley_se": res.shapley_se, "num_coalitions": len(coalitions),
+        "seconds": round(seconds, 3)})
+    return load_model_result(root_dir)
+
+
+# ------------------------------------------------------------------------------ comparison
+def _pm(value: float, se, fmt: str) -> str:
+    se = np.nan if se is None else float(se)
+    return format(value, fmt) + (f" ± {se:.3f}" if np.isfinite(se) else "")
+
+
+def results_table(results: Sequence[dict]) -> tuple[str, str]:
+    """(Markdown, CSV) of per-model results: model, score, signed score (± bootstrap
+    standard errors), importance per band, K, M, fill, seconds."""
+    m = max(len(r["distribution"]) for r in results)
+    rows = [[r["model"], _pm(r["score"], r.get("score_se"), ".3f"),
+             _pm(r["signed_score"], r.get("signed_score_se"), "+.3f")]
+            + [f"{v:.3f}" for v in r["distribution"]] + [""] * (m - len(r["distribution"]))
+            + [r["K"], r["M"], r["fill"], f"{r['seconds']:.1f}"] for r in results]
+    md = markdown_table(["model", "score", "signed score"] + [f"band {i}" for i in range(m)]
+                        + ["K", "M", "fill", "seconds"], rows)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["model", "score", "score_se", "signed_score", "signed_score_se"]
+               + [f"band_{i}" for i in range(m)] + ["K", "M", "fill", "seconds"])
+    num = lambda v: "" if v is None or not np.isfinite(v) else repr(round(float(v), 6))
+    for r in results:
+        dist = [num(v) for v in r["distribution"]]
+        w.writerow([r["model"], num(r["score"]), num(r.get("score_se")),
+                    num(r["signed_score"]), num(r.get("signed_score_se"))]
+                   + dist + [""] * (m - len(dist)) + [r["K"], r["M"], r["fill"],
+                                                      r["seconds"]])
+    return md, buf.getvalue()
+
+
+def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out=None, *,
+               model_root=None, progress: bool = True, **run_kw) -> dict:
+    """I-ASIDE of several models side by side (`lst-jax iaside`).
+
+    Runs (or reuses) `iaside_model_run` for each model under `model_root` (default
+    `<out>/models`), then writes `<out>/iaside.md`, `iaside.csv`, `summary.json` and
+    `figures/iaside_distributions.png`.
+
+    Returns:
+        {"out": Path, "results": [per-model dicts]}.
+    """
+    from lst_jax.plots.spectral import plot_importance
+
+    models = list(models)
+    if not models:
+        raise ValueError("models must name at least one model")
+    if len(set(models)) != len(models):
+        raise ValueError(f"models contains duplicates: {models}")
+    out = Path(out or Path("runs") / f"iaside_{config.data}")
+    run = RunDir(out)
+    run.ensure_manifest({"models": models, "iaside": config.to_dict()}, mode="iaside")
+    root = Path(model_root) if model_root is not None else out / "models"
+    results = [iaside_model_run(m, config, root, progress=progress, **run_kw) for m in models]
+    md, table_csv = results_table(results)
+    r0 = results[0]
+    caption = (f"I-ASIDE spectral importance (M = {r0['M']} bands, band 0 = lowest frequency), "
+               f"fill {r0['fill']}, K = {r0['K']} images; score = spectral robustness score "
+               f"(beta = {r0['config']['beta']}), signed score = the same without the "
+               "absolute value; ± = bootstrap standard error over the image groups; seconds "
+               "= compute time.")
+    run.write_text("iaside.md", md + "\n" + caption + "\n")
+    run.write_text("iaside.csv", table_csv)
+    run.write_json("summary.json", {"results": [
+        {k: r.get(k) for k in ("model", "label", "score", "signed_score", "score_se",
+                               "signed_score_se", "distribution", "shapley", "shapley_se",
+                               "K", "M", "fill", "seconds", "run_dir", "checkpoint_digest")}
+        for r in results]})
+    plot_importance([(r["model"], r["distribution"], r["score"]) for r in results],
+                    run.path("figures/iaside_distributions.png"),
+                    title=f"I-ASIDE: fill {r0['fill']}, K = {r0['K']}, M = {r0['M']}")
+    return {"out": run.root, "results": results}
+
+
+__all__ = ["IasideConfig", "iaside_model_run", "iaside_job", "load_model_result",
+           "results_table", "run_key", "model_run_dir", "data_digest", "MAX_DEFAULT_K"]
