@@ -86,7 +86,10 @@ class ConnectResult(NamedTuple):
             position of the barrier it replaced), padded with 1.
         segment_losses: losses along each final segment (`segment_points` points), NaN padded.
         round_max, round_gap: barrier max / gap of every segment measured in round r (in
-            path order), NaN where a pair has fewer segments in that round.
+            path order), NaN where a segment was not measured (final earlier, or absent).
+        round_losses: the curves measured in rounds 1.. (round r at index r - 1), NaN where
+            not measured; round_alpha: the boundaries of round r's segments on the primary
+            path (NaN padded).
         optimized_pair, optimized_round: which pair / round each optimised point belongs to;
         barrier_points, bypass_points: B and B' of every optimisation (in that order);
         barrier_ce, bypass_ce: their CEs.
@@ -94,7 +97,9 @@ class ConnectResult(NamedTuple):
     Shape:
         primary: (P, points); vertices: (P, V, H, W, C) with V = 2^max_depth + 1;
         num_vertices: (P,); vertex_alpha: (P, V); segment_losses: (P, V - 1, segment_points);
-        round_max, round_gap: (max_depth + 1, P, V - 1); per optimisation (M,) / (M, H, W, C).
+        round_max, round_gap: (max_depth + 1, P, V - 1); round_losses: (max_depth, P, V - 1,
+        segment_points); round_alpha: (max_depth + 1, P, V); per optimisation (M,) /
+        (M, H, W, C).
     """
 
     primary: np.ndarray
@@ -104,6 +109,8 @@ class ConnectResult(NamedTuple):
     segment_losses: np.ndarray
     round_max: np.ndarray
     round_gap: np.ndarray
+    round_losses: np.ndarray
+    round_alpha: np.ndarray
     optimized_pair: np.ndarray
     optimized_round: np.ndarray
     barrier_points: np.ndarray
@@ -175,6 +182,8 @@ def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
     width = 2 ** max_depth
     round_max = np.full((max_depth + 1, n_pairs, width), np.nan, np.float32)
     round_gap = np.full_like(round_max, np.nan)
+    round_losses = np.full((max_depth, n_pairs, width, segment_points), np.nan, np.float32)
+    round_alpha = np.full((max_depth + 1, n_pairs, width + 1), np.nan, np.float32)
     opt_pair, opt_round, opt_b, opt_bp, opt_ce0, opt_ce1 = [], [], [], [], [], []
     primary = None
     measure = lambda s, e, y, n: path_losses(model_fn, params, s, e, y, n,
@@ -202,11 +211,13 @@ def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
             split = (bar_r.gap > threshold) & (r < max_depth)
             for i, (p, j) in enumerate(open_):
                 segs[p][j].losses = losses[i]
+            for i, (p, j) in enumerate(open_):
+                round_max[r, p, j] = bar_r.max[i]
+                round_gap[r, p, j] = bar_r.gap[i]
+                if r > 0:
+                    round_losses[r - 1, p, j] = losses[i]
             for p in range(n_pairs):
-                for j, s in enumerate(segs[p]):
-                    round_max[r, p, j] = np.max(s.losses) if not s.final else np.nan
-                    round_gap[r, p, j] = (np.max(s.losses) - max(s.losses[0], s.losses[-1])
-                                          if not s.final else np.nan)
+                round_alpha[r, p, :len(segs[p]) + 1] = [segs[p][0].a0] + [s.a1 for s in segs[p]]
             idx = np.flatnonzero(split)
             new_points = {}
             if len(idx):
@@ -270,6 +281,7 @@ def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
     return ConnectResult(
         primary=primary, vertices=vertices, num_vertices=num_vertices, vertex_alpha=alpha,
         segment_losses=seg_losses, round_max=round_max, round_gap=round_gap,
+        round_losses=round_losses, round_alpha=round_alpha,
         optimized_pair=np.asarray(opt_pair, np.int32),
         optimized_round=np.asarray(opt_round, np.int32),
         barrier_points=stack(opt_b), bypass_points=stack(opt_bp),
