@@ -14,35 +14,6 @@ pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="needs the optional torch
 SHAPE = (16, 16, 3)
 
 
-def torch_tiny_cnn(params):
-    """The PyTorch twin of conftest.TinyCNN with the same weights (NCHW)."""
-    import torch
-    from torch import nn
-
-    class TorchTinyCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-            self.fc = nn.Linear(16, 10)
-
-        def forward(self, x):
-            x = torch.relu(self.conv1(x))
-            x = nn.functional.avg_pool2d(x, 2)
-            x = torch.relu(self.conv2(x))
-            return self.fc(x.mean(dim=(2, 3)))
-
-    m = TorchTinyCNN().eval()
-    p = jax.tree.map(lambda a: np.array(a, np.float32), params["params"])
-    with torch.no_grad():
-        for name in ("conv1", "conv2"):
-            getattr(m, name).weight.copy_(torch.from_numpy(p[name]["kernel"].transpose(3, 2, 0, 1).copy()))
-            getattr(m, name).bias.copy_(torch.from_numpy(p[name]["bias"]))
-        m.fc.weight.copy_(torch.from_numpy(p["fc"]["kernel"].T.copy()))
-        m.fc.bias.copy_(torch.from_numpy(p["fc"]["bias"]))
-    return m
-
-
 def torch_lst(f, xs, xt, ys, yt, eta, iters, delta, adv_pert, eps):
     """Straightforward reference loop (spec section 1.5), zero start noise. NCHW tensors."""
     import torch
@@ -93,6 +64,8 @@ def test_matches_independent_pytorch_loop(adv_pert, pthresh):
                     adv_step_size=2e-3, noise=0.0)
     res = level_set_traversal(model_fn, params, xs, xt, ys, jax.random.key(0), cfg,
                               target_labels=yt)
+
+    from torch_reference import torch_tiny_cnn
 
     f = torch_tiny_cnn(params)
     nchw = lambda a: torch.from_numpy(np.asarray(a).transpose(0, 3, 1, 2).copy())
