@@ -340,3 +340,19 @@ def test_bad_input_names_the_argument():
         FVOConfig(steps=0)
     with pytest.raises(ValueError, match="starts and barrier_points must have the same"):
         bypass_barrier(model, params, a, c, a[:, :4], y)
+
+
+def test_untrained_resnet18_has_torchvision_init_statistics():
+    from lst_jax.connectivity import untrained_model
+
+    model, params = untrained_model("resnet18", jax.random.key(0))
+    p = params["params"]
+    k = np.asarray(p["layer3_0"]["conv1"]["kernel"])             # 3x3x128 -> 256
+    assert np.std(k) == pytest.approx(np.sqrt(2.0 / (9 * 256)), rel=0.02)
+    fc = np.asarray(p["fc"]["kernel"])
+    assert np.abs(fc).max() <= 1 / np.sqrt(512) and np.abs(fc).max() > 0.9 / np.sqrt(512)
+    assert np.abs(np.asarray(p["fc"]["bias"])).max() > 0         # torch draws the bias too
+    assert np.all(np.asarray(params["batch_stats"]["bn1"]["var"]) == 1.0)
+    assert model.normalization.mean == (0.4914, 0.4822, 0.4465)
+    with pytest.raises(ValueError, match="arch must be one of"):
+        untrained_model("vgg16")

@@ -55,19 +55,26 @@ def _common(p, models=True):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def barrier_config(args):
+    """The `BarrierRunConfig` of parsed `connectivity barrier` arguments."""
+    from lst_jax.connectivity.jobs import BarrierRunConfig
+
+    quick = dict(pairs_per_class=1, drop_per_class=0, points=21) if args.quick else {}
+    return BarrierRunConfig(**{**dict(pairs_per_class=args.pairs_per_class,
+                                      drop_per_class=args.drop_per_class, points=args.points,
+                                      classes=tuple(args.classes) if args.classes else None,
+                                      batch_size=args.batch_size), **quick},
+                            attack=_attack_config(args, **({"steps": 40} if args.quick
+                                                           else {})),
+                            space=args.space, seed=args.seed)
+
+
 def cmd_barrier(args) -> int:
-    from lst_jax.connectivity.jobs import (BarrierRunConfig, barrier_box_data,
-                                           barrier_model_run, barrier_table)
+    from lst_jax.connectivity.jobs import barrier_box_data, barrier_model_run, barrier_table
     from lst_jax.evaluation.rundir import RunDir
     from lst_jax.plots.connectivity import barrier_boxplots
 
-    quick = dict(pairs_per_class=1, drop_per_class=0, points=21) if args.quick else {}
-    cfg = BarrierRunConfig(**{**dict(pairs_per_class=args.pairs_per_class,
-                                     drop_per_class=args.drop_per_class, points=args.points,
-                                     classes=tuple(args.classes) if args.classes else None,
-                                     batch_size=args.batch_size), **quick},
-                           attack=_attack_config(args, **({"steps": 40} if args.quick else {})),
-                           space=args.space, seed=args.seed)
+    cfg = barrier_config(args)
     summaries = {m: barrier_model_run(m, cfg, args.root, checkpoint=args.checkpoint,
                                       progress=not args.quiet) for m in args.models}
     root = RunDir(args.root)
@@ -83,23 +90,31 @@ def cmd_barrier(args) -> int:
     return 0
 
 
-def cmd_detect(args) -> int:
+def detect_config(args):
+    """The `DetectRunConfig` of parsed `connectivity detect` arguments."""
     from lst_jax.connectivity.config import PGDConfig
     from lst_jax.connectivity.detect import DetectorConfig
-    from lst_jax.connectivity.jobs import DetectRunConfig, detect_model_run, detect_table
-    from lst_jax.evaluation.rundir import RunDir
-    from lst_jax.plots.connectivity import roc_curves
+    from lst_jax.connectivity.jobs import DetectRunConfig
 
     pgd = PGDConfig(eps=args.pgd_eps, steps=args.pgd_steps,
                     step_size=args.pgd_step_size or args.pgd_eps / 4)
     quick = dict(num_samples=40, points=21) if args.quick else {}
-    cfg = DetectRunConfig(**{**dict(num_samples=args.num_samples, points=args.points,
-                                    batch_size=args.batch_size), **quick},
-                          attacks=tuple(args.attacks),
-                          attack=_attack_config(args, **({"steps": 40} if args.quick else {})),
-                          pgd=pgd.replace(steps=3) if args.quick else pgd,
-                          detector=DetectorConfig(folds=args.folds), features=args.features,
-                          space=args.space, seed=args.seed)
+    return DetectRunConfig(**{**dict(num_samples=args.num_samples, points=args.points,
+                                     batch_size=args.batch_size), **quick},
+                           attacks=tuple(args.attacks),
+                           attack=_attack_config(args, **({"steps": 40} if args.quick
+                                                          else {})),
+                           pgd=pgd.replace(steps=3) if args.quick else pgd,
+                           detector=DetectorConfig(folds=args.folds), features=args.features,
+                           space=args.space, seed=args.seed)
+
+
+def cmd_detect(args) -> int:
+    from lst_jax.connectivity.jobs import detect_model_run, detect_table
+    from lst_jax.evaluation.rundir import RunDir
+    from lst_jax.plots.connectivity import roc_curves
+
+    cfg = detect_config(args)
     summaries = {m: detect_model_run(m, cfg, args.root, checkpoint=args.checkpoint,
                                      progress=not args.quiet) for m in args.models}
     root = RunDir(args.root)

@@ -24,26 +24,48 @@ CIFAR10_NORMALIZATION = Normalization((0.4914, 0.4822, 0.4465), (0.2023, 0.1994,
 UNTRAINED_ARCHS = ("resnet18", "digits_resnet")
 
 
-def torchvision_init(params, key):
-    """Re-draws a torchvision-layout ResNet's variables with torchvision's scheme (see the
-    module docstring); BatchNorm variables and statistics are left at their Flax init
-    (scale 1, bias 0, mean 0, var 1), which equals torchvision's."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    keys = jax.random.split(key, len(leaves))
+def torchvision_init(shapes, key):
+    """Variables of a torchvision-layout ResNet drawn with torchvision's scheme (see the
+    module docstring) for the variable tree `shapes` (arrays or `jax.ShapeDtypeStruct`s,
+    e.g. from `jax.eval_shape`): no Flax initialiser runs. All convolution weights come from
+    one normal draw and the head from one uniform draw (two random ops: fast to compile).
 
-    def draw(path, leaf, k):
-        name = jax.tree_util.keystr(path)
-        if leaf.ndim == 4 and name.endswith("['kernel']"):              # conv, HWIO
-            fan_out = leaf.shape[0] * leaf.shape[1] * leaf.shape[3]
-            return jax.random.normal(k, leaf.shape, leaf.dtype) * np.sqrt(2.0 / fan_out)
-        if "['fc']" in name:                                            # linear head
-            fan_in = params["params"]["fc"]["kernel"].shape[0]
-            bound = 1.0 / np.sqrt(fan_in)
-            return jax.random.uniform(k, leaf.shape, leaf.dtype, -bound, bound)
-        return leaf
-
-    return jax.tree_util.tree_unflatten(
-        treedef, [draw(path, leaf, k) for (path, leaf), k in zip(leaves, keys)])
+    Raises:
+        ValueError: a variable the scheme does not cover.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    names = [jax.tree_util.keystr(path) for path, _ in leaves]
+    kinds = []
+    for name, (_, leaf) in zip(names, leaves):
+        if len(leaf.shape) == 4 and name.endswith("['kernel']"):
+            kinds.append("conv")
+        elif "['fc']" in name:
+            kinds.append("fc")
+        elif name.endswith(("['scale']", "['var']")):
+            kinds.append("ones")
+        elif name.endswith(("['bias']", "['mean']")):
+            kinds.append("zeros")
+        else:
+            raise ValueError(f"torchvision_init does not cover variable {name}")
+    size = lambda kind: sum(int(np.prod(leaf.shape)) for (_, leaf), k in zip(leaves, kinds)
+                            if k == kind)
+    k_conv, k_fc = jax.random.split(key)
+    pools = {"conv": jax.random.normal(k_conv, (size("conv"),), jnp.float32),
+             "fc": jax.random.uniform(k_fc, (size("fc"),), jnp.float32, -1.0, 1.0)}
+    offset = {"conv": 0, "fc": 0}
+    fan_in = shapes["params"]["fc"]["kernel"].shape[0]
+    out = []
+    for (_, leaf), kind in zip(leaves, kinds):
+        shape, n = tuple(leaf.shape), int(np.prod(leaf.shape))
+        if kind in pools:
+            v = pools[kind][offset[kind]:offset[kind] + n].reshape(shape)
+            offset[kind] += n
+            scale = (np.sqrt(2.0 / (shape[0] * shape[1] * shape[3])) if kind == "conv"
+                     else 1.0 / np.sqrt(fan_in))     # Kaiming fan-out / PyTorch Linear
+            out.append((v * scale).astype(leaf.dtype))
+        else:
+            out.append((jnp.ones if kind == "ones" else jnp.zeros)(shape, leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def untrained_model(arch: str = "resnet18", key=None, image_shape=(32, 32, 3),
@@ -60,9 +82,9 @@ def untrained_model(arch: str = "resnet18", key=None, image_shape=(32, 32, 3),
     key = jax.random.key(0) if key is None else key
     if arch == "resnet18":
         model = Classifier(ResNet18(num_classes=num_classes), CIFAR10_NORMALIZATION)
-        k1, k2 = jax.random.split(key)
-        params = torchvision_init(model.init(k1, image_shape), k2)
+        shapes = jax.eval_shape(lambda k: model.init(k, tuple(image_shape)), key)
+        params = jax.jit(lambda k: torchvision_init(shapes, k))(key)
     else:
         model = Classifier(DigitsResNet(num_classes=num_classes))
-        params = model.init(key, image_shape)
+        params = jax.jit(model.init, static_argnums=1)(key, tuple(image_shape))
     return model, jax.tree.map(jnp.asarray, params)
