@@ -230,6 +230,29 @@ def test_stopping_rules_match_literal_loops_and_batched_equals_single():
     assert np.all(np.isfinite(res.trace[:res.steps[0], 0]))
 
 
+def test_compacted_batches_equal_uncompacted():
+    """Rows finishing at many different steps: halving the batch as rows finish (down to 2
+    rows) gives the results of the fixed batch, and those of other chunkings."""
+    model, params = _cnn()
+    x0 = _images(12, 7)
+    y = np.arange(12) % 10
+    thr = np.linspace(0.2, 2.5, 12).astype(np.float32)
+    spec = opt_mod.LoopSpec(30, "post_step", keep_best=True, record=True)
+    kw = dict(lr=0.05, weight_decay=1e-3, tv_weight=1e-4, threshold=thr,
+              anchor=np.zeros_like(x0))
+    fixed = opt_mod.optimize_inputs(model, params, x0, y, spec, min_batch=None, **kw)
+    comp = opt_mod.optimize_inputs(model, params, x0, y, spec, min_batch=2, **kw)
+    chunked = opt_mod.optimize_inputs(model, params, x0, y, spec, min_batch=2, batch_size=5,
+                                      **kw)
+    assert len(set(fixed.steps.tolist())) > 4            # the rows really stop apart
+    for r in (comp, chunked):
+        np.testing.assert_array_equal(r.steps, fixed.steps)
+        np.testing.assert_array_equal(r.stopped, fixed.stopped)
+        np.testing.assert_allclose(r.x, fixed.x, atol=1e-6)
+        np.testing.assert_allclose(r.ce, fixed.ce, atol=1e-6)
+        np.testing.assert_allclose(r.trace, fixed.trace, atol=1e-6)
+
+
 def test_attack_min_step_and_fvo_keep_best_match_literal_loops():
     model, params = _cnn()
     k = _images(3, 4)
@@ -295,12 +318,12 @@ def test_second_call_does_not_recompile():
     cfg = BypassConfig(lr=0.01, steps=5)
     bypass_barrier(model, params, a, c, (a + c) / 2, y, cfg)
     path_losses(model, params, a, c, y, 11)
-    n_opt, n_path = opt_mod._optimize_jit._cache_size(), probes._evaluate_jit._cache_size()
+    n_opt, n_path = opt_mod._run_jit._cache_size(), probes._evaluate_jit._cache_size()
     # new data, new traced hyperparameters, same shapes and static settings
     bypass_barrier(model, params, c, a, (a + 2 * c) / 3, y[::-1], cfg.replace(lr=0.02,
                                                                              mse_weight=0.5))
     path_losses(model, params, c, a, y[::-1], 11)
-    assert opt_mod._optimize_jit._cache_size() == n_opt
+    assert opt_mod._run_jit._cache_size() == n_opt
     assert probes._evaluate_jit._cache_size() == n_path
 
 

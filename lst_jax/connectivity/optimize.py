@@ -43,7 +43,7 @@ import optax
 from jax import lax
 
 from lst_jax.connectivity.objective import cross_entropy, deviation_objective
-from lst_jax.utils.checks import check_nonnegative, check_positive_int
+from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
 
 STOP_RULES = ("none", "pre_step", "post_step")
@@ -86,10 +86,10 @@ class LoopSpec:
 
 
 class Hyper(NamedTuple):
-    """Traced hyperparameters (sweeping them does not recompile).
+    """Traced per-sample hyperparameters (sweeping them does not recompile).
 
     Shape:
-        lr, weight_decay: scalars; mse_weight, tv_weight, threshold: (B,).
+        lr, weight_decay, mse_weight, tv_weight, threshold: (B,).
     """
 
     lr: Any
@@ -180,11 +180,29 @@ def _where(mask, new, old):
     return jax.tree.map(lambda a, b: jnp.where(_bcast(mask, a), a, b), new, old)
 
 
+def _last_k(spec: LoopSpec) -> int:
+    """Index of the last iterate evaluated (post_step rules judge the iterate after the last
+    update, so they evaluate one more)."""
+    return spec.steps if spec.stop == "post_step" else spec.steps - 1
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _init_jit(problem: Problem, spec: LoopSpec) -> LoopState:
+    x0, b = problem.x0, problem.x0.shape[0]
+    opt = jax.vmap(make_optimizer(1.0, 0.0).init)(x0)     # Adam's state: zeros, count 0
+    return LoopState(k=jnp.zeros((), jnp.int32), x=x0, opt=opt,
+                     done=problem.done, steps=jnp.zeros((b,), jnp.int32), best_x=x0,
+                     best_ce=jnp.full((b,), jnp.inf, jnp.float32),
+                     trace=jnp.full((spec.steps + 1 if spec.record else 0, b), jnp.nan,
+                                    jnp.float32))
+
+
 @functools.partial(jax.jit, static_argnames=("model_fn", "spec"))
-def _optimize_jit(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSpec):
-    tx = make_optimizer(hyper.lr, hyper.weight_decay)
-    b = problem.x0.shape[0]
-    last = spec.steps if spec.stop == "post_step" else spec.steps - 1
+def _run_jit(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSpec,
+             state: LoopState, min_active) -> LoopState:
+    """Iterates until the last step, or until at most `min_active` samples are still active
+    (then the host compacts the batch)."""
+    update = jax.vmap(lambda g, o, x, lr, wd: make_optimizer(lr, wd).update(g, o, x))
 
     def objective(x):
         total, ce = deviation_objective(model_fn, params, x, problem.labels, problem.anchor,
@@ -209,7 +227,7 @@ def _optimize_jit(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSp
         active = ~done & (s.k < spec.steps)
         if spec.projection is not None:
             g = _remove_component(g, problem.direction)
-        updates, opt = jax.vmap(tx.update)(g, s.opt, s.x)
+        updates, opt = update(g, s.opt, s.x, hyper.lr, hyper.weight_decay)
         x_new = s.x + updates
         if spec.projection == "exact":
             x_new = problem.x0 + _remove_component(x_new - problem.x0, problem.direction)
@@ -221,51 +239,108 @@ def _optimize_jit(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSp
                          best_ce, trace)
 
     def cond(s: LoopState):
-        return (s.k <= last) & jnp.any(~s.done)
+        return (s.k <= _last_k(spec)) & (jnp.sum(~s.done) > min_active)
 
-    x0 = problem.x0
-    init = LoopState(k=jnp.zeros((), jnp.int32), x=x0, opt=jax.vmap(tx.init)(x0),
-                     done=problem.done, steps=jnp.zeros((b,), jnp.int32), best_x=x0,
-                     best_ce=jnp.full((b,), jnp.inf, jnp.float32),
-                     trace=jnp.full((spec.steps + 1 if spec.record else 0, b), jnp.nan,
-                                    jnp.float32))
-    s = lax.while_loop(cond, body, init)
-    x = s.best_x if spec.keep_best else s.x
-    # Stopped by the rule (not by the step limit or as padding).
-    stopped = s.done & ~problem.done
-    ce = cross_entropy(model_fn(params, x), problem.labels)
-    return x, ce, s.steps, stopped, s.trace
+    return lax.while_loop(cond, body, state)
+
+
+@functools.partial(jax.jit, static_argnames=("model_fn",))
+def _ce_jit(model_fn, params, x, labels):
+    return cross_entropy(model_fn(params, x), labels)
+
+
+def _take(tree, idx):
+    return jax.tree.map(lambda a: np.take(np.asarray(a), idx, axis=0), tree)
+
+
+def _run_chunk(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSpec,
+               min_batch: int | None, mesh):
+    """One chunk of rows (host numpy inputs). Whenever at most half of the batch is still
+    active, the active rows are compacted into a batch half the size (a power of two, never
+    below `min_batch` rows or the device count; `min_batch=None`: never). Rows are
+    independent, so compaction changes no result; it stops paying for frozen rows (one
+    compiled program per batch size)."""
+    d, put = 1, (lambda t: t)
+    if mesh is not None:
+        from lst_jax.parallel.mesh import num_shards, put_batch
+
+        d, put = num_shards(mesh), (lambda t: put_batch(t, mesh))
+    b = len(problem.x0)
+    slot_row = np.where(problem.done, -1, np.arange(b))         # -1: a padding slot
+    out_x = np.zeros_like(problem.x0)
+    out_steps = np.zeros(b, np.int32)
+    out_stopped = np.zeros(b, bool)
+    out_trace = np.full((spec.steps + 1 if spec.record else 0, b), np.nan, np.float32)
+
+    def store(st, slots):
+        rows = slot_row[slots]
+        slots, rows = slots[rows >= 0], rows[rows >= 0]
+        out_x[rows] = np.asarray(st.best_x if spec.keep_best else st.x)[slots]
+        out_steps[rows] = np.asarray(st.steps)[slots]
+        out_stopped[rows] = np.asarray(st.done)[slots]        # only the rules set `done`
+        if spec.record:
+            out_trace[:, rows] = np.asarray(st.trace)[:, slots]
+
+    state = _init_jit(put(problem), spec)
+    while True:
+        size = len(slot_row)
+        shrink = min_batch is not None and size // 2 >= max(min_batch, d)
+        state = _run_jit(model_fn, params, put(problem), put(hyper), spec, state,
+                         np.int32(size // 2 if shrink else 0))
+        st = jax.device_get(state)
+        if not shrink or int(st.k) > _last_k(spec) or st.done.all():
+            store(st, np.arange(size))
+            return out_x, out_steps, out_stopped, out_trace
+        store(st, np.flatnonzero(st.done))
+        active = np.flatnonzero(~st.done)
+        new = max(1 << int(np.ceil(np.log2(len(active)))), min_batch, d)
+        new = -(-new // d) * d
+        idx = np.concatenate([active, np.repeat(active[-1:], new - len(active))])
+        pad = np.arange(new) >= len(active)
+        slot_row = np.where(pad, -1, slot_row[idx])
+        problem, hyper = _take(problem, idx), _take(hyper, idx)
+        problem = problem._replace(done=problem.done | pad)
+        rows = _take(st._replace(k=np.zeros(size), trace=st.trace.T), idx)
+        state = put(rows._replace(k=st.k, trace=np.ascontiguousarray(rows.trace.T),
+                                  done=rows.done | pad))
 
 
 def _as_batch(name, value, b: int) -> np.ndarray:
-    a = np.asarray(value, np.float32)
+    try:
+        a = np.asarray(value, np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or an array of numbers, got "
+                         f"{value!r}") from None
     if a.ndim == 0:
         a = np.full((b,), a, np.float32)
     if a.shape != (b,):
         raise ValueError(f"{name} must be a scalar or have shape ({b},), got {a.shape}")
-    if not np.all(np.isfinite(a)) and name != "threshold":
+    if np.any(np.isnan(a)) or (name != "threshold" and not np.all(np.isfinite(a))):
         raise ValueError(f"{name} must be finite")
     return a
 
 
-def optimize_inputs(model_fn, params, x0, labels, spec: LoopSpec, *, lr: float,
-                    weight_decay: float = 0.0, mse_weight=0.0, tv_weight=0.0,
-                    threshold=-np.inf, anchor=None, direction=None,
-                    batch_size: int | None = None, mesh=None, progress: bool = False,
+def optimize_inputs(model_fn, params, x0, labels, spec: LoopSpec, *, lr=1e-3,
+                    weight_decay=0.0, mse_weight=0.0, tv_weight=0.0, threshold=-np.inf,
+                    anchor=None, direction=None, batch_size: int | None = None,
+                    min_batch: int | None = 8, mesh=None, progress: bool = False,
                     desc: str = "optimising") -> OptimizeResult:
     """Runs the per-sample optimisations `spec` on every row of `x0` (no input validation
     beyond shapes; the public wrappers check their arguments).
 
     Rows are processed in chunks of `batch_size` (default: all at once), the last chunk padded
-    with frozen copies, so every chunk runs the same compiled program. With `mesh`, each chunk
-    is split over the mesh's `"data"` axis (params replicated); chunks are then rounded up to
-    a multiple of the device count.
+    with frozen copies. Inside a chunk, once at most half of the rows are still running, the
+    running rows continue in a batch half the size (powers of two down to `min_batch` rows;
+    `None` disables this): with early stopping the cost follows the number of row-steps
+    actually needed, not batch size x the slowest row. Results do not depend on chunking or
+    compaction (rows are independent). With `mesh`, each batch is split over the mesh's
+    `"data"` axis (params replicated); batch sizes are then multiples of the device count.
 
     Args:
         model_fn, params: the model on inputs of the space of `x0`.
         spec: static loop settings (`LoopSpec`).
-        lr, weight_decay: Adam step size and coupled L2 weight (traced).
-        mse_weight, tv_weight, threshold: scalars or per-row (N,) values (traced).
+        lr, weight_decay, mse_weight, tv_weight, threshold: scalars or per-row (N,) values
+            (traced: changing them does not recompile).
         anchor: penalty centre (default `x0`); direction: hyperplane normal for `spec.
             projection` (required then).
 
@@ -285,40 +360,36 @@ def optimize_inputs(model_fn, params, x0, labels, spec: LoopSpec, *, lr: float,
     for name, a in (("anchor", anchor), ("direction", direction)):
         if a.shape != x0.shape:
             raise ValueError(f"{name} must have the shape of x0 {x0.shape}, got {a.shape}")
-    check_nonnegative("lr", lr)
-    check_nonnegative("weight_decay", weight_decay)
-    rows = {"x0": x0, "anchor": anchor, "labels": labels, "direction": direction,
-            "mse": _as_batch("mse_weight", mse_weight, n),
-            "tv": _as_batch("tv_weight", tv_weight, n),
-            "thr": _as_batch("threshold", threshold, n)}
+    per_row = {name: _as_batch(name, v, n) for name, v in
+               (("lr", lr), ("weight_decay", weight_decay), ("mse_weight", mse_weight),
+                ("tv_weight", tv_weight), ("threshold", threshold))}
+    for name in ("lr", "weight_decay", "mse_weight", "tv_weight"):
+        if np.any(per_row[name] < 0):
+            raise ValueError(f"{name} must be non-negative")
+    if min_batch is not None:
+        check_positive_int("min_batch", min_batch)
     chunk = n if batch_size is None else min(check_positive_int("batch_size", batch_size), n)
     if mesh is not None:
-        from lst_jax.parallel.mesh import num_shards, put_batch, put_replicated
+        from lst_jax.parallel.mesh import num_shards, put_replicated
 
-        d = num_shards(mesh)
-        chunk = -(-chunk // d) * d
+        chunk = -(-chunk // num_shards(mesh)) * num_shards(mesh)
         params = put_replicated(params, mesh)
+    rows = {"x0": x0, "anchor": anchor, "labels": labels, "direction": direction, **per_row}
     outs = []
     with Progress(n, desc=desc, unit="inputs", enabled=progress) as bar:
         for start in range(0, n, chunk):
             part = {k: v[start:start + chunk] for k, v in rows.items()}
             m = len(part["x0"])
-            pad = chunk - m
-            if pad:
-                part = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
+            if chunk > m:
+                part = {k: np.concatenate([v, np.repeat(v[-1:], chunk - m, axis=0)])
                         for k, v in part.items()}
-            done = np.arange(chunk) >= m
             problem = Problem(part["x0"], part["anchor"], part["labels"], part["direction"],
-                              done)
-            hyper = Hyper(np.float32(lr), np.float32(weight_decay), part["mse"], part["tv"],
-                          part["thr"])
-            if mesh is not None:
-                problem, hyper = Problem(*put_batch(tuple(problem), mesh)), \
-                    hyper._replace(**put_batch({"mse_weight": hyper.mse_weight,
-                                                "tv_weight": hyper.tv_weight,
-                                                "threshold": hyper.threshold}, mesh))
-            out = jax.device_get(_optimize_jit(model_fn, params, problem, hyper, spec))
-            x, ce, steps, stopped, trace = out
+                              np.arange(chunk) >= m)
+            hyper = Hyper(*(part[k] for k in ("lr", "weight_decay", "mse_weight",
+                                              "tv_weight", "threshold")))
+            x, steps, stopped, trace = _run_chunk(model_fn, params, problem, hyper, spec,
+                                                  min_batch, mesh)
+            ce = np.asarray(_ce_jit(model_fn, params, x, problem.labels))
             outs.append((x[:m], ce[:m], steps[:m], stopped[:m],
                          trace[:, :m] if spec.record else None))
             bar.update(m)
