@@ -186,9 +186,18 @@ def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
     round_alpha = np.full((max_depth + 1, n_pairs, width + 1), np.nan, np.float32)
     opt_pair, opt_round, opt_b, opt_bp, opt_ce0, opt_ce1 = [], [], [], [], [], []
     primary = None
-    measure = lambda s, e, y, n: path_losses(model_fn, params, s, e, y, n,
-                                             chunk_size=chunk_size, evaluate_fn=evaluate_fn,
-                                             validate=False)
+
+    def measure(keys, n):
+        """Ends, labels and losses of segments `keys` ((pair, index) pairs), in one call
+        padded to a multiple of the pair count (few distinct program sizes)."""
+        s_img = np.stack([segs[p][j].start for p, j in keys])
+        e_img = np.stack([segs[p][j].end for p, j in keys])
+        y = labels[[p for p, _ in keys]]
+        losses = path_losses(model_fn, params, _pad_rows(s_img, n_pairs),
+                             _pad_rows(e_img, n_pairs), _pad_rows(y, n_pairs), n,
+                             chunk_size=chunk_size, evaluate_fn=evaluate_fn, validate=False)
+        return s_img, e_img, y, losses[:len(keys)]
+
     with Progress(max_depth + 1, desc="bypass rounds", unit="rounds",
                   enabled=progress) as bar:
         for r in range(max_depth + 1):
@@ -198,13 +207,7 @@ def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
             if not open_:
                 bar.update(max_depth + 1 - r)
                 break
-            s_img = np.stack([segs[p][j].start for p, j in open_])
-            e_img = np.stack([segs[p][j].end for p, j in open_])
-            y = labels[[p for p, _ in open_]]
-            # pad to a multiple of the pair count: few distinct program sizes across rounds
-            m = len(open_)
-            losses = measure(_pad_rows(s_img, n_pairs), _pad_rows(e_img, n_pairs),
-                             _pad_rows(y, n_pairs), n)[:m]
+            s_img, e_img, y, losses = measure(open_, n)
             if r == 0:
                 primary = losses
             bar_r = barrier_stats(losses)
@@ -255,12 +258,7 @@ def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
     redo = [(p, j) for p in range(n_pairs) for j, s in enumerate(segs[p])
             if len(s.losses) != segment_points]
     if redo:
-        s_img = np.stack([segs[p][j].start for p, j in redo])
-        e_img = np.stack([segs[p][j].end for p, j in redo])
-        y = labels[[p for p, _ in redo]]
-        m = len(redo)
-        again = measure(_pad_rows(s_img, n_pairs), _pad_rows(e_img, n_pairs),
-                        _pad_rows(y, n_pairs), segment_points)[:m]
+        again = measure(redo, segment_points)[3]
         for i, (p, j) in enumerate(redo):
             segs[p][j].losses = again[i]
     shape = starts.shape[1:]

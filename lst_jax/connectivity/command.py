@@ -55,6 +55,19 @@ def _common(p, models=True):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _run_models(args, unit, config, table_fn, name):
+    """Runs (or reuses) the per-model unit for every model; writes `<name>.md/json`."""
+    from lst_jax.evaluation.rundir import RunDir
+
+    summaries = {m: unit(m, config, args.root, checkpoint=args.checkpoint,
+                         progress=not args.quiet) for m in args.models}
+    root = RunDir(args.root)
+    table = table_fn(summaries)
+    root.write_text(f"{name}.md", table)
+    root.write_json(f"{name}.json", summaries)
+    return summaries, root, table
+
+
 def barrier_config(args):
     """The `BarrierRunConfig` of parsed `connectivity barrier` arguments."""
     from lst_jax.connectivity.jobs import BarrierRunConfig
@@ -71,16 +84,10 @@ def barrier_config(args):
 
 def cmd_barrier(args) -> int:
     from lst_jax.connectivity.jobs import barrier_box_data, barrier_model_run, barrier_table
-    from lst_jax.evaluation.rundir import RunDir
     from lst_jax.plots.connectivity import barrier_boxplots
 
-    cfg = barrier_config(args)
-    summaries = {m: barrier_model_run(m, cfg, args.root, checkpoint=args.checkpoint,
-                                      progress=not args.quiet) for m in args.models}
-    root = RunDir(args.root)
-    table = barrier_table(summaries)
-    root.write_text("barrier.md", table)
-    root.write_json("barrier.json", summaries)
+    summaries, root, table = _run_models(args, barrier_model_run, barrier_config(args),
+                                         barrier_table, "barrier")
     barrier_boxplots({m: barrier_box_data(s["run_dir"]) for m, s in summaries.items()},
                      root.path("figures/barrier_boxplots.png"),
                      title="Barrier max and gap: real-real vs real-adversarial")
@@ -114,13 +121,8 @@ def cmd_detect(args) -> int:
     from lst_jax.evaluation.rundir import RunDir
     from lst_jax.plots.connectivity import roc_curves
 
-    cfg = detect_config(args)
-    summaries = {m: detect_model_run(m, cfg, args.root, checkpoint=args.checkpoint,
-                                     progress=not args.quiet) for m in args.models}
-    root = RunDir(args.root)
-    table = detect_table(summaries)
-    root.write_text("detect.md", table)
-    root.write_json("detect.json", summaries)
+    summaries, root, table = _run_models(args, detect_model_run, detect_config(args),
+                                         detect_table, "detect")
     curves = {}
     for m, s in summaries.items():
         run = RunDir(s["run_dir"])

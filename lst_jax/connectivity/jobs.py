@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -139,12 +140,32 @@ def model_run_dir(kind: str, model: str, digest: str | None, config, root, **fie
     return run
 
 
-def _load(model, checkpoint):
-    loaded = load_model(model, checkpoint)
-    if tuple(loaded.spec.input_size) != (32, 32, 3):
-        raise ValueError(f"the digits data are 32x32x3 but {model} expects "
-                         f"{loaded.spec.input_size}")
-    return loaded
+class _ModelUnit(NamedTuple):
+    """An opened per-model unit: the model, its run directory, and the stored summary if the
+    same request has finished before."""
+
+    loaded: Any
+    digest: str | None
+    run: RunDir
+    stored: dict | None
+    fn: Any
+    space: Any
+
+    @classmethod
+    def open(cls, kind, model, config, config_type, root, checkpoint) -> "_ModelUnit":
+        if not isinstance(config, config_type):
+            raise ValueError(f"config must be a {config_type.__name__}, got "
+                             f"{type(config).__name__}")
+        loaded = load_model(model, checkpoint)
+        if tuple(loaded.spec.input_size) != (32, 32, 3):
+            raise ValueError(f"the digits data are 32x32x3 but {model} expects "
+                             f"{loaded.spec.input_size}")
+        digest = loaded.metadata.get("digest")
+        run = model_run_dir(kind, model, digest, config, root, mode=f"connectivity {kind}",
+                            model_spec=loaded.spec)
+        stored = run.read_json("summary.json") if run.exists("summary.json") else None
+        fn, space = model_in_space(loaded.model_fn, config.space)
+        return cls(loaded, digest, run, stored, fn, space)
 
 
 def _group_stats(mx, gap) -> dict:
@@ -212,15 +233,10 @@ def barrier_model_run(model: str, config: BarrierRunConfig = BarrierRunConfig(),
     `max_mean`, `gap_median`, `gap_mean` (after the authors' post-processing; `raw` before
     it), attack success rate and steps, and `run_dir`.
     """
-    if not isinstance(config, BarrierRunConfig):
-        raise ValueError(f"config must be a BarrierRunConfig, got {type(config).__name__}")
-    loaded = _load(model, checkpoint)
-    digest = loaded.metadata.get("digest")
-    run = model_run_dir("barrier", model, digest, config, root, mode="connectivity barrier",
-                        model_spec=loaded.spec)
-    if run.exists("summary.json"):
-        return run.read_json("summary.json")
-    fn, space = model_in_space(loaded.model_fn, config.space)
+    unit = _ModelUnit.open("barrier", model, config, BarrierRunConfig, root, checkpoint)
+    if unit.stored is not None:
+        return unit.stored
+    loaded, digest, run, fn, space = unit.loaded, unit.digest, unit.run, unit.fn, unit.space
     params = loaded.params
     images, labels = load_digits32(config.split)
     classes = list(config.classes) if config.classes is not None else \
@@ -347,15 +363,10 @@ def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), ro
     success rate and the ablations (`auroc_by_features`: the detector on each feature set;
     `auroc_barrier_max`: the max loss alone as the score), plus `run_dir`.
     """
-    if not isinstance(config, DetectRunConfig):
-        raise ValueError(f"config must be a DetectRunConfig, got {type(config).__name__}")
-    loaded = _load(model, checkpoint)
-    digest = loaded.metadata.get("digest")
-    run = model_run_dir("detect", model, digest, config, root, mode="connectivity detect",
-                        model_spec=loaded.spec)
-    if run.exists("summary.json"):
-        return run.read_json("summary.json")
-    fn, space = model_in_space(loaded.model_fn, config.space)
+    unit = _ModelUnit.open("detect", model, config, DetectRunConfig, root, checkpoint)
+    if unit.stored is not None:
+        return unit.stored
+    loaded, digest, run, fn, space = unit.loaded, unit.digest, unit.run, unit.fn, unit.space
     params = loaded.params
     images, labels, x, idx, ref_images, ref_labels = _detect_data(config, fn, params, space)
     if not run.exists("references.npz"):
