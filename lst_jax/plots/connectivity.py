@@ -11,15 +11,18 @@ REAL, ADV = "#4169e1", "#b22222"      # the authors' royalblue / firebrick
 
 
 def barrier_boxplots(stats: dict, path, title: str = "Barrier statistics"):
-    """Boxplots of barrier max and gap, real-real vs real-adversarial, one panel per model.
+    """Boxplots of barrier max and gap, real-real vs real-adversarial, one panel per model
+    (symmetric-log axis: the gaps include zeros).
 
     Args:
         stats: model label -> {"real": {"max": (n,), "gap": (n,)}, "adversarial": {...}}.
     """
     n = len(stats)
-    fig = new_figure(4.2 * n, 4.2)
+    cols = min(n, 2)
+    rows = -(-n // cols)
+    fig = new_figure(4.6 * cols, 3.9 * rows)
     for i, (label, groups) in enumerate(stats.items()):
-        ax = fig.add_subplot(1, n, i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         data = [groups["real"]["max"], groups["adversarial"]["max"],
                 groups["real"]["gap"], groups["adversarial"]["gap"]]
         bp = ax.boxplot(data, positions=[1, 1.5, 2.2, 2.7], widths=0.35, patch_artist=True)
@@ -29,16 +32,18 @@ def barrier_boxplots(stats: dict, path, title: str = "Barrier statistics"):
             med.set(color="black")
         ax.set_xticks([1.25, 2.45])
         ax.set_xticklabels(["barrier max", "barrier gap"])
-        ax.set_ylabel("cross-entropy")
+        ax.set_ylabel("cross-entropy (symlog)")
+        ax.set_yscale("symlog", linthresh=1e-3)      # medians ~1e-2, outliers ~10
+        top = max([float(np.max(d)) for d in data if len(d)] + [1e-3])
+        ax.set_ylim(0, 2 * top)
         ax.set_title(label, fontsize=10)
-        if i == 0:
-            from matplotlib.patches import Patch
+    from matplotlib.patches import Patch
 
-            ax.legend(handles=[Patch(facecolor=REAL, edgecolor="black", label="real-real"),
-                               Patch(facecolor=ADV, edgecolor="black",
-                                     label="real-adversarial")], fontsize=8, loc="upper left")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.legend(handles=[Patch(facecolor=REAL, edgecolor="black", label="real-real"),
+                        Patch(facecolor=ADV, edgecolor="black", label="real-adversarial")],
+               fontsize=8, loc="upper right", ncols=2)
     return save_png(fig, path)
 
 
