@@ -8,7 +8,7 @@ CE of c at the 250 points of the path A -> K'. The pairs are the first `--pairs`
 adversarial pairs of `lst-jax connectivity barrier` on the digits test set (seed 0).
 
 - lst_jax: `optimization_attack` on all pairs in one batched call (early-stopped rows frozen,
-  the running rows compacted into halved batches), then `path_losses` on all pairs in one
+  the running rows compacted into smaller batches), then `path_losses` on all pairs in one
   call (chunks of `--chunk` points);
 - PyTorch (the authors' `create_adversarial` + `linear_interpolation` + `compute_losses`):
   one pair at a time, `torch.optim.Adam` on a (1, 3, 32, 32) tensor, then the 250 path

@@ -231,8 +231,8 @@ def test_stopping_rules_match_literal_loops_and_batched_equals_single():
 
 
 def test_compacted_batches_equal_uncompacted():
-    """Rows finishing at many different steps: halving the batch as rows finish (down to 2
-    rows) gives the results of the fixed batch, and those of other chunkings."""
+    """Rows finishing at many different steps: shrinking the batch as rows finish (to
+    multiples of 2 rows) gives the results of the fixed batch, and those of other chunkings."""
     model, params = _cnn()
     x0 = _images(12, 7)
     y = np.arange(12) % 10

@@ -25,9 +25,11 @@ back onto the plane, so it stays there to float round-off).
 The samples are one batch: one forward and one backward of the model per iteration for all of
 them, a vmapped optax state (each sample has its own Adam moments and step count), and a
 `done` mask that freezes finished samples (`jnp.where`: no update, state unchanged). The loop
-is a `lax.while_loop` that ends once every sample is done (or after the last step), so a batch
-whose samples all stop early does not run to the step limit; a sample's result does not depend
-on the others in its batch (tested against single-sample runs).
+is a `lax.while_loop` that ends after the last step, once every sample is done, or once at
+most three quarters of the batch still run: the host then continues the running samples in a
+smaller batch (compaction), so with early stopping the cost follows the row-steps actually
+needed. A sample's result depends neither on the others in its batch nor on compaction
+(tested against single-sample runs and fixed batches).
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ def _init_jit(problem: Problem, spec: LoopSpec) -> LoopState:
 def _run_jit(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSpec,
              state: LoopState, min_active) -> LoopState:
     """Iterates until the last step, or until at most `min_active` samples are still active
-    (then the host compacts the batch)."""
+    (then the host compacts the batch; 0: never)."""
     update = jax.vmap(lambda g, o, x, lr, wd: make_optimizer(lr, wd).update(g, o, x))
 
     def objective(x):
@@ -255,11 +257,11 @@ def _take(tree, idx):
 
 def _run_chunk(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSpec,
                min_batch: int | None, mesh):
-    """One chunk of rows (host numpy inputs). Whenever at most half of the batch is still
-    active, the active rows are compacted into a batch half the size (a power of two, never
-    below `min_batch` rows or the device count; `min_batch=None`: never). Rows are
+    """One chunk of rows (host numpy inputs). Whenever at most three quarters of the batch
+    are still active, the active rows are compacted into a batch of the next multiple of
+    `min_batch` rows (and of the device count; `min_batch=None`: never). Rows are
     independent, so compaction changes no result; it stops paying for frozen rows (one
-    compiled program per batch size)."""
+    compiled program per batch size: at most batch / min_batch of them)."""
     d, put = 1, (lambda t: t)
     if mesh is not None:
         from lst_jax.parallel.mesh import num_shards, put_batch
@@ -284,17 +286,18 @@ def _run_chunk(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSpec,
     state = _init_jit(put(problem), spec)
     while True:
         size = len(slot_row)
-        shrink = min_batch is not None and size // 2 >= max(min_batch, d)
+        g = max(min_batch or 1, d)
+        shrink = min_batch is not None and size > g
+        limit = (3 * size) // 4 // g * g if shrink else 0
         state = _run_jit(model_fn, params, put(problem), put(hyper), spec, state,
-                         np.int32(size // 2 if shrink else 0))
+                         np.int32(limit))
         st = jax.device_get(state)
         if not shrink or int(st.k) > _last_k(spec) or st.done.all():
             store(st, np.arange(size))
             return out_x, out_steps, out_stopped, out_trace
         store(st, np.flatnonzero(st.done))
         active = np.flatnonzero(~st.done)
-        new = max(1 << int(np.ceil(np.log2(len(active)))), min_batch, d)
-        new = -(-new // d) * d
+        new = -(-len(active) // g) * g
         idx = np.concatenate([active, np.repeat(active[-1:], new - len(active))])
         pad = np.arange(new) >= len(active)
         slot_row = np.where(pad, -1, slot_row[idx])
@@ -329,10 +332,10 @@ def optimize_inputs(model_fn, params, x0, labels, spec: LoopSpec, *, lr=1e-3,
     beyond shapes; the public wrappers check their arguments).
 
     Rows are processed in chunks of `batch_size` (default: all at once), the last chunk padded
-    with frozen copies. Inside a chunk, once at most half of the rows are still running, the
-    running rows continue in a batch half the size (powers of two down to `min_batch` rows;
-    `None` disables this): with early stopping the cost follows the number of row-steps
-    actually needed, not batch size x the slowest row. Results do not depend on chunking or
+    with frozen copies. Inside a chunk, once at most three quarters of the rows are still
+    running, the running rows continue in a smaller batch (the next multiple of `min_batch`
+    rows; `None` disables this): with early stopping the cost follows the number of
+    row-steps actually needed, not batch size x the slowest row. Results do not depend on chunking or
     compaction (rows are independent). With `mesh`, each batch is split over the mesh's
     `"data"` axis (params replicated); batch sizes are then multiples of the device count.
 
