@@ -39,7 +39,8 @@ def _nchw(a):
 
 
 def _hf(t):
-    return (t[..., :, 1:] - t[..., :, :-1]).abs().sum() + (t[..., 1:, :] - t[..., :-1, :]).abs().sum()
+    dw = (t[..., :, 1:] - t[..., :, :-1]).abs().sum()
+    return dw + (t[..., 1:, :] - t[..., :-1, :]).abs().sum()
 
 
 def torch_bypass(net, a, c, b, target, lr, iterations, lam_mse, lam_hf):

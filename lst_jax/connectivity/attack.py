@@ -16,7 +16,8 @@ from lst_jax.utils import checks
 
 def optimization_attack(model_fn, params, sources, targets, stop_loss=None,
                         config: AttackConfig = AttackConfig(), *,
-                        batch_size: int | None = None, mesh=None, record: bool = False,
+                        batch_size: int | None = None,
+                        min_batch: int | None = 8, mesh=None, record: bool = False,
                         progress: bool = False) -> OptimizeResult:
     """The paper's targeted, unconstrained attack (4.2), batched over sources.
 
@@ -45,8 +46,8 @@ def optimization_attack(model_fn, params, sources, targets, stop_loss=None,
     return optimize_inputs(model_fn, params, sources, targets, spec, lr=config.lr,
                            mse_weight=config.mse_weight, tv_weight=config.tv_weight,
                            threshold=-np.inf if stop_loss is None else stop_loss,
-                           batch_size=batch_size, mesh=mesh, progress=progress,
-                           desc="attack")
+                           batch_size=batch_size, min_batch=min_batch, mesh=mesh,
+                           progress=progress, desc="attack")
 
 
 @functools.partial(jax.jit, static_argnames=("model_fn", "steps"))

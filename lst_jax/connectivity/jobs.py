@@ -97,7 +97,8 @@ class DetectRunConfig:
     paper's targeted attack from the clean image toward a uniformly drawn other class, early-
     stopped at the reference's loss, in the model's space) and "pgd" (untargeted L-inf PGD in
     pixels; default eps 16/255, 10 steps of 4/255: the shipped digits models' threat model,
-    at the spec's ImageNet 4/255 PGD barely changes a digit's prediction). Only successful attacks enter the detector; clean inputs are all of them.
+    at the spec's ImageNet 4/255 PGD barely changes a digit's prediction). Only successful
+    attacks enter the detector; clean inputs are all of them.
     """
 
     data: str = "digits"

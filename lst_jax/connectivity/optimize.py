@@ -9,13 +9,13 @@ optax.add_decayed_weights(wd), optax.adam(lr))`, PyTorch's `Adam(weight_decay=wd
 differs only in the stopping rule, which iterate it returns and an optional constraint to the
 hyperplane orthogonal to a direction `v`:
 
-| rule          | used by          | stop when                          | returns                   |
-|---------------|------------------|------------------------------------|---------------------------|
-| `"none"`      | barrier bypass   | after `steps` updates              | the final iterate         |
-| `"pre_step"`  | free opt, attack | CE *before* update k < threshold,  | the iterate after update k|
-|               |                  | k >= `min_step` (attack: k > 32)   |                           |
-| `"post_step"` | FVO              | CE *after* an update < threshold   | with `keep_best`: the     |
-|               |                  |                                    | lowest post-update CE     |
+| rule        | used by          | stop when                          | returns                  |
+|-------------|------------------|------------------------------------|--------------------------|
+| "none"      | barrier bypass   | after `steps` updates              | the final iterate        |
+| "pre_step"  | free opt, attack | CE *before* update k < threshold,  | the iterate after update |
+|             |                  | k >= `min_step` (attack: k > 32)   | k                        |
+| "post_step" | FVO              | CE *after* an update < threshold   | with `keep_best`: the    |
+|             |                  |                                    | lowest post-update CE    |
 
 Projection (`"faithful"`: remove the gradient's component along v, then Adam, as the
 authors; the iterate drifts slightly off the plane because Adam rescales per coordinate.
@@ -335,8 +335,8 @@ def optimize_inputs(model_fn, params, x0, labels, spec: LoopSpec, *, lr=1e-3,
     with frozen copies. Inside a chunk, once at most three quarters of the rows are still
     running, the running rows continue in a smaller batch (the next multiple of `min_batch`
     rows; `None` disables this): with early stopping the cost follows the number of
-    row-steps actually needed, not batch size x the slowest row. Results do not depend on chunking or
-    compaction (rows are independent). With `mesh`, each batch is split over the mesh's
+    row-steps actually needed, not batch size x the slowest row. Results do not depend on
+    chunking or compaction (rows are independent). With `mesh`, each batch is split over the mesh's
     `"data"` axis (params replicated); batch sizes are then multiples of the device count.
 
     Args:

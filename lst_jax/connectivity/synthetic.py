@@ -25,7 +25,8 @@ def noise_inputs(key, n: int, image_shape, scale: float = 0.01) -> np.ndarray:
 
 def feature_visualization(model_fn, params, labels, key, image_shape, tv_weight=0.0,
                           config: FVOConfig = FVOConfig(), *, x0=None,
-                          batch_size: int | None = None, mesh=None, record: bool = False,
+                          batch_size: int | None = None,
+                          min_batch: int | None = 8, mesh=None, record: bool = False,
                           progress: bool = False) -> OptimizeResult:
     """Class-optimal synthetic inputs by feature visualisation by optimisation (FVO).
 
@@ -64,11 +65,13 @@ def feature_visualization(model_fn, params, labels, key, image_shape, tv_weight=
     return optimize_inputs(model_fn, params, x0, labels, spec, lr=config.lr,
                            weight_decay=config.weight_decay, tv_weight=tv_weight,
                            threshold=config.threshold, anchor=np.zeros_like(x0),
-                           batch_size=batch_size, mesh=mesh, progress=progress, desc="FVO")
+                           batch_size=batch_size, min_batch=min_batch, mesh=mesh,
+                           progress=progress, desc="FVO")
 
 
 def free_optimize(model_fn, params, x0, labels, config: FreeConfig = FreeConfig(), *,
-                  batch_size: int | None = None, mesh=None, record: bool = False,
+                  batch_size: int | None = None,
+                  min_batch: int | None = 8, mesh=None, record: bool = False,
                   progress: bool = False) -> OptimizeResult:
     """Free optimisation of inputs (the untrained-model bypass of 4.3, `optimize_point`).
 
@@ -84,5 +87,5 @@ def free_optimize(model_fn, params, x0, labels, config: FreeConfig = FreeConfig(
     spec = LoopSpec(config.steps, stop="pre_step", record=record)
     return optimize_inputs(model_fn, params, x0, labels, spec, lr=config.lr,
                            weight_decay=config.weight_decay, threshold=config.threshold,
-                           batch_size=batch_size, mesh=mesh, progress=progress,
-                           desc="free optimisation")
+                           batch_size=batch_size, min_batch=min_batch, mesh=mesh,
+                           progress=progress, desc="free optimisation")
