@@ -2,8 +2,6 @@
 path losses through `ShardedEvaluator` and the batched optimiser with `mesh=` give the
 one-device numbers; row counts are not multiples of the device count."""
 
-import numpy as np
-
 from subproc import run_python
 
 CHILD = r"""

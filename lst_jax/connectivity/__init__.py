@@ -17,6 +17,10 @@ from lst_jax.connectivity.config import BypassConfig as BypassConfig
 from lst_jax.connectivity.config import FreeConfig as FreeConfig
 from lst_jax.connectivity.config import FVOConfig as FVOConfig
 from lst_jax.connectivity.config import PGDConfig as PGDConfig
+from lst_jax.connectivity.demo_jobs import BypassRunConfig as BypassRunConfig
+from lst_jax.connectivity.demo_jobs import SyntheticRunConfig as SyntheticRunConfig
+from lst_jax.connectivity.demo_jobs import bypass_job as bypass_job
+from lst_jax.connectivity.demo_jobs import synthetic_job as synthetic_job
 from lst_jax.connectivity.detect import DetectorConfig as DetectorConfig
 from lst_jax.connectivity.detect import DetectorResult as DetectorResult
 from lst_jax.connectivity.detect import cross_validate_detector as cross_validate_detector
@@ -38,4 +42,5 @@ from lst_jax.connectivity.space import InputSpace as InputSpace
 from lst_jax.connectivity.space import model_in_space as model_in_space
 from lst_jax.connectivity.synthetic import feature_visualization as feature_visualization
 from lst_jax.connectivity.synthetic import free_optimize as free_optimize
+from lst_jax.connectivity.synthetic import noise_inputs as noise_inputs
 from lst_jax.connectivity.untrained import untrained_model as untrained_model
