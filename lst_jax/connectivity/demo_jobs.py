@@ -15,14 +15,13 @@ from lst_jax.connectivity.bypass import ConnectResult, connect
 from lst_jax.connectivity.config import AttackConfig, BypassConfig, FreeConfig, FVOConfig
 from lst_jax.connectivity.detect import class_losses
 from lst_jax.connectivity.paths import barrier_stats, path_losses
-from lst_jax.connectivity.jobs import _nested_dict
+from lst_jax.connectivity.jobs import _nested_dict, load_digits_model
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.connectivity.synthetic import feature_visualization, noise_inputs
 from lst_jax.connectivity.untrained import UNTRAINED_ARCHS, untrained_model
 from lst_jax.data.digits import load_digits32
 from lst_jax.evaluation.rundir import RunDir, markdown_table
 from lst_jax.geometry.paths import path_points
-from lst_jax.models.registry import load_model
 from lst_jax.utils.checks import check_nonnegative, check_positive_int
 
 
@@ -80,7 +79,7 @@ def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = By
     difference.png) and returns it."""
     from lst_jax.plots.connectivity import bypass_profiles, difference_pattern, path_images
 
-    loaded = load_model(model, checkpoint)
+    loaded = load_digits_model(model, checkpoint)
     fn, space = model_in_space(loaded.model_fn, config.space)
     params = loaded.params
     images, labels = load_digits32("test")

@@ -141,6 +141,15 @@ def model_run_dir(kind: str, model: str, digest: str | None, config, root, **fie
     return run
 
 
+def load_digits_model(model: str, checkpoint=None):
+    """`load_model` for the digits jobs: the model must take 32x32x3 inputs."""
+    loaded = load_model(model, checkpoint)
+    if tuple(loaded.spec.input_size) != (32, 32, 3):
+        raise ValueError(f"the connectivity jobs use the digits data (32x32x3), but {model} "
+                         f"expects {tuple(loaded.spec.input_size)}")
+    return loaded
+
+
 class _ModelUnit(NamedTuple):
     """An opened per-model unit: the model, its run directory, and the stored summary if the
     same request has finished before."""
@@ -157,10 +166,7 @@ class _ModelUnit(NamedTuple):
         if not isinstance(config, config_type):
             raise ValueError(f"config must be a {config_type.__name__}, got "
                              f"{type(config).__name__}")
-        loaded = load_model(model, checkpoint)
-        if tuple(loaded.spec.input_size) != (32, 32, 3):
-            raise ValueError(f"the digits data are 32x32x3 but {model} expects "
-                             f"{loaded.spec.input_size}")
+        loaded = load_digits_model(model, checkpoint)
         digest = loaded.metadata.get("digest")
         run = model_run_dir(kind, model, digest, config, root, mode=f"connectivity {kind}",
                             model_spec=loaded.spec)
