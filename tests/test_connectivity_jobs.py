@@ -32,12 +32,11 @@ def test_detector_beats_chance_on_digits_same_seed_same_result(tmp_path, capsys)
               f"{s1['n_clean']} clean, 21-point curves, 4-fold CV): AUROC {e['auroc']:.3f}, "
               f"accuracy {e['accuracy']:.3f}")
     assert e["auroc"] > 0.7 and e["accuracy"] > 0.6 and e["n_adversarial"] >= 30
+    z1 = RunDir(s1["run_dir"]).load_npz("detector_optimization.npz")
+    z2 = RunDir(s2["run_dir"]).load_npz("detector_optimization.npz")
+    np.testing.assert_array_equal(z1["scores"], z2["scores"])
     s2 = dict(s2, run_dir=s1["run_dir"])
     assert json.dumps(s1, sort_keys=True) == json.dumps(s2, sort_keys=True)
-    z1 = RunDir(s1["run_dir"]).load_npz("detector_optimization.npz")
-    z2 = RunDir(tmp_path / "b" / f"{s1['run_dir'].split('/')[-1]}").load_npz(
-        "detector_optimization.npz")
-    np.testing.assert_array_equal(z1["scores"], z2["scores"])
     # the CLI over the same root reuses the finished run (no attack is run again)
     assert main(["connectivity", *argv, "--root", str(tmp_path / "a")]) == 0
     assert (tmp_path / "a" / "detect.md").exists() and (tmp_path / "a" / "figures" /
@@ -63,7 +62,7 @@ def test_barrier_run_is_reused_resumed_and_keyed_by_config(tmp_path, monkeypatch
     # partial (a chunk and the summary lost): resumes, recomputing only that chunk
     chunk = run.load_npz("adv/b0001.npz")
     run.path("adv/b0001.npz").unlink()
-    run.path("summary.json").unlink()
+    run.path("result.json").unlink()
     monkeypatch.undo()
     calls = []
     real_attack = jobs.optimization_attack

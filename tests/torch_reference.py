@@ -9,8 +9,7 @@ published architectures with the original state-dict key names:
 - `TorchViT`: the timm VisionTransformer (class token, fused qkv), keys `cls_token`,
   `pos_embed`, `patch_embed.proj`, `blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,
   mlp.fc2}`, `norm`, `head`; with `convstem=True` the `patch_embed.proj` is the ConvStem of
-  Singh et al. 2023 (`patch_embed.proj.stem.{0,1,3,4,...,12}`).
-
+  Singh et al. 2023 (`patch_embed.proj.stem.{0,1,3,4,...,12}`);
 - `torch_tiny_cnn(params)`: the twin of the tests' `TinyCNN`, with its Flax weights copied.
 
 These twins do not use torchvision or timm. Where torchvision's own classes are the reference

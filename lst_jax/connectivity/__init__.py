@@ -8,7 +8,6 @@ Inputs live in the model's normalised space by default (`model_in_space`), as th
 """
 
 from lst_jax.connectivity.attack import optimization_attack as optimization_attack
-from lst_jax.connectivity.attack import pgd_attack as pgd_attack
 from lst_jax.connectivity.bypass import ConnectResult as ConnectResult
 from lst_jax.connectivity.bypass import bypass_barrier as bypass_barrier
 from lst_jax.connectivity.bypass import connect as connect

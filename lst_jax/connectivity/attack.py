@@ -1,17 +1,13 @@
-"""Adversarial examples: the paper's targeted optimisation attack, and L-inf PGD."""
+"""The paper's targeted optimisation attack (the detector's second attack, L-inf PGD, is
+`lst_jax.robustness.pgd_examples`)."""
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import numpy as np
 
-from lst_jax.attacks import pgd_linf
-from lst_jax.connectivity.config import AttackConfig, PGDConfig
+from lst_jax.connectivity.config import AttackConfig
 from lst_jax.connectivity.optimize import LoopSpec, OptimizeResult, optimize_inputs
 from lst_jax.connectivity.paths import check_class_labels, check_inputs
-from lst_jax.utils import checks
 
 
 def optimization_attack(model_fn, params, sources, targets, stop_loss=None,
@@ -48,35 +44,3 @@ def optimization_attack(model_fn, params, sources, targets, stop_loss=None,
                            threshold=-np.inf if stop_loss is None else stop_loss,
                            batch_size=batch_size, min_batch=min_batch, mesh=mesh,
                            progress=progress, desc="attack")
-
-
-@functools.partial(jax.jit, static_argnames=("model_fn", "steps"))
-def _pgd_jit(model_fn, params, images, labels, key, eps, step_size, steps):
-    return pgd_linf(model_fn, params, images, labels, key, eps=eps, step_size=step_size,
-                    steps=steps)
-
-
-def pgd_attack(model_fn, params, images, labels, key, config: PGDConfig = PGDConfig(), *,
-               batch_size: int = 64) -> np.ndarray:
-    """Untargeted L-inf PGD (`lst_jax.attacks.pgd_linf`) on [0, 1] pixels, in jitted
-    chunks of `batch_size` (the last one padded; one compiled program); chunk i uses
-    `fold_in(key, i)`.
-
-    Shape:
-        images: (N, H, W, C) float32 in [0, 1]; labels: (N,) int -> (N, H, W, C) in [0, 1].
-    """
-    images = np.asarray(checks.check_images("images", images))
-    labels = check_class_labels("labels", labels, model_fn, params, images.shape[1:],
-                                len(images))
-    batch_size = min(checks.check_positive_int("batch_size", batch_size), len(images))
-    out = []
-    for i, start in enumerate(range(0, len(images), batch_size)):
-        x, y = images[start:start + batch_size], labels[start:start + batch_size]
-        m = len(x)
-        if m < batch_size:
-            x = np.concatenate([x, np.repeat(x[-1:], batch_size - m, axis=0)])
-            y = np.concatenate([y, np.repeat(y[-1:], batch_size - m)])
-        xa = _pgd_jit(model_fn, params, x, y, jax.random.fold_in(key, i), config.eps,
-                      config.step_size, config.steps)
-        out.append(np.asarray(xa)[:m])
-    return np.concatenate(out)

@@ -108,8 +108,9 @@ class AttackConfig(_Config):
 
 @dataclasses.dataclass(frozen=True)
 class PGDConfig(_Config):
-    """Untargeted L-inf PGD in pixel space (`lst_jax.attacks.pgd_linf`), the detector's
-    second attack [ours]: eps 4/255, 10 steps of eps/4, random start."""
+    """Untargeted L-inf PGD in pixel space (`lst_jax.robustness.pgd_examples`: random start
+    per example), the detector's second attack [ours]: eps 4/255 (the spec's ImageNet value),
+    10 steps of eps/4."""
 
     eps: float = 4 / 255
     steps: int = 10

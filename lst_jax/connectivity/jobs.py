@@ -1,26 +1,24 @@
 """Per-model units of the connectivity method: barrier statistics and adversarial detection.
 
-`barrier_model_run(model, config, root)` and `detect_model_run(model, config, root)` each
-own one run directory under `root`, named after the model and a digest of (model name,
-checkpoint digest, full config): the same request returns the stored `summary.json` without
-recomputing, an interrupted one resumes from its finished chunks (`.npz` written
-atomically), and a different config gets its own directory. The manifest holds the full key,
-so a directory is never reused for another request (`RunDir.ensure_manifest` refuses).
+`barrier_model_run(model, config, root)` and `detect_model_run(model, config, root)` are
+`lst_jax.evaluation.rundir.cached_unit`s: each owns `root/connectivity_<barrier|detect>/
+<model>-<digest of (model, checkpoint digest, full config)>/`; the same request returns the
+stored `result.json` without recomputing, an interrupted one resumes from its finished
+chunks (`.npz` written atomically), and a different config gets its own directory. The
+manifest holds the full key, so a directory is never reused for another request
+(`RunDir.ensure_manifest` refuses).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-from pathlib import Path
-from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from lst_jax.connectivity.attack import optimization_attack, pgd_attack
+from lst_jax.connectivity.attack import optimization_attack
 from lst_jax.connectivity.config import AttackConfig, PGDConfig
 from lst_jax.connectivity.detect import (DetectorConfig, FEATURE_SETS, class_losses,
                                          cross_validate_detector, curve_features,
@@ -29,8 +27,9 @@ from lst_jax.connectivity.paths import barrier_stats, path_losses
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.data.digits import load_digits32
 from lst_jax.data.pool import predict_logits
-from lst_jax.evaluation.rundir import RunDir, markdown_table
+from lst_jax.evaluation.rundir import RunDir, cached_unit, markdown_table
 from lst_jax.models.registry import load_model
+from lst_jax.robustness import pgd_examples
 from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
 
@@ -131,16 +130,6 @@ class DetectRunConfig:
         return _nested_dict(self)
 
 
-def model_run_dir(kind: str, model: str, digest: str | None, config, root, **fields) -> RunDir:
-    """The run directory of one (kind, model, checkpoint digest, config) under `root`."""
-    key = {"kind": kind, "model": model, "checkpoint_digest": digest,
-           "config": config.to_dict()}
-    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    run = RunDir(Path(root) / f"{kind}_{model}_{h}")
-    run.ensure_manifest(key, **fields)
-    return run
-
-
 def load_digits_model(model: str, checkpoint=None):
     """`load_model` for the digits jobs: the model must take 32x32x3 inputs."""
     loaded = load_model(model, checkpoint)
@@ -150,29 +139,22 @@ def load_digits_model(model: str, checkpoint=None):
     return loaded
 
 
-class _ModelUnit(NamedTuple):
-    """An opened per-model unit: the model, its run directory, and the stored summary if the
-    same request has finished before."""
+def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> dict:
+    """Opens the cached unit of (kind, model, checkpoint digest, config) and runs
+    `compute(loaded, digest, run, fn, space)` unless its result is stored."""
+    if not isinstance(config, config_type):
+        raise ValueError(f"config must be a {config_type.__name__}, got "
+                         f"{type(config).__name__}")
+    loaded = load_digits_model(model, checkpoint)
+    digest = loaded.metadata.get("digest")
+    key = {"model": model, "checkpoint_digest": digest, "config": config.to_dict()}
 
-    loaded: Any
-    digest: str | None
-    run: RunDir
-    stored: dict | None
-    fn: Any
-    space: Any
-
-    @classmethod
-    def open(cls, kind, model, config, config_type, root, checkpoint) -> "_ModelUnit":
-        if not isinstance(config, config_type):
-            raise ValueError(f"config must be a {config_type.__name__}, got "
-                             f"{type(config).__name__}")
-        loaded = load_digits_model(model, checkpoint)
-        digest = loaded.metadata.get("digest")
-        run = model_run_dir(kind, model, digest, config, root, mode=f"connectivity {kind}",
-                            model_spec=loaded.spec)
-        stored = run.read_json("summary.json") if run.exists("summary.json") else None
+    def run_compute(run):
         fn, space = model_in_space(loaded.model_fn, config.space)
-        return cls(loaded, digest, run, stored, fn, space)
+        return compute(loaded, digest, run, fn, space)
+
+    return cached_unit(root, f"connectivity_{kind}", model, key, run_compute,
+                       manifest={"mode": f"connectivity {kind}", "model_spec": loaded.spec})
 
 
 def _group_stats(mx, gap) -> dict:
@@ -240,10 +222,12 @@ def barrier_model_run(model: str, config: BarrierRunConfig = BarrierRunConfig(),
     `max_mean`, `gap_median`, `gap_mean` (after the authors' post-processing; `raw` before
     it), attack success rate and steps, and `run_dir`.
     """
-    unit = _ModelUnit.open("barrier", model, config, BarrierRunConfig, root, checkpoint)
-    if unit.stored is not None:
-        return unit.stored
-    loaded, digest, run, fn, space = unit.loaded, unit.digest, unit.run, unit.fn, unit.space
+    return _run_unit("barrier", model, config, BarrierRunConfig, root, checkpoint,
+                     lambda *a: _barrier_compute(config, progress, *a))
+
+
+def _barrier_compute(config, progress, loaded, digest, run, fn, space) -> dict:
+    model = loaded.spec.name
     params = loaded.params
     images, labels = load_digits32(config.split)
     classes = list(config.classes) if config.classes is not None else \
@@ -275,7 +259,6 @@ def barrier_model_run(model: str, config: BarrierRunConfig = BarrierRunConfig(),
     summary = _barrier_summary(model, digest, config, plan, real_curves, adv)
     summary["run_dir"] = str(run.root)
     _write_barrier_tables(run, model, summary, plan, real_curves, adv, config)
-    run.write_json("summary.json", summary)
     return summary
 
 
@@ -370,10 +353,12 @@ def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), ro
     success rate and the ablations (`auroc_by_features`: the detector on each feature set;
     `auroc_barrier_max`: the max loss alone as the score), plus `run_dir`.
     """
-    unit = _ModelUnit.open("detect", model, config, DetectRunConfig, root, checkpoint)
-    if unit.stored is not None:
-        return unit.stored
-    loaded, digest, run, fn, space = unit.loaded, unit.digest, unit.run, unit.fn, unit.space
+    return _run_unit("detect", model, config, DetectRunConfig, root, checkpoint,
+                     lambda *a: _detect_compute(config, progress, *a))
+
+
+def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
+    model = loaded.spec.name
     params = loaded.params
     images, labels, x, idx, ref_images, ref_labels = _detect_data(config, fn, params, space)
     if not run.exists("references.npz"):
@@ -405,9 +390,10 @@ def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), ro
                     xa = res.x
                 else:
                     key = jax.random.fold_in(jax.random.key(config.seed), i)
-                    xa = np.asarray(space.from_pixels(pgd_attack(
-                        loaded.model_fn, params, images[rows], labels[rows], key, config.pgd,
-                        batch_size=config.batch_size)))
+                    xa = np.asarray(space.from_pixels(pgd_examples(
+                        loaded.model_fn, params, images[rows], labels[rows], key,
+                        eps=config.pgd.eps, step_size=config.pgd.step_size,
+                        steps=config.pgd.steps, chunk_size=config.batch_size)))
                 f = feats(xa)
                 success = (f["predicted"] == targets[s:e]) if name == "optimization" \
                     else (f["predicted"] != labels[rows])
@@ -445,7 +431,6 @@ def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), ro
                      fpr=res.fpr, tpr=res.tpr)
     summary["run_dir"] = str(run.root)
     _write_detect_tables(run, model, summary, roc)
-    run.write_json("summary.json", summary)
     return summary
 
 
