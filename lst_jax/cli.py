@@ -10,6 +10,7 @@
     lst-jax models
     lst-jax convert NAME WEIGHTS [--out DIR] [--overwrite]
     lst-jax profile [--models A B ...] [--preset quick|paper] [--out DIR]
+    lst-jax connectivity {barrier,bypass,synthetic,detect} ...
 """
 
 from __future__ import annotations
@@ -406,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "cache/ keeps every finished analysis, so re-running is free")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_profile)
+
+    from lst_jax.connectivity.command import add_parser as add_connectivity_parser
+
+    add_connectivity_parser(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ from lst_jax.data.digits import load_digits32
 from lst_jax.models import load_model
 from lst_jax.robustness import (CORRUPTIONS, accuracy, corrupt, corruption_accuracy,
                                 corruption_errors, corruption_key, mean_corruption_error,
-                                pgd_accuracy, relative_mean_corruption_error)
+                                pgd_accuracy, pgd_examples, relative_mean_corruption_error)
 from lst_jax.robustness.corruptions import (DIGITS_PARAMS, PARAMS, box_resize_matrix,
                                             quantisation_table)
 
@@ -151,6 +151,10 @@ def test_accuracy_and_pgd_do_not_depend_on_the_chunking():
     a = pgd_accuracy(m.model_fn, m.params, x, y, jax.random.key(0), chunk_size=6, **kw)
     b = pgd_accuracy(m.model_fn, m.params, x, y, jax.random.key(0), chunk_size=40, **kw)
     assert a == b < accuracy(m.model_fn, m.params, x, y)
+    # the attack's images themselves: within the eps-ball and [0, 1], and the accuracy on them
+    adv = pgd_examples(m.model_fn, m.params, x, y, jax.random.key(0), chunk_size=16, **kw)
+    assert np.abs(adv - x).max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert accuracy(m.model_fn, m.params, adv, y) == a
 
 
 def test_bad_input():

@@ -66,6 +66,8 @@ def test_matches_independent_pytorch_loop(adv_pert, pthresh):
     res = level_set_traversal(model_fn, params, xs, xt, ys, jax.random.key(0), cfg,
                               target_labels=yt)
 
+    from torch_reference import torch_tiny_cnn
+
     f = torch_tiny_cnn(params)
     nchw = lambda a: torch.from_numpy(np.asarray(a).transpose(0, 3, 1, 2).copy())
     lng = lambda a: torch.from_numpy(np.asarray(a).astype(np.int64))

@@ -9,7 +9,8 @@ published architectures with the original state-dict key names:
 - `TorchViT`: the timm VisionTransformer (class token, fused qkv), keys `cls_token`,
   `pos_embed`, `patch_embed.proj`, `blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,
   mlp.fc2}`, `norm`, `head`; with `convstem=True` the `patch_embed.proj` is the ConvStem of
-  Singh et al. 2023 (`patch_embed.proj.stem.{0,1,3,4,...,12}`).
+  Singh et al. 2023 (`patch_embed.proj.stem.{0,1,3,4,...,12}`);
+- `torch_tiny_cnn(params)`: the twin of the tests' `TinyCNN`, with its Flax weights copied.
 
 These twins do not use torchvision or timm. Where torchvision's own classes are the reference
 (GoogLeNet, its VisionTransformer), `import_torchvision` imports torchvision 0.28 next to the
@@ -24,6 +25,8 @@ import math
 import sys
 import types
 
+import jax
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -358,3 +361,29 @@ def torchvision_googlenet(num_classes: int = 1000, aux_logits: bool = False):
     return import_torchvision().models.googlenet(weights=None, num_classes=num_classes,
                                                  aux_logits=aux_logits, transform_input=True,
                                                  init_weights=True)
+
+
+def torch_tiny_cnn(params):
+    """The PyTorch twin of conftest.TinyCNN with the same weights (NCHW)."""
+    class TorchTinyCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.conv1(x))
+            x = nn.functional.avg_pool2d(x, 2)
+            x = torch.relu(self.conv2(x))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    m = TorchTinyCNN().eval()
+    p = jax.tree.map(lambda a: np.array(a, np.float32), params["params"])
+    with torch.no_grad():
+        for name in ("conv1", "conv2"):
+            getattr(m, name).weight.copy_(torch.from_numpy(p[name]["kernel"].transpose(3, 2, 0, 1).copy()))
+            getattr(m, name).bias.copy_(torch.from_numpy(p[name]["bias"]))
+        m.fc.weight.copy_(torch.from_numpy(p["fc"]["kernel"].T.copy()))
+        m.fc.bias.copy_(torch.from_numpy(p["fc"]["bias"]))
+    return m

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from pathlib import Path
@@ -12,16 +13,37 @@ import jax.numpy as jnp
 import numpy as np
 
 
+@functools.partial(jax.jit, static_argnames="model_fn")
+def _logits(model_fn, params, x):
+    return model_fn(params, x).astype(jnp.float32)
+
+
+def predict_logits(model_fn, params, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Logits of `model_fn` on host images, in jitted batches (the last one padded, so one
+    compiled program per model and batch size; compiled once per `model_fn` value).
+
+    Shape:
+        images: (N, H, W, C) -> (N, K) float32.
+    """
+    images = np.asarray(images, np.float32)
+    size = min(batch, len(images))
+    out = []
+    for i in range(0, len(images), size):
+        x = images[i:i + size]
+        m = len(x)
+        if m < size:
+            x = np.concatenate([x, np.repeat(x[-1:], size - m, axis=0)])
+        out.append(np.asarray(_logits(model_fn, params, x))[:m])
+    return np.concatenate(out, axis=0)
+
+
 def predict_probs(model_fn, params, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """Softmax probabilities of `model_fn` on host images, in batches.
 
     Shape:
         images: (N, H, W, C) in [0, 1] -> (N, K) float32.
     """
-    fn = jax.jit(lambda p, x: jax.nn.softmax(model_fn(p, x), axis=-1))
-    out = [np.asarray(fn(params, jnp.asarray(images[i:i + batch])))
-           for i in range(0, len(images), batch)]
-    return np.concatenate(out, axis=0)
+    return np.asarray(jax.nn.softmax(predict_logits(model_fn, params, images, batch), axis=-1))
 
 
 def qualifies(probs: np.ndarray, labels: np.ndarray, min_conf: float) -> np.ndarray:

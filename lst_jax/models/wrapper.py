@@ -37,14 +37,37 @@ class Normalization:
         if self.mean is not None and len(self.mean) != len(self.std):
             raise ValueError(f"mean {self.mean} and std {self.std} differ in length")
 
+    @property
+    def is_identity(self) -> bool:
+        return self.mean is None
+
+    def _stats(self, x):
+        # explicit broadcast shape: the suite runs with jax_numpy_rank_promotion="raise"
+        bshape = (1,) * (x.ndim - 1) + (len(self.mean),)
+        return (jnp.asarray(self.mean, x.dtype).reshape(bshape),
+                jnp.asarray(self.std, x.dtype).reshape(bshape))
+
     def __call__(self, images: jax.Array) -> jax.Array:
+        """[0, 1] pixels -> the model's normalised tensor space, `(x - mean) / std`."""
         if self.mean is None:
             return images
-        # explicit broadcast shape: the suite runs with jax_numpy_rank_promotion="raise"
-        bshape = (1,) * (images.ndim - 1) + (len(self.mean),)
-        mean = jnp.asarray(self.mean, images.dtype).reshape(bshape)
-        std = jnp.asarray(self.std, images.dtype).reshape(bshape)
+        mean, std = self._stats(images)
         return (images - mean) / std
+
+    def normalize(self, images: jax.Array) -> jax.Array:
+        """Same as calling the normalisation: pixels -> normalised tensors."""
+        return self(images)
+
+    def denormalize(self, z: jax.Array) -> jax.Array:
+        """The inverse: normalised tensors -> pixels, `z * std + mean` (not clipped).
+
+        Shape:
+            z: (..., C) with C = len(mean) -> same shape.
+        """
+        if self.mean is None:
+            return z
+        mean, std = self._stats(z)
+        return z * std + mean
 
     def to_dict(self) -> dict:
         return {"mean": list(self.mean) if self.mean else None,
@@ -90,6 +113,16 @@ class Classifier:
                                   if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
         logits, out = self.module.apply(params, x, train=False)
         return logits.astype(jnp.float32), out
+
+    def on_normalized_inputs(self) -> "Classifier":
+        """The same model as a function of *normalised* inputs (`normalization` dropped):
+        `clf.on_normalized_inputs()(params, clf.normalization(x)) == clf(params, x)`.
+
+        For methods that work in the model's tensor space, as the input-space connectivity
+        paper does (`lst_jax.connectivity.model_in_space`). Equal for equal models, so it
+        shares compiled programs like any `Classifier`.
+        """
+        return dataclasses.replace(self, normalization=Normalization())
 
     def init(self, key, image_shape) -> dict:
         """Random variables for images of shape (H, W, C)."""

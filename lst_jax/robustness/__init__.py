@@ -6,6 +6,7 @@ from lst_jax.robustness.accuracy import corruption_accuracy as corruption_accura
 from lst_jax.robustness.accuracy import corruption_errors as corruption_errors
 from lst_jax.robustness.accuracy import mean_corruption_error as mean_corruption_error
 from lst_jax.robustness.accuracy import pgd_accuracy as pgd_accuracy
+from lst_jax.robustness.accuracy import pgd_examples as pgd_examples
 from lst_jax.robustness.accuracy import (
     relative_mean_corruption_error as relative_mean_corruption_error)
 from lst_jax.robustness.corruptions import CORRUPTIONS as CORRUPTIONS

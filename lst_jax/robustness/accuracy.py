@@ -32,16 +32,16 @@ class _Correct:
 
 
 @dataclasses.dataclass(frozen=True)
-class _PGDCorrect:
-    """`fn((params, key_data), (images, labels, index)) -> (B,) bool` after L-inf PGD with a
-    random start drawn from `fold_in(key, index)` per example."""
+class _PGDImages:
+    """`fn((params, key_data), (images, labels, index)) -> adversarial images` of L-inf PGD
+    with a random start drawn from `fold_in(key, index)` per example."""
 
     model_fn: Callable
     eps: float
     step_size: float
     steps: int
 
-    def __call__(self, params_key, batch):
+    def attack(self, params_key, batch):
         params, key_data = params_key
         images, labels, index = batch
         key = jax.random.wrap_key_data(key_data)
@@ -49,9 +49,21 @@ class _PGDCorrect:
         noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i),
                                                       images.shape[1:], images.dtype,
                                                       -self.eps, self.eps))(index)
-        adv = pgd_linf(self.model_fn, params, images, labels, None, eps=self.eps,
-                       step_size=self.step_size, steps=self.steps, start=images + noise)
-        return jnp.argmax(self.model_fn(params, adv), -1) == labels
+        return pgd_linf(self.model_fn, params, images, labels, None, eps=self.eps,
+                        step_size=self.step_size, steps=self.steps, start=images + noise)
+
+    def __call__(self, params_key, batch):
+        return self.attack(params_key, batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PGDCorrect(_PGDImages):
+    """`fn((params, key_data), (images, labels, index)) -> (B,) bool`: still correct after
+    the PGD of `_PGDImages`."""
+
+    def __call__(self, params_key, batch):
+        adv = self.attack(params_key, batch)
+        return jnp.argmax(self.model_fn(params_key[0], adv), -1) == batch[1]
 
 
 def _validated(images, labels, num_classes=None):
@@ -76,6 +88,21 @@ def accuracy(model_fn, params, images, labels, *, mesh=None, chunk_size: int = 2
     return float(np.mean(ok))
 
 
+def _pgd_sharded(fn_type, model_fn, params, images, labels, key, eps, step_size, steps,
+                 mesh, chunk_size, progress):
+    from lst_jax.parallel import sharded_apply
+
+    images, labels = _validated(images, labels)
+    if not 0 < float(eps) <= 1:
+        raise ValueError(f"eps must be in (0, 1] (pixel units, e.g. 8/255), got {eps!r}")
+    steps = check_positive_int("steps", steps)
+    step_size = float(eps) / 8 if step_size is None else float(step_size)
+    fn = fn_type(model_fn, float(eps), step_size, steps)
+    index = np.arange(len(images), dtype=np.uint32)
+    return sharded_apply(fn, (params, jax.random.key_data(key)), (images, labels, index), mesh,
+                         chunk_size=chunk_size, progress=progress, desc=f"PGD-{steps}")
+
+
 def pgd_accuracy(model_fn, params, images, labels, key, *, eps: float, step_size: float | None = None,
                  steps: int = 20, mesh=None, chunk_size: int = 128,
                  progress: bool = False) -> float:
@@ -89,18 +116,22 @@ def pgd_accuracy(model_fn, params, images, labels, key, *, eps: float, step_size
     Shape:
         images: (N, H, W, C) float32 in [0, 1]; labels: (N,) int.
     """
-    from lst_jax.parallel import sharded_apply
-
-    images, labels = _validated(images, labels)
-    if not 0 < float(eps) <= 1:
-        raise ValueError(f"eps must be in (0, 1] (pixel units, e.g. 8/255), got {eps!r}")
-    steps = check_positive_int("steps", steps)
-    step_size = float(eps) / 8 if step_size is None else float(step_size)
-    fn = _PGDCorrect(model_fn, float(eps), step_size, steps)
-    index = np.arange(len(images), dtype=np.uint32)
-    ok = sharded_apply(fn, (params, jax.random.key_data(key)), (images, labels, index), mesh,
-                       chunk_size=chunk_size, progress=progress, desc=f"PGD-{steps}")
+    ok = _pgd_sharded(_PGDCorrect, model_fn, params, images, labels, key, eps, step_size,
+                      steps, mesh, chunk_size, progress)
     return float(np.mean(ok))
+
+
+def pgd_examples(model_fn, params, images, labels, key, *, eps: float,
+                 step_size: float | None = None, steps: int = 20, mesh=None,
+                 chunk_size: int = 128, progress: bool = False) -> np.ndarray:
+    """The adversarial images of `pgd_accuracy`'s attack (same per-example random starts, so
+    `pgd_accuracy` is the accuracy on them).
+
+    Shape:
+        images: (N, H, W, C) float32 in [0, 1]; labels: (N,) int -> (N, H, W, C) in [0, 1].
+    """
+    return _pgd_sharded(_PGDImages, model_fn, params, images, labels, key, eps, step_size,
+                        steps, mesh, chunk_size, progress)
 
 
 def corruption_accuracy(model_fn, params, images, labels, *, seed: int = 0,

@@ -17,11 +17,14 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_images(name: str, images, *, channels: int | None = None, batch: int | None = None):
+def check_images(name: str, images, *, channels: int | None = None, batch: int | None = None,
+                 value_range: tuple[float, float] | None = (0.0, 1.0)):
     """Checks an NHWC float image batch in [0, 1]; returns it as a float32 jax array.
 
+    `value_range=None` checks only finiteness (e.g. inputs in a model's normalised space).
+
     Shape:
-        images: (B, H, W, C), floating point, values in [0, 1], finite.
+        images: (B, H, W, C), floating point, values in `value_range`, finite.
     """
     if not hasattr(images, "shape") or not hasattr(images, "dtype"):
         raise ValueError(f"{name} must be an array of shape (B, H, W, C), got {type(images).__name__}")
@@ -51,8 +54,9 @@ def check_images(name: str, images, *, channels: int | None = None, batch: int |
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains NaN or infinite values")
         lo, hi = float(arr.min()), float(arr.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+        if value_range is not None and (lo < value_range[0] or hi > value_range[1]):
+            raise ValueError(f"{name} must lie in [{value_range[0]:g}, {value_range[1]:g}], "
+                             f"got values in [{lo:.4g}, {hi:.4g}]")
     return jnp.asarray(images, jnp.float32)
 
 

@@ -1,0 +1,248 @@
+"""The single-run connectivity jobs behind `lst-jax connectivity bypass` and `synthetic`:
+the barrier bypass on a real and an adversarial pair (paper 4.1-4.2, Figs. 1-5), and the
+untrained-model experiment (4.3, Fig. 7)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from lst_jax.connectivity.attack import optimization_attack
+from lst_jax.connectivity.bypass import ConnectResult, connect
+from lst_jax.connectivity.config import AttackConfig, BypassConfig, FreeConfig, FVOConfig
+from lst_jax.connectivity.detect import class_losses
+from lst_jax.connectivity.paths import barrier_stats, path_losses
+from lst_jax.connectivity.jobs import _nested_dict, load_digits_model
+from lst_jax.connectivity.space import SPACES, model_in_space
+from lst_jax.connectivity.synthetic import feature_visualization, noise_inputs
+from lst_jax.connectivity.untrained import UNTRAINED_ARCHS, untrained_model
+from lst_jax.data.digits import load_digits32
+from lst_jax.evaluation.rundir import RunDir, markdown_table
+from lst_jax.geometry.paths import path_points
+from lst_jax.utils.checks import check_nonnegative, check_positive_int
+
+
+SELECTIONS = ("largest_gap", "lowest_loss")
+
+
+@dataclasses.dataclass(frozen=True)
+class BypassRunConfig:
+    """Bypass on the digits data for a real pair (A, C) of `target_class` and for A vs the
+    paper's demo attack (1024 steps, TV 1e-7, no early stop) from the first test image of
+    `source_class`.
+
+    The real pair comes from the first `candidates` test images of the class:
+    `selection="lowest_loss"` takes the two with the lowest CE (the authors' rule on
+    ImageNet); `"largest_gap"` [ours, the default] the pair with the largest linear barrier
+    gap, since the trained digits models put almost no barrier between low-loss digits.
+    """
+
+    target_class: int = 1
+    source_class: int = 0
+    candidates: int = 8
+    selection: str = "largest_gap"
+    points: int = 1000
+    segment_points: int | None = None
+    threshold: float = 1e-3
+    max_depth: int = 2
+    bypass: BypassConfig = BypassConfig()
+    attack: AttackConfig = AttackConfig(steps=1024, tv_weight=1e-7)
+    space: str = "normalized"
+
+    def __post_init__(self):
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.candidates < 2:
+            raise ValueError(f"candidates must be at least 2, got {self.candidates}")
+        if self.target_class == self.source_class:
+            raise ValueError("source_class must differ from target_class")
+        path_points(self.points)
+
+    def to_dict(self) -> dict:
+        return _nested_dict(self)
+
+
+def _display_strip(space, start, end, alphas):
+    pts = [(1 - a) * start + a * end for a in alphas]
+    return np.asarray(space.to_pixels(np.stack(pts)))
+
+
+def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = BypassRunConfig(),
+               out=None, *, checkpoint=None, progress: bool = True) -> Path:
+    """Linear vs bypassed paths for a real pair and a real-adversarial pair; writes the run
+    directory (results.npz, summary.json/md, figures/profiles.png, paths.png,
+    difference.png) and returns it."""
+    from lst_jax.plots.connectivity import bypass_profiles, difference_pattern, path_images
+
+    loaded = load_digits_model(model, checkpoint)
+    fn, space = model_in_space(loaded.model_fn, config.space)
+    params = loaded.params
+    images, labels = load_digits32("test")
+    x = np.asarray(space.from_pixels(images))
+    cand = np.flatnonzero(labels == config.target_class)[:config.candidates]
+    src = np.flatnonzero(labels == config.source_class)
+    if len(cand) < 2 or len(src) < 1:
+        raise ValueError(f"not enough test images of classes {config.target_class} / "
+                         f"{config.source_class}")
+    c = config.target_class
+    a_idx, c_idx = _select_pair(fn, params, x, cand, c, config)
+    run = RunDir(out or Path("runs") / "connectivity" / f"bypass_{model}")
+    run.ensure_manifest({"model": model, "checkpoint_digest": loaded.metadata.get("digest"),
+                         "config": config.to_dict()}, mode="connectivity bypass")
+    adv = optimization_attack(fn, params, x[src[:1]], [c], None, config.attack).x
+    starts = np.stack([x[a_idx], x[a_idx]])
+    ends = np.concatenate([x[c_idx][None], adv])
+    res = connect(fn, params, starts, ends, np.array([c, c]), method="bypass",
+                  points=config.points, segment_points=config.segment_points,
+                  threshold=config.threshold, max_depth=config.max_depth, bypass=config.bypass,
+                  progress=progress)
+    run.save_npz("results.npz", **res._asdict(), adversarial=adv, pair_index=[a_idx, c_idx],
+                 source_index=src[:1])
+    names = ["real-real", "real-adversarial"]
+    bypass_profiles([(names[p], res.primary[p], res.segment_losses[p], res.vertex_alpha[p],
+                      res.num_vertices[p]) for p in range(2)], run.path("figures/profiles.png"),
+                    title=f"{model}: class {c}")
+    rows, ratios = [], {}
+    for p in range(2):
+        lin = _display_strip(space, starts[p], ends[p], [0, 0.25, 0.5, 0.75, 1])
+        rows.append((f"{names[p]}\nlinear", lin, [f"a={a:g}" for a in (0, 0.25, 0.5, 0.75, 1)]))
+        nv = int(res.num_vertices[p])
+        verts = np.asarray(space.to_pixels(res.vertices[p, :nv]))
+        caps = ["A"] + [f"B'{j}" for j in range(1, nv - 1)] + ["C" if p == 0 else "K'"]
+        rows.append((f"{names[p]}\nbypassed", verts, caps))
+    path_images(rows, run.path("figures/paths.png"), title=f"{model}: images along the paths")
+    first = [int(np.flatnonzero(res.optimized_pair == p)[0]) if np.any(res.optimized_pair == p)
+             else None for p in range(2)]
+    for p, k in enumerate(first):
+        if k is None:
+            continue
+        b = np.asarray(space.to_pixels(res.barrier_points[k]))
+        bp = np.asarray(space.to_pixels(res.bypass_points[k]))
+        _, ratios[names[p]] = difference_pattern(
+            b, bp, run.path(f"figures/difference_{names[p]}.png"),
+            title=f"{model}: {names[p]}, first bypass (CE {res.barrier_ce[k]:.3g} -> "
+                  f"{res.bypass_ce[k]:.3g})")
+    summary = _bypass_summary(res, names, ratios)
+    run.write_json("summary.json", summary)
+    run.write_text("summary.md", markdown_table(
+        ["pair", "linear max", "linear gap", "bypass points", "final max gap",
+         "B' - B max / B max"],
+        [[n, f"{s['linear_max']:.3g}", f"{s['linear_gap']:.3g}", s["bypass_points"],
+          f"{s['final_max_gap']:.3g}", "-" if s["difference_ratio"] is None
+          else f"{100 * s['difference_ratio']:.1f}%"] for n, s in summary.items()]))
+    return run.root
+
+
+def _select_pair(fn, params, x, cand, c, config):
+    if config.selection == "lowest_loss":
+        ce = class_losses(fn, params, x[cand], np.full(len(cand), c))
+        return cand[np.argsort(ce, kind="stable")[:2]]
+    i, j = np.triu_indices(len(cand), 1)
+    gaps = barrier_stats(path_losses(fn, params, x[cand[i]], x[cand[j]], np.full(len(i), c),
+                                     config.points)).gap
+    k = int(np.argmax(gaps))
+    return cand[i[k]], cand[j[k]]
+
+
+def _bypass_summary(res: ConnectResult, names, ratios) -> dict:
+    final = res.max_final_gap()
+    out = {}
+    for p, n in enumerate(names):
+        prim = res.primary[p]
+        out[n] = {"linear_max": float(prim.max()),
+                  "linear_gap": float(prim.max() - max(prim[0], prim[-1])),
+                  "bypass_points": int(res.num_vertices[p] - 2),
+                  "final_max_gap": float(final[p]),
+                  "round_max": [float(np.nanmax(r)) if np.any(np.isfinite(r)) else None
+                                for r in res.round_max[:, p]],
+                  "difference_ratio": ratios.get(n)}
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticRunConfig:
+    """The untrained-model experiment (4.3): per (class, seed) two FVO inputs of a randomly
+    initialised network (A with TV 2.5e-7, C without), the 200-point primary path and two
+    rounds of free optimisation of the barrier points. `threshold=0` bypasses every barrier
+    up to `max_depth`, as the authors' two unconditional rounds."""
+
+    arch: str = "resnet18"
+    init_seed: int = 0
+    classes: tuple = (1,)
+    seeds: tuple = (0,)
+    fvo: FVOConfig = FVOConfig()
+    free: FreeConfig = FreeConfig()
+    tv_a: float = 2.5e-7
+    tv_c: float = 0.0
+    points: int = 200
+    segment_points: int = 200
+    threshold: float = 0.0
+    max_depth: int = 2
+
+    def __post_init__(self):
+        if self.arch not in UNTRAINED_ARCHS:
+            raise ValueError(f"arch must be one of {UNTRAINED_ARCHS}, got {self.arch!r}")
+        object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.classes or not self.seeds:
+            raise ValueError("classes and seeds must not be empty")
+        check_nonnegative("tv_a", self.tv_a)
+        check_nonnegative("tv_c", self.tv_c)
+        check_positive_int("points", self.points)
+
+    def to_dict(self) -> dict:
+        return _nested_dict(self)
+
+
+def synthetic_job(config: SyntheticRunConfig = SyntheticRunConfig(), out=None, *,
+                  progress: bool = True) -> Path:
+    """FVO pairs on an untrained network and their bypass rounds; writes results.npz,
+    summary.json, rounds.md and figures/rounds_c<class>_s<seed>.png; returns the run dir."""
+    from lst_jax.plots.connectivity import round_profiles
+
+    model, params = untrained_model(config.arch, jax.random.key(config.init_seed))
+    fn, space = model_in_space(model, "normalized")
+    run = RunDir(out or Path("runs") / "connectivity" / f"synthetic_{config.arch}")
+    run.ensure_manifest({"config": config.to_dict()}, mode="connectivity synthetic",
+                        input_space=space.to_dict())
+    pairs = [(c, s) for c in config.classes for s in config.seeds]
+    shape = (32, 32, 3)
+    if not run.exists("fvo.npz"):
+        x0 = np.concatenate([noise_inputs(jax.random.fold_in(jax.random.key(s), c), 2, shape,
+                                          config.fvo.init_scale) for c, s in pairs])
+        labels = np.repeat([c for c, _ in pairs], 2)
+        tv = np.tile([config.tv_a, config.tv_c], len(pairs))
+        fvo = feature_visualization(fn, params, labels, None, shape, tv, config.fvo, x0=x0,
+                                    progress=progress)
+        run.save_npz("fvo.npz", x=fvo.x, ce=fvo.ce, steps=fvo.steps, stopped=fvo.stopped)
+    fvo = run.load_npz("fvo.npz")
+    a, c_ = fvo["x"][0::2], fvo["x"][1::2]
+    labels = np.asarray([c for c, _ in pairs], np.int32)
+    res = connect(fn, params, a, c_, labels, method="free", points=config.points,
+                  segment_points=config.segment_points, threshold=config.threshold,
+                  max_depth=config.max_depth, free=config.free, progress=progress)
+    run.save_npz("results.npz", **res._asdict())
+    rows, summary = [], {"pairs": []}
+    for p, (c, s) in enumerate(pairs):
+        entry = {"class": c, "seed": s, "fvo_ce": fvo["ce"][2 * p:2 * p + 2].tolist(),
+                 "fvo_steps": fvo["steps"][2 * p:2 * p + 2].tolist(),
+                 "round_max": [float(np.nanmax(r)) if np.any(np.isfinite(r)) else None
+                               for r in res.round_max[:, p]],
+                 "final_max_gap": float(res.max_final_gap()[p])}
+        summary["pairs"].append(entry)
+        rows.append([c, s, f"{entry['fvo_ce'][0]:.2g} / {entry['fvo_ce'][1]:.2g}"]
+                    + ["-" if v is None else f"{v:.3g}" for v in entry["round_max"]])
+        round_profiles(res.primary[p], [(res.round_losses[r, p], res.round_alpha[r + 1, p])
+                                        for r in range(config.max_depth)],
+                       run.path(f"figures/rounds_c{c}_s{s}.png"),
+                       title=f"untrained {config.arch}, class {c}, seed {s}")
+    header = ["class", "seed", "FVO CE (A / C)"] + \
+        [f"round {r} max" if r else "primary max" for r in range(config.max_depth + 1)]
+    run.write_text("rounds.md", markdown_table(header, rows))
+    run.write_json("summary.json", summary)
+    return run.root

@@ -1,0 +1,459 @@
+"""Per-model units of the connectivity method: barrier statistics and adversarial detection.
+
+`barrier_model_run(model, config, root)` and `detect_model_run(model, config, root)` are
+`lst_jax.evaluation.rundir.cached_unit`s: each owns `root/connectivity_<barrier|detect>/
+<model>-<digest of (model, checkpoint digest, full config)>/`; the same request returns the
+stored `result.json` without recomputing, an interrupted one resumes from its finished
+chunks (`.npz` written atomically), and a different config gets its own directory. The
+manifest holds the full key, so a directory is never reused for another request
+(`RunDir.ensure_manifest` refuses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from lst_jax.connectivity.attack import optimization_attack
+from lst_jax.connectivity.config import AttackConfig, PGDConfig
+from lst_jax.connectivity.detect import (DetectorConfig, FEATURE_SETS, class_losses,
+                                         cross_validate_detector, curve_features,
+                                         feature_matrix, select_references)
+from lst_jax.connectivity.paths import barrier_stats, path_losses
+from lst_jax.connectivity.space import SPACES, model_in_space
+from lst_jax.data.digits import load_digits32
+from lst_jax.data.pool import predict_logits
+from lst_jax.evaluation.rundir import RunDir, cached_unit, markdown_table
+from lst_jax.models.registry import load_model
+from lst_jax.robustness import pgd_examples
+from lst_jax.utils.checks import check_positive_int
+from lst_jax.utils.progress import Progress
+
+ATTACKS = ("optimization", "pgd")
+DATA = ("digits",)
+
+
+def _nested_dict(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _check_common(cfg):
+    if cfg.data not in DATA:
+        raise ValueError(f"data must be one of {DATA}, got {cfg.data!r}")
+    if cfg.space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {cfg.space!r}")
+    check_positive_int("points", cfg.points)
+    if cfg.points < 2:
+        raise ValueError(f"points must be an integer >= 2, got {cfg.points}")
+    check_positive_int("batch_size", cfg.batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class BarrierRunConfig:
+    """Barrier statistics of one model (paper 4.2, Fig. 6), on the digits data.
+
+    Per class c (in the split's order): real-real pairs (images 2p, 2p + 1 of c); real-
+    adversarial pairs (image 2p of c vs the paper's attack toward c from image 2p of a
+    uniformly drawn other class, early-stopped at the real image's loss); `points`-point
+    paths; per class and group the `drop_per_class` pairs with the largest |L(A) - L(C)| are
+    dropped (the authors' post-processing).
+    """
+
+    data: str = "digits"
+    split: str = "test"
+    classes: tuple | None = None
+    pairs_per_class: int = 7
+    drop_per_class: int = 2
+    points: int = 250
+    attack: AttackConfig = AttackConfig()
+    space: str = "normalized"
+    seed: int = 0
+    batch_size: int = 64
+
+    def __post_init__(self):
+        _check_common(self)
+        check_positive_int("pairs_per_class", self.pairs_per_class)
+        if not isinstance(self.drop_per_class, int) or self.drop_per_class < 0:
+            raise ValueError(f"drop_per_class must be an integer >= 0, got "
+                             f"{self.drop_per_class!r}")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+
+    def to_dict(self) -> dict:
+        return _nested_dict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectRunConfig:
+    """Adversarial detection of one model (paper 4.2.1; design ours, see `detect`).
+
+    Clean inputs: the first `num_samples` correctly classified images of `split`; references:
+    per class the lowest-CE correct image of `reference_split`. Attacks: "optimization" (the
+    paper's targeted attack from the clean image toward a uniformly drawn other class, early-
+    stopped at the reference's loss, in the model's space) and "pgd" (untargeted L-inf PGD in
+    pixels; default eps 16/255, 10 steps of 4/255: the shipped digits models' threat model,
+    at the spec's ImageNet 4/255 PGD barely changes a digit's prediction). Only successful
+    attacks enter the detector; clean inputs are all of them.
+    """
+
+    data: str = "digits"
+    split: str = "test"
+    reference_split: str = "train"
+    num_samples: int | None = None
+    points: int = 250
+    attacks: tuple = ATTACKS
+    attack: AttackConfig = AttackConfig()
+    pgd: PGDConfig = PGDConfig(eps=16 / 255, step_size=4 / 255)
+    detector: DetectorConfig = DetectorConfig()
+    features: str = "curve+logits"
+    space: str = "normalized"
+    seed: int = 0
+    batch_size: int = 64
+
+    def __post_init__(self):
+        _check_common(self)
+        object.__setattr__(self, "attacks", tuple(self.attacks))
+        bad = [a for a in self.attacks if a not in ATTACKS]
+        if bad or not self.attacks:
+            raise ValueError(f"attacks must be a non-empty subset of {ATTACKS}, got "
+                             f"{self.attacks!r}")
+        if self.features not in FEATURE_SETS:
+            raise ValueError(f"features must be one of {FEATURE_SETS}, got {self.features!r}")
+        if self.num_samples is not None:
+            check_positive_int("num_samples", self.num_samples)
+
+    def to_dict(self) -> dict:
+        return _nested_dict(self)
+
+
+def load_digits_model(model: str, checkpoint=None):
+    """`load_model` for the digits jobs: the model must take 32x32x3 inputs."""
+    loaded = load_model(model, checkpoint)
+    if tuple(loaded.spec.input_size) != (32, 32, 3):
+        raise ValueError(f"the connectivity jobs use the digits data (32x32x3), but {model} "
+                         f"expects {tuple(loaded.spec.input_size)}")
+    return loaded
+
+
+def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> dict:
+    """Opens the cached unit of (kind, model, checkpoint digest, config) and runs
+    `compute(loaded, digest, run, fn, space)` unless its result is stored."""
+    if not isinstance(config, config_type):
+        raise ValueError(f"config must be a {config_type.__name__}, got "
+                         f"{type(config).__name__}")
+    loaded = load_digits_model(model, checkpoint)
+    digest = loaded.metadata.get("digest")
+    key = {"model": model, "checkpoint_digest": digest, "config": config.to_dict()}
+
+    def run_compute(run):
+        fn, space = model_in_space(loaded.model_fn, config.space)
+        return compute(loaded, digest, run, fn, space)
+
+    return cached_unit(root, f"connectivity_{kind}", model, key, run_compute,
+                       manifest={"mode": f"connectivity {kind}", "model_spec": loaded.spec})
+
+
+def _group_stats(mx, gap) -> dict:
+    mx, gap = np.asarray(mx, np.float64), np.asarray(gap, np.float64)
+    if len(mx) == 0:
+        return {"n": 0}
+    return {"n": int(len(mx)), "max_median": float(np.median(mx)),
+            "max_mean": float(np.mean(mx)), "gap_median": float(np.median(gap)),
+            "gap_mean": float(np.mean(gap))}
+
+
+def drop_largest_endpoint_difference(classes, l1, l2, drop: int) -> np.ndarray:
+    """Mask keeping, per class, all but the `drop` pairs with the largest |l1 - l2|
+    (the authors' `postprocess_barriers`; ties keep the earlier pair)."""
+    classes = np.asarray(classes)
+    diff = np.abs(np.asarray(l1) - np.asarray(l2))
+    keep = np.zeros(len(classes), bool)
+    for c in np.unique(classes):
+        idx = np.flatnonzero(classes == c)
+        n_keep = max(len(idx) - drop, 0)
+        keep[idx[np.argsort(diff[idx], kind="stable")[:n_keep]]] = True
+    return keep
+
+
+def plan_barrier_pairs(labels, classes, pairs_per_class: int, seed: int):
+    """Indices of the real-real and the real-adversarial pairs (see `BarrierRunConfig`).
+
+    Returns:
+        dict of int arrays: real_a, real_c, real_class; adv_a (real image), adv_source (the
+        other-class image attacked), adv_class (the target class c).
+    """
+    rng = np.random.default_rng(seed)
+    by_class = {int(c): np.flatnonzero(labels == c) for c in classes}
+    out = {k: [] for k in ("real_a", "real_c", "real_class", "adv_a", "adv_source",
+                           "adv_class")}
+    for c in classes:
+        idx = by_class[int(c)]
+        for p in range(pairs_per_class):
+            if 2 * p + 1 < len(idx):
+                out["real_a"].append(idx[2 * p])
+                out["real_c"].append(idx[2 * p + 1])
+                out["real_class"].append(c)
+        others = [o for o in classes if o != c]
+        for p in range(pairs_per_class):
+            if 2 * p >= len(idx):
+                break
+            o = others[int(rng.integers(len(others)))]
+            if 2 * p >= len(by_class[int(o)]):
+                continue
+            out["adv_a"].append(idx[2 * p])
+            out["adv_source"].append(by_class[int(o)][2 * p])
+            out["adv_class"].append(c)
+    return {k: np.asarray(v, np.int32) for k, v in out.items()}
+
+
+def _chunks(n: int, size: int):
+    return [(i, s, min(s + size, n)) for i, s in enumerate(range(0, n, size))]
+
+
+def barrier_model_run(model: str, config: BarrierRunConfig = BarrierRunConfig(), root="runs",
+                      *, checkpoint=None, progress: bool = True) -> dict:
+    """Barrier statistics of one model, in (or from) its own run directory.
+
+    Returns the summary: `real` and `adversarial` groups each with `n`, `max_median`,
+    `max_mean`, `gap_median`, `gap_mean` (after the authors' post-processing; `raw` before
+    it), attack success rate and steps, and `run_dir`.
+    """
+    return _run_unit("barrier", model, config, BarrierRunConfig, root, checkpoint,
+                     lambda *a: _barrier_compute(config, progress, *a))
+
+
+def _barrier_compute(config, progress, loaded, digest, run, fn, space) -> dict:
+    model = loaded.spec.name
+    params = loaded.params
+    images, labels = load_digits32(config.split)
+    classes = list(config.classes) if config.classes is not None else \
+        sorted(int(c) for c in np.unique(labels))
+    x = np.asarray(space.from_pixels(images))
+    plan = plan_barrier_pairs(labels, classes, config.pairs_per_class, config.seed)
+    if not run.exists("real.npz"):
+        curves = path_losses(fn, params, x[plan["real_a"]], x[plan["real_c"]],
+                             plan["real_class"], config.points)
+        run.save_npz("real.npz", curves=curves)
+    real_curves = run.load_npz("real.npz")["curves"]
+    n_adv = len(plan["adv_a"])
+    chunks = _chunks(n_adv, config.batch_size)
+    pending = [c for c in chunks if not run.exists(f"adv/b{c[0]:04d}.npz")]
+    with Progress(n_adv, desc="attack + path", unit="pairs", enabled=progress) as bar:
+        bar.update(n_adv - sum(e - s for _, s, e in pending))
+        for i, s, e in pending:
+            a, src, c = (plan["adv_a"][s:e], plan["adv_source"][s:e], plan["adv_class"][s:e])
+            stop = class_losses(fn, params, x[a], c)
+            res = optimization_attack(fn, params, x[src], c, stop, config.attack,
+                                      batch_size=config.batch_size)
+            curves = path_losses(fn, params, x[a], res.x, c, config.points)
+            pred = predict_logits(fn, params, res.x).argmax(-1)
+            run.save_npz(f"adv/b{i:04d}.npz", curves=curves, steps=res.steps,
+                         success=pred == c, out_of_range=space.out_of_range_fraction(res.x))
+            bar.update(e - s)
+    parts = [run.load_npz(f"adv/b{i:04d}.npz") for i, _, _ in chunks]
+    adv = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    summary = _barrier_summary(model, digest, config, plan, real_curves, adv)
+    summary["run_dir"] = str(run.root)
+    _write_barrier_tables(run, model, summary, plan, real_curves, adv, config)
+    return summary
+
+
+def _barrier_summary(model, digest, config, plan, real_curves, adv) -> dict:
+    out = {"model": model, "checkpoint_digest": digest, "config": config.to_dict()}
+    groups = {"real": (plan["real_class"], real_curves),
+              "adversarial": (plan["adv_class"], adv.get("curves", np.zeros((0, 2))))}
+    out["raw"] = {}
+    for name, (cls, curves) in groups.items():
+        if len(curves) == 0:
+            out[name] = out["raw"][name] = {"n": 0}
+            continue
+        bar = barrier_stats(curves)
+        keep = drop_largest_endpoint_difference(cls, bar.start, bar.end,
+                                                config.drop_per_class)
+        out[name] = _group_stats(bar.max[keep], bar.gap[keep])
+        out["raw"][name] = _group_stats(bar.max, bar.gap)
+    if adv:
+        out["adversarial"].update(attack_success=float(np.mean(adv["success"])),
+                                  attack_steps_mean=float(np.mean(adv["steps"])),
+                                  out_of_range_fraction=float(np.mean(adv["out_of_range"])))
+    return out
+
+
+def barrier_table(summaries: dict) -> str:
+    """Markdown table of barrier summaries (label -> `barrier_model_run` result)."""
+    rows = []
+    for label, s in summaries.items():
+        for g in ("real", "adversarial"):
+            st = s[g]
+            if not st.get("n"):
+                continue
+            extra = (f"{100 * st['attack_success']:.0f}% / {st['attack_steps_mean']:.0f}"
+                     if g == "adversarial" else "-")
+            rows.append([label, "real-real" if g == "real" else "real-adversarial", st["n"],
+                         f"{st['max_median']:.3g}", f"{st['max_mean']:.3g}",
+                         f"{st['gap_median']:.3g}", f"{st['gap_mean']:.3g}", extra])
+    return markdown_table(["model", "pairs", "n", "max median", "max mean", "gap median",
+                           "gap mean", "attack success / steps"], rows)
+
+
+def _barrier_box_data(plan, real_curves, adv, config) -> dict:
+    out = {}
+    for name, cls, curves in (("real", plan["real_class"], real_curves),
+                              ("adversarial", plan["adv_class"],
+                               adv.get("curves", np.zeros((0, 2))))):
+        if len(curves) == 0:
+            out[name] = {"max": np.zeros(0), "gap": np.zeros(0)}
+            continue
+        bar = barrier_stats(curves)
+        keep = drop_largest_endpoint_difference(cls, bar.start, bar.end,
+                                                config.drop_per_class)
+        out[name] = {"max": bar.max[keep], "gap": bar.gap[keep]}
+    return out
+
+
+def barrier_box_data(run_dir) -> dict:
+    """The kept barrier max / gap values of a finished barrier run (for boxplots)."""
+    z = RunDir(run_dir).load_npz("stats.npz")
+    return {g: {"max": z[f"{g}_max"], "gap": z[f"{g}_gap"]} for g in ("real", "adversarial")}
+
+
+def _write_barrier_tables(run, model, summary, plan, real_curves, adv, config):
+    from lst_jax.plots.connectivity import barrier_boxplots
+
+    box = _barrier_box_data(plan, real_curves, adv, config)
+    run.save_npz("stats.npz", **{f"{g}_{k}": v for g, d in box.items() for k, v in d.items()})
+    run.write_text("tables.md", barrier_table({model: summary}))
+    barrier_boxplots({model: box}, run.path("figures/boxplots.png"),
+                     title=f"{model}: barrier statistics")
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def _detect_data(config: DetectRunConfig, fn, params, space):
+    images, labels = load_digits32(config.split)
+    ref_images, ref_labels = load_digits32(config.reference_split)
+    x = np.asarray(space.from_pixels(images))
+    pred = predict_logits(fn, params, x).argmax(-1)
+    idx = np.flatnonzero(pred == labels)
+    if config.num_samples is not None:
+        idx = idx[:config.num_samples]
+    return images, labels, x, idx, ref_images, ref_labels
+
+
+def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), root="runs", *,
+                     checkpoint=None, progress: bool = True) -> dict:
+    """Adversarial detection of one model, in (or from) its own run directory.
+
+    Returns the summary with, per attack, `auroc`, `accuracy`, fold statistics, attack
+    success rate and the ablations (`auroc_by_features`: the detector on each feature set;
+    `auroc_barrier_max`: the max loss alone as the score), plus `run_dir`.
+    """
+    return _run_unit("detect", model, config, DetectRunConfig, root, checkpoint,
+                     lambda *a: _detect_compute(config, progress, *a))
+
+
+def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
+    model = loaded.spec.name
+    params = loaded.params
+    images, labels, x, idx, ref_images, ref_labels = _detect_data(config, fn, params, space)
+    if not run.exists("references.npz"):
+        refs, ref_cls, ref_ce, ref_idx = select_references(
+            fn, params, np.asarray(space.from_pixels(ref_images)), ref_labels)
+        run.save_npz("references.npz", images=refs, classes=ref_cls, ce=ref_ce, index=ref_idx)
+    ref = run.load_npz("references.npz")
+    ref_ce = dict(zip(ref["classes"].tolist(), ref["ce"].tolist()))
+    feats = lambda inp: curve_features(fn, params, inp, ref["images"], ref["classes"],
+                                       num_points=config.points)
+    if not run.exists("clean.npz"):
+        run.save_npz("clean.npz", index=idx, **feats(x[idx]))
+    num_classes = int(ref["classes"].max()) + 1
+    rng = np.random.default_rng(config.seed)
+    targets = (labels[idx] + rng.integers(1, num_classes, len(idx))) % num_classes
+    for name in config.attacks:
+        chunks = _chunks(len(idx), config.batch_size)
+        pending = [c for c in chunks if not run.exists(f"{name}/b{c[0]:04d}.npz")]
+        with Progress(len(idx), desc=f"{name} attack", unit="inputs",
+                      enabled=progress) as bar:
+            bar.update(len(idx) - sum(e - s for _, s, e in pending))
+            for i, s, e in pending:
+                rows = idx[s:e]
+                if name == "optimization":
+                    t = targets[s:e]
+                    res = optimization_attack(fn, params, x[rows], t,
+                                              np.asarray([ref_ce[int(c)] for c in t]),
+                                              config.attack, batch_size=config.batch_size)
+                    xa = res.x
+                else:
+                    key = jax.random.fold_in(jax.random.key(config.seed), i)
+                    xa = np.asarray(space.from_pixels(pgd_examples(
+                        loaded.model_fn, params, images[rows], labels[rows], key,
+                        eps=config.pgd.eps, step_size=config.pgd.step_size,
+                        steps=config.pgd.steps, chunk_size=config.batch_size)))
+                f = feats(xa)
+                success = (f["predicted"] == targets[s:e]) if name == "optimization" \
+                    else (f["predicted"] != labels[rows])
+                run.save_npz(f"{name}/b{i:04d}.npz", success=success, **f)
+                bar.update(e - s)
+    clean = run.load_npz("clean.npz")
+    summary = {"model": model, "checkpoint_digest": digest, "config": config.to_dict(),
+               "n_clean": int(len(idx)), "attacks": {}}
+    roc = {}
+    for name in config.attacks:
+        parts = [run.load_npz(f"{name}/b{i:04d}.npz") for i, _, _ in
+                 _chunks(len(idx), config.batch_size)]
+        adv = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        ok = adv["success"]
+        entry = {"attack_success": float(np.mean(ok)), "n_adversarial": int(ok.sum())}
+        both = {k: np.concatenate([clean[k], adv[k][ok]]) for k in
+                ("curve", "max", "gap", "alpha", "logits")}
+        y = np.concatenate([np.zeros(len(idx), bool), np.ones(int(ok.sum()), bool)])
+        try:
+            res = cross_validate_detector(feature_matrix(both, config.features), y,
+                                          seed=config.seed, config=config.detector)
+        except ValueError as e:          # too few successful attacks for k-fold CV
+            entry.update(auroc=None, accuracy=None, note=str(e))
+            summary["attacks"][name] = entry
+            continue
+        entry.update(res.to_dict())
+        entry["auroc_by_features"] = {
+            fs: (res.auroc if fs == config.features else cross_validate_detector(
+                feature_matrix(both, fs), y, seed=config.seed, config=config.detector).auroc)
+            for fs in FEATURE_SETS}
+        entry["auroc_barrier_max"] = float(roc_auc_score(y, both["max"]))
+        summary["attacks"][name] = entry
+        roc[name] = (res.fpr, res.tpr, res.auroc)
+        run.save_npz(f"detector_{name}.npz", scores=res.scores, is_adversarial=y,
+                     fpr=res.fpr, tpr=res.tpr)
+    summary["run_dir"] = str(run.root)
+    _write_detect_tables(run, model, summary, roc)
+    return summary
+
+
+def detect_table(summaries: dict) -> str:
+    """Markdown table of detection summaries (label -> `detect_model_run` result)."""
+    rows = []
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    for label, s in summaries.items():
+        for name, e in s["attacks"].items():
+            rows.append([label, name, f"{100 * e['attack_success']:.0f}%",
+                         f"{s['n_clean']} / {e['n_adversarial']}", fmt(e.get("auroc")),
+                         fmt(e.get("accuracy")),
+                         fmt(e.get("auroc_by_features", {}).get("logits")),
+                         fmt(e.get("auroc_by_features", {}).get("curve")),
+                         fmt(e.get("auroc_barrier_max"))])
+    return markdown_table(["model", "attack", "attack success", "clean / adversarial",
+                           "AUROC", "accuracy", "AUROC logits only", "AUROC curve only",
+                           "AUROC max loss alone"], rows)
+
+
+def _write_detect_tables(run, model, summary, roc):
+    from lst_jax.plots.connectivity import roc_curves
+
+    run.write_text("tables.md", detect_table({model: summary}))
+    if roc:
+        roc_curves(roc, run.path("figures/roc.png"), title=f"{model}: adversarial detection")
