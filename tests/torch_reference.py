@@ -278,8 +278,6 @@ class TorchViT(nn.Module):
 # ----------------------------------------------------------------------------- tiny CNN
 def torch_tiny_cnn(params):
     """The PyTorch twin of `subproc.TinyCNN` with the same Flax weights (NCHW, eval mode)."""
-    import jax
-    import numpy as np
 
     class TorchTinyCNN(nn.Module):
         def __init__(self):
@@ -361,29 +359,3 @@ def torchvision_googlenet(num_classes: int = 1000, aux_logits: bool = False):
     return import_torchvision().models.googlenet(weights=None, num_classes=num_classes,
                                                  aux_logits=aux_logits, transform_input=True,
                                                  init_weights=True)
-
-
-def torch_tiny_cnn(params):
-    """The PyTorch twin of conftest.TinyCNN with the same weights (NCHW)."""
-    class TorchTinyCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-            self.fc = nn.Linear(16, 10)
-
-        def forward(self, x):
-            x = torch.relu(self.conv1(x))
-            x = nn.functional.avg_pool2d(x, 2)
-            x = torch.relu(self.conv2(x))
-            return self.fc(x.mean(dim=(2, 3)))
-
-    m = TorchTinyCNN().eval()
-    p = jax.tree.map(lambda a: np.array(a, np.float32), params["params"])
-    with torch.no_grad():
-        for name in ("conv1", "conv2"):
-            getattr(m, name).weight.copy_(torch.from_numpy(p[name]["kernel"].transpose(3, 2, 0, 1).copy()))
-            getattr(m, name).bias.copy_(torch.from_numpy(p[name]["bias"]))
-        m.fc.weight.copy_(torch.from_numpy(p["fc"]["kernel"].T.copy()))
-        m.fc.bias.copy_(torch.from_numpy(p["fc"]["bias"]))
-    return m

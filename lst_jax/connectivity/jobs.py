@@ -257,7 +257,6 @@ def _barrier_compute(config, progress, loaded, digest, run, fn, space) -> dict:
     parts = [run.load_npz(f"adv/b{i:04d}.npz") for i, _, _ in chunks]
     adv = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     summary = _barrier_summary(model, digest, config, plan, real_curves, adv)
-    summary["run_dir"] = str(run.root)
     _write_barrier_tables(run, model, summary, plan, real_curves, adv, config)
     return summary
 
@@ -429,7 +428,6 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
         roc[name] = (res.fpr, res.tpr, res.auroc)
         run.save_npz(f"detector_{name}.npz", scores=res.scores, is_adversarial=y,
                      fpr=res.fpr, tpr=res.tpr)
-    summary["run_dir"] = str(run.root)
     _write_detect_tables(run, model, summary, roc)
     return summary
 

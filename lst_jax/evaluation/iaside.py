@@ -2,7 +2,7 @@
 behind `lst-jax iaside`.
 
 `iaside_model_run(model, config, root)` is the per-model unit (the `profile` command composes
-it): its directory `root/<model>_<hash>` is keyed by the model name, its checkpoint digest,
+it): its directory `root/<model>-<hash>` is keyed by the model name, its checkpoint digest,
 the data source and the full resolved `IasideConfig`, so
 
 - the same request again returns the stored result without loading the model;
@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lst_jax.evaluation.rundir import RunDir, markdown_table
+from lst_jax.evaluation.rundir import RunDir, config_digest, markdown_table
 from lst_jax.evaluation.tables import model_label
 from lst_jax.spectral.bands import check_square_side
 from lst_jax.spectral.config import SpectralConfig, check_choice
@@ -70,10 +70,6 @@ class IasideConfig(SpectralConfig):
         """The method's settings alone."""
         names = [f.name for f in dataclasses.fields(SpectralConfig)]
         return SpectralConfig(**{n: getattr(self, n) for n in names})
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def data_digest(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> str:
@@ -148,7 +144,8 @@ def run_key(model_name: str, checkpoint_digest: str, source_name: str,
 
 
 def model_run_dir(root, model_name: str, key: dict) -> Path:
-    return Path(root) / f"{model_name}_{_digest(key)[:12]}"
+    """`root/<model>-<digest of key>` (`lst_jax.evaluation.rundir.config_digest`)."""
+    return Path(root) / f"{model_name}-{config_digest(key)}"
 
 
 def load_model_result(run_dir) -> dict:

@@ -62,13 +62,14 @@ def _atomic_write_bytes(path: Path, write) -> Path:
     return path
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """`obj` with dataclasses, numpy arrays and scalars and paths turned into JSON types."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj))
+        return jsonable(dataclasses.asdict(obj))
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -91,7 +92,7 @@ class RunDir:
         return self.root / name
 
     def write_json(self, name: str, obj) -> Path:
-        text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=True) + "\n"
+        text = json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=True) + "\n"
         return _atomic_write_bytes(self.path(name), lambda f: f.write(text.encode()))
 
     def read_json(self, name: str):
@@ -125,7 +126,7 @@ class RunDir:
             ValueError: the directory holds a run with a different config (the message lists
             the differing keys), or an unreadable manifest.
         """
-        want = json.loads(json.dumps(_jsonable(config), sort_keys=True))
+        want = json.loads(json.dumps(jsonable(config), sort_keys=True))
         if self.exists("manifest.json"):
             try:
                 have = self.read_json("manifest.json")
@@ -147,7 +148,7 @@ class RunDir:
 def config_digest(config) -> str:
     """12 hex digits of the sha256 of a config's canonical JSON (sorted keys): equal configs
     give equal digests on every machine."""
-    text = json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(jsonable(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -169,13 +170,16 @@ def cached_unit(root, kind: str, name: str, config: dict, compute, *,
     finished chunks, and a changed config gets its own directory.
 
     Returns:
-        The result dict (as stored: JSON types).
+        The result dict (as stored: JSON types) plus `run_dir`, the unit's directory where
+        it is now (not stored, so a moved directory stays valid).
     """
     run = RunDir(unit_dir(root, kind, name, config))
     run.ensure_manifest(config, kind=kind, name=name, **(manifest or {}))
     if not run.exists("result.json"):
-        run.write_json("result.json", compute(run))
-    return run.read_json("result.json")
+        result = dict(compute(run))
+        result.pop("run_dir", None)
+        run.write_json("result.json", result)
+    return {**run.read_json("result.json"), "run_dir": str(run.root)}
 
 
 def markdown_table(header, rows) -> str:

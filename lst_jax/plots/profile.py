@@ -19,7 +19,8 @@ def plot_metrics_against(table: dict, models: Sequence[str], metrics: Sequence[s
         table: model -> {metric: float}; labels: metric -> axis label.
     """
     labels = labels or {}
-    metrics = [m for m in metrics if all(np.isscalar(table[k].get(m)) for k in models)]
+    metrics = [m for m in metrics if all(table[k].get(m) is not None
+                                         and np.isscalar(table[k][m]) for k in models)]
     if not metrics:
         raise ValueError("no metric is available for every model")
     cols = min(4, len(metrics))

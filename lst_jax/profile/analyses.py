@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lst_jax.evaluation.rundir import cached_unit
+from lst_jax.evaluation.rundir import RunDir, cached_unit, jsonable
 
 
 @dataclasses.dataclass
@@ -31,6 +31,11 @@ class ProfileContext:
     data_name: str = "digits"
     progress: bool = False
     _pool: Any = None
+
+    def relative(self, path) -> str:
+        """`path` relative to the profile directory (the parent of the cache), so that a
+        profile stays valid when its directory moves."""
+        return str(Path(path).resolve().relative_to(self.cache.resolve().parent))
 
     def model_key(self, name: str) -> dict:
         m = self.models[name]
@@ -56,19 +61,24 @@ class ProfileContext:
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
-    """One analysis: `config(ctx, name) -> dict` (the unit's full config), `compute(ctx,
-    name, run) -> dict` (JSON-able result), `metrics(result) -> {metric: float}`."""
+    """One analysis: `run(ctx, name) -> dict` (a JSON-able result, cached per unit) and
+    `metrics(result) -> {metric: float}` (the scalars of the report table)."""
 
     name: str
     title: str
-    config: Callable
-    compute: Callable
+    run: Callable
     metrics: Callable
 
-    def run(self, ctx: ProfileContext, model: str) -> dict:
-        cfg = self.config(ctx, model)
-        return cached_unit(ctx.cache, self.name, model, cfg,
-                           lambda run: self.compute(ctx, model, run))
+
+def _cached(kind: str, config: Callable, compute: Callable) -> Callable:
+    """`run(ctx, name)` of an analysis whose unit is a `cached_unit` of `config(ctx, name)`
+    computed by `compute(ctx, name, run_dir)`."""
+    def run(ctx, name):
+        out = cached_unit(ctx.cache, kind, name, config(ctx, name),
+                          lambda rd: compute(ctx, name, rd))
+        return {**out, "run_dir": ctx.relative(out["run_dir"])}
+
+    return run
 
 
 # ------------------------------------------------------------------------------ robustness
@@ -133,11 +143,80 @@ def _lst_metrics(r):
     return out
 
 
+
+
+# --------------------------------------------------------------------------------- I-ASIDE
+def _iaside_run(ctx, name):
+    from lst_jax.evaluation.iaside import iaside_model_run
+
+    r = iaside_model_run(name, ctx.config.iaside, ctx.cache / "iaside", progress=ctx.progress)
+    keep = ("model", "K", "M", "fill", "score", "signed_score", "score_se", "distribution",
+            "shapley", "shapley_se", "seconds", "run_dir")
+    out = jsonable({k: r[k] for k in keep if k in r})
+    out["run_dir"] = ctx.relative(r["run_dir"])
+    return out
+
+
+def low_band_count(num_bands: int) -> int:
+    """The "low-frequency" bands of the profile: the lowest quarter (at least one)."""
+    return max(1, num_bands // 4)
+
+
+def _iaside_metrics(r):
+    d = np.asarray(r["distribution"], np.float64)
+    return {"iaside_score": r["score"], "iaside_signed_score": r["signed_score"],
+            "iaside_low_band_importance": float(d[:low_band_count(len(d))].sum())}
+
+
+# ---------------------------------------------------------------------------- connectivity
+def _connectivity_run(ctx, name):
+    from lst_jax.connectivity.jobs import barrier_model_run, detect_model_run
+
+    root = ctx.cache / "connectivity"
+    barrier = _timed(barrier_model_run, name, ctx.config.barrier, root, progress=ctx.progress)
+    detect = _timed(detect_model_run, name, ctx.config.detect, root, progress=ctx.progress)
+    for r in (barrier, detect):
+        r["run_dir"] = ctx.relative(r["run_dir"])
+    seconds = sum(float(x["seconds"]) for x in (barrier, detect))
+    return jsonable({"barrier": barrier, "detect": detect, "seconds": round(seconds, 2)})
+
+
+def _timed(unit, *args, **kwargs) -> dict:
+    """Calls a connectivity unit and adds `seconds`: the wall time of the call that computed
+    it, kept in its run directory (`profile_seconds.json`) so cached calls report the same."""
+    import json
+    import time
+
+    t0 = time.perf_counter()
+    result = dict(unit(*args, **kwargs))
+    path = Path(result["run_dir"]) / "profile_seconds.json"
+    if not path.is_file():
+        RunDir(path.parent).write_json(path.name, {"seconds": round(time.perf_counter() - t0, 2)})
+    result["seconds"] = json.loads(path.read_text())["seconds"]
+    return result
+
+
+def _connectivity_metrics(r):
+    out = {}
+    for group, short in (("real", "real"), ("adversarial", "adv")):
+        g = r["barrier"][group]
+        out[f"barrier_{short}_max_median"] = g["max_median"]
+        out[f"barrier_{short}_gap_median"] = g["gap_median"]
+    for attack, d in r["detect"]["attacks"].items():
+        out[f"detect_auroc_{attack}"] = d["auroc"]
+    return out
+
+
 ANALYSES: dict[str, Analysis] = {a.name: a for a in [
-    Analysis("robustness", "Robustness (clean, PGD, corruptions)", _robustness_config,
-             _robustness_compute, _robustness_metrics),
-    Analysis("lst", "Level Set Traversal (Tables 1-2, star paths)", _lst_config, _lst_compute,
-             _lst_metrics),
+    Analysis("robustness", "Robustness (clean, PGD, corruptions)",
+             _cached("robustness", _robustness_config, _robustness_compute),
+             _robustness_metrics),
+    Analysis("lst", "Level Set Traversal (Tables 1-2, star paths)",
+             _cached("lst", _lst_config, _lst_compute), _lst_metrics),
+    Analysis("iaside", "I-ASIDE (spectral importance, robustness score)", _iaside_run,
+             _iaside_metrics),
+    Analysis("connectivity", "Input-space connectivity (barriers, detector)",
+             _connectivity_run, _connectivity_metrics),
 ]}
 
 __all__ = ["ANALYSES", "Analysis", "ProfileContext"]

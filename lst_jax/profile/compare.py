@@ -23,6 +23,15 @@ METRIC_INFO = {
     "hull_mean_conf": ("hull mean confidence (Table 2)", None),
     "hull_frac_above_delta": ("hull fraction > p_src - delta (Table 2)", None),
     "star_min_conf": ("star-path minimum confidence", None),
+    "iaside_score": ("I-ASIDE spectral robustness score", None),
+    "iaside_signed_score": ("I-ASIDE signed score", None),
+    "iaside_low_band_importance": ("I-ASIDE importance of the lowest quarter of bands", None),
+    "barrier_real_max_median": ("barrier max, real-real (median)", None),
+    "barrier_real_gap_median": ("barrier gap, real-real (median)", None),
+    "barrier_adv_max_median": ("barrier max, real-adversarial (median)", None),
+    "barrier_adv_gap_median": ("barrier gap, real-adversarial (median)", None),
+    "detect_auroc_optimization": ("detector AUROC, the paper's attack", None),
+    "detect_auroc_pgd": ("detector AUROC, PGD", None),
 }
 # Metrics that measure robustness itself (the x axes), not input-space geometry.
 ROBUSTNESS_METRICS = ("clean_accuracy", "robust_accuracy", "mean_corruption_accuracy", "mce")
@@ -123,7 +132,15 @@ def correlations(table: dict, models, against=("robust_accuracy", "mce")) -> dic
     names = sorted({k for m in models for k in table[m]} - set(ROBUSTNESS_METRICS))
     out = {}
     for metric in names:
-        if not all(np.isscalar(table[m].get(metric)) for m in models):
+        values = [table[m].get(metric) for m in models]
+        if all(v is None for v in values) or not all(v is None or np.isscalar(v)
+                                                     for v in values):
+            continue
+        if any(v is None for v in values):
+            missing = [m for m, v in zip(models, values) if v is None]
+            out[metric] = {a: {"rho": None, "p": None, "n": len(models),
+                               "note": f"not available for {', '.join(missing)}"}
+                           for a in against}
             continue
         ys = [table[m][metric] for m in models]
         out[metric] = {a: spearman([table[m][a] for m in models], ys) for a in against

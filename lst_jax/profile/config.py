@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from lst_jax.connectivity.config import AttackConfig
+from lst_jax.connectivity.jobs import BarrierRunConfig, DetectRunConfig
 from lst_jax.evaluation.full_eval import FullEvalConfig
+from lst_jax.evaluation.iaside import IasideConfig
 from lst_jax.robustness.evaluate import RobustnessConfig
 from lst_jax.traversal import preset as lst_preset
 
@@ -21,6 +24,9 @@ class ProfileConfig:
         robustness: clean / PGD / corruption accuracy (`RobustnessConfig`).
         lst: LST Tables 1-2 (`FullEvalConfig`); `lst_metrics` "all" (RMSE, L-inf, SSIM,
             LPIPS) or "basic" (RMSE, L-inf).
+        iaside: I-ASIDE (`IasideConfig`: bands, fill, K, ...).
+        barrier, detect: connectivity barrier statistics and adversarial detection
+            (`BarrierRunConfig`, `DetectRunConfig`).
         baseline: registry name of the mCE baseline (evaluated even when not profiled).
         analyses: which analyses run (names of `lst_jax.profile.analyses.ANALYSES`).
     """
@@ -28,8 +34,11 @@ class ProfileConfig:
     robustness: RobustnessConfig = RobustnessConfig()
     lst: FullEvalConfig = FullEvalConfig(num_samples=10, rounds=5, batch_size=10)
     lst_metrics: str = "all"
+    iaside: IasideConfig = IasideConfig()
+    barrier: BarrierRunConfig = BarrierRunConfig()
+    detect: DetectRunConfig = DetectRunConfig()
     baseline: str = DEFAULT_BASELINE
-    analyses: tuple = ("robustness", "lst")
+    analyses: tuple = ("robustness", "lst", "iaside", "connectivity")
 
     def __post_init__(self):
         from lst_jax.profile.analyses import ANALYSES
@@ -51,14 +60,22 @@ def _quick() -> ProfileConfig:
                                     headline_radius=16, severities=(1, 5)),
         lst=FullEvalConfig(lst=lst_preset("paper", iters=40), num_samples=4, rounds=2,
                            batch_size=4, grid_n=4),
-        lst_metrics="basic")
+        lst_metrics="basic",
+        iaside=IasideConfig(num_bands=4, k=40),
+        barrier=BarrierRunConfig(pairs_per_class=1, drop_per_class=0, points=21,
+                                 attack=AttackConfig(steps=40)),
+        # PGD is left to the paper preset: 40 images leave the robust models with too few
+        # successful PGD examples for 5-fold cross-validation
+        detect=DetectRunConfig(num_samples=40, points=21, attacks=("optimization",),
+                               attack=AttackConfig(steps=40)))
 
 
 def _paper() -> ProfileConfig:
     return ProfileConfig(
         robustness=RobustnessConfig(),
         lst=FullEvalConfig(num_samples=10, rounds=5, batch_size=10),
-        lst_metrics="all")
+        lst_metrics="all", iaside=IasideConfig(), barrier=BarrierRunConfig(),
+        detect=DetectRunConfig())
 
 
 PRESETS = {"quick": _quick, "paper": _paper}

@@ -114,8 +114,9 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
 
 def _config_dict(config: ProfileConfig) -> dict:
     return {"robustness": config.robustness.to_dict(), "lst": config.lst.to_dict(),
-            "lst_metrics": config.lst_metrics, "baseline": config.baseline,
-            "analyses": list(config.analyses)}
+            "lst_metrics": config.lst_metrics, "iaside": config.iaside.to_dict(),
+            "barrier": config.barrier.to_dict(), "detect": config.detect.to_dict(),
+            "baseline": config.baseline, "analyses": list(config.analyses)}
 
 
 def _figures(run: RunDir, profile: dict, results: dict, config: ProfileConfig) -> dict:

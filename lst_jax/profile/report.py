@@ -29,9 +29,11 @@ def _fmt(v) -> str:
 
 
 def scalar_metrics(table: dict, models) -> list[str]:
-    """Metric names with a scalar value for every model, robustness first."""
+    """Metric names with a scalar value (or None: not available) for every model and a value
+    for at least one, robustness first."""
     names = [k for k in dict.fromkeys(k for m in models for k in table[m])
-             if all(np.isscalar(table[m].get(k)) for m in models)]
+             if all(table[m].get(k) is None or np.isscalar(table[m][k]) for m in models)
+             and any(table[m].get(k) is not None for m in models)]
     return ([k for k in ROBUSTNESS_METRICS if k in names]
             + [k for k in names if k not in ROBUSTNESS_METRICS])
 
@@ -42,7 +44,8 @@ def write_csv(run: RunDir, table: dict, models) -> Path:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["model"] + cols)
     for m in models:
-        w.writerow([m] + [repr(float(table[m][c])) for c in cols])
+        w.writerow([m] + ["" if table[m].get(c) is None else repr(float(table[m][c]))
+                          for c in cols])
     return run.write_text("profile.csv", buf.getvalue())
 
 
@@ -72,9 +75,9 @@ def render_markdown(profile: dict, figures: dict) -> str:
            + f"; {n} models.", ""]
     out += ["## All metrics", "",
             markdown_table(["metric"] + [f"`{m}`" for m in models],
-                           [[metric_label(c)] + [_fmt(table[m][c]) for m in models]
+                           [[metric_label(c)] + [_fmt(table[m].get(c)) for m in models]
                             for c in cols]), ""]
-    if profile["correlations"]:
+    if profile["correlations"] and n >= 3:
         thr = significance_threshold(n)
         power = (f"with {n} models only |rho| >= {thr:.2f} reaches p < 0.05" if thr else
                  f"with {n} models no ordering can reach p < 0.05" if n <= 8 else
@@ -86,6 +89,8 @@ def render_markdown(profile: dict, figures: dict) -> str:
                                _correlation_rows(profile["correlations"])), ""]
         out += ["## In words", ""] + [f"- {s}" for s in describe(profile["correlations"], n)]
         out += [""]
+    elif n < 3:
+        out += [f"Rank correlations need at least 3 models; this profile has {n}.", ""]
     out += ["## Figures", ""]
     for caption, rel in figures.items():
         out += [f"### {caption}", "", f"![{caption}]({rel})", ""]
