@@ -13,7 +13,8 @@ from lst_jax.plots.common import new_figure, save_png
 def plot_metrics_against(table: dict, models: Sequence[str], metrics: Sequence[str], x: str,
                          path, *, labels: dict | None = None, title: str = ""):
     """One panel per metric: its value (y) against `x` for every model, points labelled by
-    model and joined in the given model order (e.g. the robustness ladder).
+    model; models of one architecture (the name before "-") are joined in the given order
+    (e.g. the robustness ladder), one marker per architecture.
 
     Args:
         table: model -> {metric: float}; labels: metric -> axis label.
@@ -23,17 +24,24 @@ def plot_metrics_against(table: dict, models: Sequence[str], metrics: Sequence[s
                                          and np.isscalar(table[k][m]) for k in models)]
     if not metrics:
         raise ValueError("no metric is available for every model")
-    cols = min(4, len(metrics))
+    cols = 3 if len(metrics) in (3, 6, 9) else min(4, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     fig = new_figure(3.4 * cols, 2.9 * rows + (0.4 if title else 0))
     axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
     xs = np.array([table[k][x] for k in models], np.float64)
+    archs = list(dict.fromkeys(k.split("-", 1)[0] for k in models))
+    markers = "osD^v<>"
     for ax, metric in zip(axes, metrics):
         ys = np.array([table[k][metric] for k in models], np.float64)
-        ax.plot(xs, ys, "-", color="0.7", lw=1, zorder=1)
-        ax.scatter(xs, ys, c=np.arange(len(models)), cmap="viridis", zorder=2, s=28)
+        for a_i, arch in enumerate(archs):
+            sel = np.array([k.split("-", 1)[0] == arch for k in models])
+            ax.plot(xs[sel], ys[sel], "-", color="0.7", lw=1, zorder=1)
+            ax.scatter(xs[sel], ys[sel], c=np.flatnonzero(sel), cmap="viridis", vmin=0,
+                       vmax=max(len(models) - 1, 1), marker=markers[a_i % len(markers)],
+                       zorder=2, s=28, label=arch)
         for k, xi, yi in zip(models, xs, ys):
-            ax.annotate(k.split("-", 1)[-1], (xi, yi), fontsize=7, xytext=(3, 3),
+            label = k.split("-", 1)[-1] if len(archs) == 1 else k.replace("digits_", "")
+            ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
         ax.set_xlabel(labels.get(x, x), fontsize=8)
         ax.set_title(labels.get(metric, metric), fontsize=8)

@@ -148,28 +148,43 @@ def correlations(table: dict, models, against=("robust_accuracy", "mce")) -> dic
     return out
 
 
-def describe(corr: dict, n: int) -> list[str]:
-    """Plain-words statements, one per (metric, robustness measure), never stronger than n
-    models support: 'tracks' needs p < 0.05 (exact permutation test), 'leans' |rho| >= 0.7
-    without significance, otherwise 'no monotone relation'."""
+def describe(corr: dict, n: int, table: dict | None = None, models=None) -> list[str]:
+    """Plain words, one line per robustness measure, never stronger than n models support:
+    a metric "tracks" it when the exact permutation p < 0.05, "leans" when |rho| >= 0.7
+    without significance, otherwise shows "no monotone relation". With `table` and `models`
+    a last line says how the robustness measures rank the models against each other."""
     if n < 3:
         return [f"Rank correlations need at least 3 models; this profile has {n}."]
+    seen = {a for by in corr.values() for a in by}
+    against = [a for a in ROBUSTNESS_METRICS if a in seen] + sorted(seen - set(ROBUSTNESS_METRICS))
     lines = []
-    for metric, by in corr.items():
-        for against, s in by.items():
-            what = f"**{metric_label(metric)}** vs {metric_label(against)}"
-            if s["rho"] is None:
-                lines.append(f"{what}: undefined ({s['note']}).")
+    for a in against:
+        groups = {"tracks it (p < 0.05)": [], "leans (|rho| >= 0.7, not significant)": [],
+                  "no monotone relation": [], "undefined": []}
+        for metric, by in corr.items():
+            s = by.get(a)
+            if s is None:
                 continue
-            sign = "rises" if s["rho"] > 0 else "falls"
-            stat = f"Spearman rho = {s['rho']:+.2f}, exact p = {s['p']:.3f}, n = {n}"
-            if s["p"] < 0.05:
-                lines.append(f"{what}: tracks it ({sign} with it; {stat}).")
-            elif abs(s["rho"]) >= 0.7:
-                lines.append(f"{what}: leans the same way ({sign}) but is not significant "
-                             f"with {n} models ({stat}).")
-            else:
-                lines.append(f"{what}: no monotone relation ({stat}).")
+            if s["rho"] is None:
+                groups["undefined"].append(f"{metric_label(metric)} ({s['note']})")
+                continue
+            item = f"{metric_label(metric)} ({s['rho']:+.2f}, p = {s['p']:.3f})"
+            key = ("tracks it (p < 0.05)" if s["p"] < 0.05 else
+                   "leans (|rho| >= 0.7, not significant)" if abs(s["rho"]) >= 0.7 else
+                   "no monotone relation")
+            groups[key].append(item)
+        parts = [f"{k}: {'; '.join(v)}" for k, v in groups.items() if v]
+        lines.append(f"**vs {metric_label(a)}** (Spearman rho, exact p, n = {n}) - "
+                     + ". ".join(parts) + ".")
+    if table is not None and models is not None and len(against) == 2 \
+            and all(a in table[m] for a in against for m in models):
+        s = spearman([table[m][against[0]] for m in models],
+                     [table[m][against[1]] for m in models])
+        if s["rho"] is not None:
+            same = (" They rank these models identically, so no correlation here can tell "
+                    "the two kinds of robustness apart." if abs(s["rho"]) > 1 - 1e-9 else "")
+            lines.append(f"{metric_label(against[0])} and {metric_label(against[1])} "
+                         f"themselves: rho = {s['rho']:+.2f} (p = {s['p']:.3f}).{same}")
     return lines
 
 

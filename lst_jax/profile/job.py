@@ -14,6 +14,9 @@ from lst_jax.profile.config import ProfileConfig, profile_preset
 from lst_jax.utils.progress import Progress
 
 SUPPORTED_DATA = ("digits",)
+# One signature per method for the report's first figure.
+KEY_METRICS = ("hull_mean_conf", "star_min_conf", "lst_rmse", "iaside_score",
+               "barrier_adv_max_median", "detect_auroc_optimization")
 
 
 def validate_models(models: Sequence[str], baseline: str):
@@ -127,6 +130,11 @@ def _figures(run: RunDir, profile: dict, results: dict, config: ProfileConfig) -
     labels = {k: metric_label(k) for m in models for k in table[m]}
     geometry = [k for k in scalar_metrics(table, models) if k not in ROBUSTNESS_METRICS]
     figs = {}
+    key = [k for k in KEY_METRICS if k in geometry]
+    if "robustness" in results and key and len(models) >= 2:
+        figs["Key signatures against PGD robust accuracy"] = plot_metrics_against(
+            table, models, key, "robust_accuracy", run.path("figures/key_signatures.png"),
+            labels=labels)
     if "robustness" in results:
         figs["Corruption accuracy"] = plot_corruption_curves(
             results["robustness"], models, run.path("figures/corruption_accuracy.png"))

@@ -87,7 +87,8 @@ def render_markdown(profile: dict, figures: dict) -> str:
                 "these models, not a law.", "",
                 markdown_table(["geometry metric", "vs PGD robust accuracy", "vs mCE"],
                                _correlation_rows(profile["correlations"])), ""]
-        out += ["## In words", ""] + [f"- {s}" for s in describe(profile["correlations"], n)]
+        out += ["## In words", ""] + [f"- {s}" for s in describe(profile["correlations"], n, table,
+                                                                 models)]
         out += [""]
     elif n < 3:
         out += [f"Rank correlations need at least 3 models; this profile has {n}.", ""]
