@@ -166,7 +166,8 @@ def cached_unit(root, kind: str, name: str, config: dict, compute, *,
     full config: model, checkpoint digest and every setting that changes the numbers). When
     `result.json` is there the stored result is returned without any computation; otherwise
     `compute(run)` runs (it may write and resume its own chunk files in `run`) and its
-    JSON-able result is written atomically. A killed unit therefore restarts from its own
+    JSON-able result is written atomically; `timing.json` beside it keeps the wall time of the
+    session that finished it (`unit_seconds`), so the result itself stays deterministic. A killed unit therefore restarts from its own
     finished chunks, and a changed config gets its own directory.
 
     Returns:
@@ -176,10 +177,20 @@ def cached_unit(root, kind: str, name: str, config: dict, compute, *,
     run = RunDir(unit_dir(root, kind, name, config))
     run.ensure_manifest(config, kind=kind, name=name, **(manifest or {}))
     if not run.exists("result.json"):
+        import time
+
+        t0 = time.perf_counter()
         result = dict(compute(run))
         result.pop("run_dir", None)
+        run.write_json("timing.json", {"seconds": round(time.perf_counter() - t0, 2)})
         run.write_json("result.json", result)
     return {**run.read_json("result.json"), "run_dir": str(run.root)}
+
+
+def unit_seconds(run_dir) -> float | None:
+    """The wall time recorded by `cached_unit` for the unit in `run_dir` (None if absent)."""
+    path = Path(run_dir) / "timing.json"
+    return json.loads(path.read_text())["seconds"] if path.is_file() else None
 
 
 def markdown_table(header, rows) -> str:

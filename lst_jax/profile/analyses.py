@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lst_jax.evaluation.rundir import RunDir, cached_unit, jsonable
+from lst_jax.evaluation.rundir import cached_unit, jsonable, unit_seconds
 
 
 @dataclasses.dataclass
@@ -26,11 +26,30 @@ class ProfileContext:
     cache: Path                      # root of the cached units
     images: np.ndarray               # (N, H, W, C) the test images
     labels: np.ndarray               # (N,)
-    models: dict                     # registry name -> LoadedModel (profiled + baseline)
+    names: tuple                     # every model of the profile (profiled + baseline)
     profiled: tuple                  # the profiled names, in order
     data_name: str = "digits"
     progress: bool = False
     _pool: Any = None
+    _loaded: dict = dataclasses.field(default_factory=dict)
+
+    def model(self, name: str):
+        """The loaded registry model (restored on first use only: a fully cached profile
+        restores no checkpoint)."""
+        if name not in self._loaded:
+            from lst_jax.models.registry import load_model
+
+            self._loaded[name] = load_model(name)
+        return self._loaded[name]
+
+    def digest(self, name: str):
+        """The checkpoint digest of `name`, from its metadata (no restore)."""
+        from lst_jax.models.registry import checkpoint_metadata
+
+        meta = checkpoint_metadata(name)
+        if meta is None:
+            self.model(name)     # raises the registry's "no checkpoint" error
+        return meta.get("digest")
 
     def relative(self, path) -> str:
         """`path` relative to the profile directory (the parent of the cache), so that a
@@ -38,8 +57,7 @@ class ProfileContext:
         return str(Path(path).resolve().relative_to(self.cache.resolve().parent))
 
     def model_key(self, name: str) -> dict:
-        m = self.models[name]
-        return {"model": name, "params_digest": m.metadata.get("digest"), "data": self.data_name}
+        return {"model": name, "params_digest": self.digest(name), "data": self.data_name}
 
     def pool(self):
         """The LST target pool shared by all profiled models (one image per class that every
@@ -50,8 +68,7 @@ class ProfileContext:
             from lst_jax.evaluation.rundir import unit_dir
 
             names = sorted(self.profiled)
-            key = {"models": names, "digests": [self.models[n].metadata.get("digest")
-                                                for n in names], "data": self.data_name}
+            key = {"models": names, "digests": [self.digest(n) for n in names], "data": self.data_name}
             root = unit_dir(self.cache, "pool", self.data_name, key)
             if not (root / "manifest.json").is_file():
                 pool_job(names, data=self.data_name, out=root, progress=self.progress)
@@ -90,7 +107,7 @@ def _robustness_config(ctx, name):
 def _robustness_compute(ctx, name, run):
     from lst_jax.robustness import robustness_measurements
 
-    m = ctx.models[name]
+    m = ctx.model(name)
     return robustness_measurements(m.model_fn, m.params, ctx.images, ctx.labels,
                                    ctx.config.robustness, progress=ctx.progress)
 
@@ -112,7 +129,7 @@ def _lst_compute(ctx, name, run):
     from lst_jax.evaluation.full_eval import (basic_distance_fn, collect_results,
                                               full_evaluation)
 
-    m = ctx.models[name]
+    m = ctx.model(name)
     t0 = time.perf_counter()
     full_evaluation(m.model_fn, m.params, ctx.pool(), ctx.config.lst, run.path("full_eval"),
                     model_name=name, progress=ctx.progress, mesh="auto",
@@ -173,27 +190,12 @@ def _connectivity_run(ctx, name):
     from lst_jax.connectivity.jobs import barrier_model_run, detect_model_run
 
     root = ctx.cache / "connectivity"
-    barrier = _timed(barrier_model_run, name, ctx.config.barrier, root, progress=ctx.progress)
-    detect = _timed(detect_model_run, name, ctx.config.detect, root, progress=ctx.progress)
+    barrier = barrier_model_run(name, ctx.config.barrier, root, progress=ctx.progress)
+    detect = detect_model_run(name, ctx.config.detect, root, progress=ctx.progress)
+    seconds = sum(unit_seconds(r["run_dir"]) or 0.0 for r in (barrier, detect))
     for r in (barrier, detect):
         r["run_dir"] = ctx.relative(r["run_dir"])
-    seconds = sum(float(x["seconds"]) for x in (barrier, detect))
     return jsonable({"barrier": barrier, "detect": detect, "seconds": round(seconds, 2)})
-
-
-def _timed(unit, *args, **kwargs) -> dict:
-    """Calls a connectivity unit and adds `seconds`: the wall time of the call that computed
-    it, kept in its run directory (`profile_seconds.json`) so cached calls report the same."""
-    import json
-    import time
-
-    t0 = time.perf_counter()
-    result = dict(unit(*args, **kwargs))
-    path = Path(result["run_dir"]) / "profile_seconds.json"
-    if not path.is_file():
-        RunDir(path.parent).write_json(path.name, {"seconds": round(time.perf_counter() - t0, 2)})
-    result["seconds"] = json.loads(path.read_text())["seconds"]
-    return result
 
 
 def _connectivity_metrics(r):

@@ -59,8 +59,6 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     checkpoint digest and the analysis' full settings: a second call recomputes nothing, a
     changed setting reruns only the analysis it affects, a killed run resumes.
     """
-    from lst_jax.models.registry import load_model
-
     if isinstance(config, str):
         preset_name = config
         config = profile_preset(config)
@@ -70,12 +68,13 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     specs = validate_models(models, config.baseline)
     data = specs[models[0]].dataset
     out = Path(out or Path("runs") / "profile")
-    run = RunDir(out)
     images, labels = _load_data(data)
-    loaded = {m: load_model(m) for m in specs}
     ctx = ProfileContext(config=config, cache=out / "cache", images=images, labels=labels,
-                         models=loaded, profiled=tuple(models), data_name=data,
+                         names=tuple(specs), profiled=tuple(models), data_name=data,
                          progress=progress)
+    for m in specs:    # fail before any work on a missing checkpoint
+        ctx.digest(m)
+    run = RunDir(out)
     units = [(a, m) for a in config.analyses for m in models]
     if "robustness" in config.analyses and config.baseline not in models:
         units.insert(0, ("robustness", config.baseline))
