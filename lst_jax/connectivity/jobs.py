@@ -28,7 +28,7 @@ from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.data.digits import load_digits32
 from lst_jax.data.pool import predict_logits
 from lst_jax.evaluation.rundir import RunDir, cached_unit, markdown_table
-from lst_jax.models.registry import load_model
+from lst_jax.models.registry import checkpoint_digest, get_spec, load_model
 from lst_jax.robustness import pgd_examples
 from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
@@ -130,31 +130,37 @@ class DetectRunConfig:
         return _nested_dict(self)
 
 
+def _check_digits_spec(spec) -> None:
+    if tuple(spec.input_size) != (32, 32, 3):
+        raise ValueError(f"the connectivity jobs use the digits data (32x32x3), but "
+                         f"{spec.name} expects {tuple(spec.input_size)}")
+
+
 def load_digits_model(model: str, checkpoint=None):
     """`load_model` for the digits jobs: the model must take 32x32x3 inputs."""
-    loaded = load_model(model, checkpoint)
-    if tuple(loaded.spec.input_size) != (32, 32, 3):
-        raise ValueError(f"the connectivity jobs use the digits data (32x32x3), but {model} "
-                         f"expects {tuple(loaded.spec.input_size)}")
-    return loaded
+    _check_digits_spec(get_spec(model))
+    return load_model(model, checkpoint)
 
 
 def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> dict:
     """Opens the cached unit of (kind, model, checkpoint digest, config) and runs
-    `compute(loaded, digest, run, fn, space)` unless its result is stored."""
+    `compute(loaded, digest, run, fn, space)` unless its result is stored (the checkpoint is
+    only restored then: the digest comes from its metadata)."""
     if not isinstance(config, config_type):
         raise ValueError(f"config must be a {config_type.__name__}, got "
                          f"{type(config).__name__}")
-    loaded = load_digits_model(model, checkpoint)
-    digest = loaded.metadata.get("digest")
+    spec = get_spec(model)
+    _check_digits_spec(spec)
+    digest = checkpoint_digest(model, checkpoint)
     key = {"model": model, "checkpoint_digest": digest, "config": config.to_dict()}
 
     def run_compute(run):
+        loaded = load_model(model, checkpoint)
         fn, space = model_in_space(loaded.model_fn, config.space)
         return compute(loaded, digest, run, fn, space)
 
     return cached_unit(root, f"connectivity_{kind}", model, key, run_compute,
-                       manifest={"mode": f"connectivity {kind}", "model_spec": loaded.spec})
+                       manifest={"mode": f"connectivity {kind}", "model_spec": spec})
 
 
 def _group_stats(mx, gap) -> dict:

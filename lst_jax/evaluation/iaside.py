@@ -82,23 +82,6 @@ def data_digest(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> st
     return h.hexdigest()
 
 
-def _checkpoint_digest(model_name: str, checkpoint) -> str:
-    from lst_jax.models.registry import (checkpoint_metadata, checkpoint_path, get_spec,
-                                         missing_checkpoint_message)
-
-    spec = get_spec(model_name)
-    meta = checkpoint_metadata(model_name, checkpoint)
-    if meta is None:
-        raise FileNotFoundError(missing_checkpoint_message(
-            spec, checkpoint_path(model_name, checkpoint)))
-    if meta.get("digest"):
-        return meta["digest"]
-    from lst_jax.models.checkpoint import tree_digest
-    from lst_jax.models.registry import load_model
-
-    return tree_digest(load_model(model_name, checkpoint).params)
-
-
 class _BlockFiles:
     """`BlockStore` over `blocks/b<block>.npz` of a run directory."""
 
@@ -182,13 +165,13 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
         `shapley_se`, `values` (per coalition), `coalitions`, `K`, `M`, `fill`, `seconds`
         (compute time summed over all sessions), `config`, `checkpoint_digest`, `run_dir`.
     """
-    from lst_jax.models.registry import get_spec, load_model
+    from lst_jax.models.registry import checkpoint_digest, get_spec, load_model
 
     if not isinstance(config, IasideConfig):
         raise ValueError(f"config must be an IasideConfig, got {type(config).__name__}")
     spec = get_spec(model_name)
     check_square_side("the model's input", (1,) + tuple(spec.input_size))
-    digest = _checkpoint_digest(model_name, checkpoint)
+    digest = checkpoint_digest(model_name, checkpoint)
     source = _source(spec, config, data_dir, folder, interpolation)
     n = len(source)
     k = config.k if config.k is not None else min(MAX_DEFAULT_K, n)

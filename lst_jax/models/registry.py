@@ -260,6 +260,25 @@ def is_available(name: str, root=None) -> bool:
         return False
 
 
+def checkpoint_digest(name: str, checkpoint=None) -> str:
+    """The sha256 parameter digest of a model's checkpoint, read from its metadata (no
+    restore; checkpoints without a recorded digest are restored and hashed).
+
+    Raises:
+        ValueError: unknown name; FileNotFoundError: the checkpoint is missing.
+    """
+    spec = get_spec(name)
+    meta = checkpoint_metadata(name, checkpoint)
+    if meta is None:
+        raise FileNotFoundError(missing_checkpoint_message(spec, checkpoint_path(name,
+                                                                                 checkpoint)))
+    if meta.get("digest"):
+        return meta["digest"]
+    from lst_jax.models.checkpoint import tree_digest
+
+    return tree_digest(load_model(name, checkpoint).params)
+
+
 def checkpoint_metadata(name: str, root=None) -> dict | None:
     path = checkpoint_path(name, root)
     return read_metadata(path) if (path / "metadata.json").is_file() else None

@@ -42,14 +42,11 @@ class ProfileContext:
             self._loaded[name] = load_model(name)
         return self._loaded[name]
 
-    def digest(self, name: str):
+    def digest(self, name: str) -> str:
         """The checkpoint digest of `name`, from its metadata (no restore)."""
-        from lst_jax.models.registry import checkpoint_metadata
+        from lst_jax.models.registry import checkpoint_digest
 
-        meta = checkpoint_metadata(name)
-        if meta is None:
-            self.model(name)     # raises the registry's "no checkpoint" error
-        return meta.get("digest")
+        return checkpoint_digest(name)
 
     def relative(self, path) -> str:
         """`path` relative to the profile directory (the parent of the cache), so that a
