@@ -37,8 +37,8 @@ def main(argv=None) -> int:
 
     from lst_jax.evaluation.rundir import RunDir
     from lst_jax.parallel import (barrier, data_mesh, gather_shares, is_main_process,
-                                  pending_items, process_share, sharded_apply, sharded_traverse)
-    from lst_jax.traversal import LSTConfig
+                                  pending_items, process_share, sharded_apply)
+    from lst_jax.traversal import LSTConfig, level_set_traversal
     from subproc import fast_tiny_cnn
 
     model_fn, params = fast_tiny_cnn(0, (16, 16, 3), logit_scale=30.0)
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
             print(f"process 1 exits at batch {b}", file=sys.stderr, flush=True)
             os._exit(7)
         sl = slice(b * args.batch, min((b + 1) * args.batch, args.pairs))
-        res = sharded_traverse(model_fn, params, xs[sl], xt[sl], labels[sl],
-                               jax.random.key(1000 + b), cfg, mesh=mesh)
+        res = level_set_traversal(model_fn, params, xs[sl], xt[sl], labels[sl],
+                                  jax.random.key(1000 + b), cfg, mesh=mesh)
         if run is not None:
             run.save_npz(f"batches/{b:03d}.npz", images=res.images, valid=res.valid,
                          conf_source=res.record.conf_source, accepted=res.record.accepted)

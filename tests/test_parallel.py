@@ -15,7 +15,7 @@ from subproc import fast_tiny_cnn as tiny_cnn
 from lst_jax import parallel as par
 from lst_jax.parallel import distributed as dist
 from lst_jax.parallel import sharded as sh_mod
-from lst_jax.traversal import LSTConfig
+from lst_jax.traversal import LSTConfig, level_set_traversal
 
 
 @pytest.mark.parametrize("n,p", [(10, 3), (3, 5), (0, 2), (16, 4), (7, 1)])
@@ -126,13 +126,18 @@ def test_sharded_traversal_validates_and_progress_matches(capsys):
     labels = np.argmax(np.asarray(model_fn(params, xs)), -1).astype(np.int32)
     mesh = par.data_mesh(jax.devices()[:1])
     with pytest.raises(ValueError, match="labels"):
-        par.sharded_level_set_traversal(model_fn, params, xs, xt, labels[:2], jax.random.key(0),
-                                        mesh=mesh)
+        level_set_traversal(model_fn, params, xs, xt, labels[:2], jax.random.key(0),
+                            mesh=mesh)
+    with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh"):
+        level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0), mesh="auto")
+    with pytest.raises(ValueError, match="'data' axis"):
+        level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0),
+                            mesh=jax.make_mesh((1,), ("batch",), devices=jax.devices()[:1]))
     cfg = LSTConfig(iters=4, log_step=2, adv_pert=True, pthresh=0.0)
-    a = par.sharded_level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0), cfg,
-                                        mesh=mesh)
-    b = par.sharded_level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0), cfg,
-                                        mesh=mesh, progress=True)
+    a = level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0), cfg,
+                            mesh=mesh)
+    b = level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0), cfg,
+                            mesh=mesh, progress=True)
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         assert isinstance(u, np.ndarray)
         np.testing.assert_array_equal(u, v)

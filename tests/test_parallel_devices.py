@@ -16,7 +16,7 @@ import jax, jax.numpy as jnp, numpy as np
 from subproc import fast_tiny_cnn
 from lst_jax import parallel as par
 from lst_jax.parallel import sharded as sh_mod
-from lst_jax.traversal import LSTConfig, traverse
+from lst_jax.traversal import LSTConfig, level_set_traversal, traverse
 
 out = {"devices": jax.device_count()}
 model_fn, params = fast_tiny_cnn(0, (16, 16, 3), logit_scale=30.0)
@@ -80,7 +80,7 @@ cfg = LSTConfig(step_size=0.05, iters=12, pthresh=0.0, adv_pert=True, adv_step_s
                 log_images=True, log_step=5)
 key = jax.random.key(1)
 r1 = jax.tree.map(np.asarray, traverse(model_fn, params, xs, xt, labels, key, cfg))
-r8 = par.sharded_level_set_traversal(model_fn, params, xs, xt, labels, key, cfg, mesh=mesh)
+r8 = level_set_traversal(model_fn, params, xs, xt, labels, key, cfg, mesh=mesh)
 flat1, flat8 = jax.tree.leaves_with_path(r1), jax.tree.leaves(r8)
 out["traverse"] = {
     "fields": {jax.tree_util.keystr(p): [list(a.shape), list(b.shape),

@@ -168,7 +168,7 @@ def lst_batch(model_fn, params, sources, targets, labels, target_labels, key,
     same compiled program; the padding is dropped from the results.
 
     With a `mesh` the pairs are traversed data parallel over its devices
-    (`sharded_level_set_traversal`; same numbers as one device to float round-off). With
+    (`level_set_traversal(..., mesh=mesh)`; same numbers as one device to float round-off). With
     several processes, call it on every process with the same batch: each process's devices
     traverse their rows, each process measures the distances of its `process_share` of the
     pairs, and every process gets all the arrays.
@@ -184,13 +184,7 @@ def lst_batch(model_fn, params, sources, targets, labels, target_labels, key,
             _pad(np.asarray(labels), size), key, config)
     kw = dict(target_labels=_pad(np.asarray(target_labels), size), progress=progress,
               desc=f"LST batch of {n}")
-    if mesh is None:
-        res = level_set_traversal(*args, **kw)
-    else:
-        from lst_jax.parallel import sharded_level_set_traversal
-
-        res = sharded_level_set_traversal(*args, mesh=mesh, **kw)
-    res = jax.device_get(res)
+    res = jax.device_get(level_set_traversal(*args, mesh=mesh, **kw))
     out = {
         "outputs": np.asarray(res.images[:n], np.float32),
         "valid": np.asarray(res.valid[:n]),
@@ -363,7 +357,7 @@ def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, 
     """Runs (or resumes) a full evaluation into the run directory `out`.
 
     Devices: with several devices (or processes) the LST batches are traversed data parallel
-    over all of them (`sharded_level_set_traversal`) and the hull probes are split over them
+    over all of them (`level_set_traversal(..., mesh=)`) and the hull probes are split over them
     (`ShardedEvaluator`); numbers agree with one device to float round-off.
 
     Several processes (`jax.distributed` initialised, e.g. by `lst_jax.parallel.

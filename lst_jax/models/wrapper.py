@@ -91,10 +91,12 @@ class Classifier:
         module: Linen module with `__call__(x, train=False) -> (logits, out)`.
         normalization: applied to [0, 1] pixels before the module.
         compute_dtype: optional dtype (e.g. jnp.bfloat16) for the module's forward/backward;
-            inputs are cast in, logits are returned as float32.
+            inputs and parameters are cast in (`cast_params` does the parameters' part once,
+            for loops that call the model many times), logits are returned as float32.
 
     Shape:
-        images: (B, H, W, C) float32 in [0, 1] -> logits (B, K) float32.
+        images: (B, H, W, C) float32 in [0, 1] -> logits (B, K) float32 (float64 for float64
+        images and parameters under `jax.enable_x64`, without `compute_dtype`).
     """
 
     module: nn.Module
@@ -107,12 +109,21 @@ class Classifier:
     def features(self, params, images: jax.Array):
         """`(logits, out)` with the module's named intermediates in `out`."""
         x = self.normalization(images)
-        if self.compute_dtype is not None:
-            x = x.astype(self.compute_dtype)
-            params = jax.tree.map(lambda p: p.astype(self.compute_dtype)
-                                  if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
-        logits, out = self.module.apply(params, x, train=False)
+        if self.compute_dtype is None:
+            return self.module.apply(params, x, train=False)
+        logits, out = self.module.apply(self.cast_params(params), x.astype(self.compute_dtype),
+                                        train=False)
         return logits.astype(jnp.float32), out
+
+    def cast_params(self, params):
+        """The floating-point parameters in `compute_dtype` (unchanged without one). Leaves
+        already in that dtype are not cast again, so the model may be called with the result.
+        """
+        if self.compute_dtype is None:
+            return params
+        dt = jnp.dtype(self.compute_dtype)
+        return jax.tree.map(lambda p: p.astype(dt) if jnp.issubdtype(p.dtype, jnp.floating)
+                            and p.dtype != dt else p, params)
 
     def on_normalized_inputs(self) -> "Classifier":
         """The same model as a function of *normalised* inputs (`normalization` dropped):

@@ -1,5 +1,6 @@
-"""Devices and hosts: the `"data"` mesh, sharded chunked evaluation, sharded traversal,
-multi-process start-up and gathering. jit with shardings throughout; no pmap."""
+"""Devices and hosts: the `"data"` mesh, sharded chunked evaluation, multi-process start-up
+and gathering. jit with shardings throughout; no pmap. (The traversal takes the mesh itself:
+`lst_jax.traversal.level_set_traversal(..., mesh=data_mesh())`.)"""
 
 from lst_jax.parallel.distributed import (ProcessFailure as ProcessFailure,
                                           add_distributed_args as add_distributed_args,
@@ -26,6 +27,3 @@ from lst_jax.parallel.sharded import (MemoryEstimate as MemoryEstimate,
                                       parse_bytes as parse_bytes,
                                       plan_chunk_size as plan_chunk_size,
                                       sharded_apply as sharded_apply)
-from lst_jax.parallel.traversal import (
-    sharded_level_set_traversal as sharded_level_set_traversal,
-    sharded_traverse as sharded_traverse)

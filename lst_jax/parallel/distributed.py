@@ -2,8 +2,8 @@
 
 A multi-host lst_jax run is JAX's multi-controller model: the same program on every process,
 `jax.distributed.initialize` first, then one global mesh (`data_mesh()`) over all devices.
-Sharded evaluators (`sharded_apply`, `sharded_traverse`) take the same global host data on
-every process and return the full result everywhere; process 0 writes the files.
+Sharded evaluators (`sharded_apply`, `level_set_traversal(..., mesh=)`) take the same global
+host data on every process and return the full result everywhere; process 0 writes the files.
 
 Work that is not one global array program (a Python loop per item, different data per
 process) uses `process_share` to split item indices and `gather_shares` to assemble the

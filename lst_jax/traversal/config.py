@@ -26,9 +26,13 @@ class LSTConfig:
         log_images: return the iterate at iterations 0, log_step, 2 log_step, ... (static).
         fused: one forward + one backward per iteration (default) instead of the reference's
             two forwards + one backward; same trajectory (static).
+        reference_numerics: compute the cross-entropy gradient with the reference's
+            arithmetic, `softmax - onehot` (static). The default computes it without
+            cancellation (`step.ce_cotangent`), which keeps float32 trajectories closer to
+            float64 ones on saturated sources (docs/lst.md, "Numerics").
 
-    Only `iters`, `log_step`, `adv_pert`, `log_images` and `fused` are compiled in; the float
-    hyperparameters are traced, so sweeping them does not recompile.
+    Only `iters`, `log_step`, `adv_pert`, `log_images`, `fused` and `reference_numerics` are
+    compiled in; the float hyperparameters are traced, so sweeping them does not recompile.
     """
 
     step_size: float = 5e-2
@@ -40,6 +44,7 @@ class LSTConfig:
     noise: float = 2.0 / 255.0
     log_images: bool = False
     fused: bool = True
+    reference_numerics: bool = False
 
     def __post_init__(self):
         check_positive_int("iters", self.iters)
@@ -51,17 +56,24 @@ class LSTConfig:
             float(self.pthresh)
         except (TypeError, ValueError):
             raise ValueError(f"pthresh must be a number, got {self.pthresh!r}") from None
-        for name in ("adv_pert", "log_images", "fused"):
+        for name in ("adv_pert", "log_images", "fused", "reference_numerics"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
     @property
     def static(self) -> "StaticSettings":
-        return StaticSettings(self.iters, self.log_step, self.adv_pert, self.log_images, self.fused)
+        return StaticSettings(self.iters, self.log_step, self.adv_pert, self.log_images,
+                              self.fused, self.reference_numerics)
 
     @property
     def hyper(self) -> "Hyper":
-        f = lambda v: jnp.asarray(v, jnp.float32)
+        """The traced hyperparameters as float32 scalars (see `hyper_as`)."""
+        return self.hyper_as(jnp.float32)
+
+    def hyper_as(self, dtype) -> "Hyper":
+        """The traced hyperparameters as scalars of `dtype` (float64 for ground-truth runs:
+        converted from the Python floats, not from their float32 roundings)."""
+        f = lambda v: jnp.asarray(v, dtype)
         return Hyper(f(self.step_size), f(self.pthresh), f(self.adv_step_size), f(self.noise))
 
     def replace(self, **changes) -> "LSTConfig":
@@ -80,10 +92,11 @@ class StaticSettings:
     adv_pert: bool
     log_images: bool
     fused: bool
+    reference_numerics: bool = False
 
 
 class Hyper(NamedTuple):
-    """Traced float hyperparameters (scalars, float32)."""
+    """Traced float hyperparameters (scalars, float32; float64 in ground-truth runs)."""
 
     step_size: jnp.ndarray
     pthresh: jnp.ndarray

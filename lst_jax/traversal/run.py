@@ -1,9 +1,11 @@
 """Level Set Traversal over a batch of (source, target) pairs: a jitted `lax.scan`.
 
-`traverse` is the pure, jittable core (one compiled program for the whole traversal);
-`level_set_traversal` validates inputs and either calls it or, with `progress=True`, runs
-the same step as an outer Python loop over jitted scans of `log_step` iterations (a progress
-bar with rate and ETA, identical results).
+`traverse` is the pure, jittable core (one compiled program for the whole traversal).
+`level_set_traversal` is the one entry point: it validates inputs, then runs `traverse` on
+the default device or data parallel over a device mesh (`mesh=`), in float32 or as a float64
+ground truth (`precision=`); with `progress=True` the same step runs as an outer Python loop
+over jitted scans of `log_step` iterations (a progress bar with rate and ETA, identical
+results).
 """
 
 from __future__ import annotations
@@ -12,30 +14,44 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lst_jax.traversal.config import Hyper, LSTConfig, StaticSettings
 from lst_jax.traversal.state import LSTRecord, LSTResult, LSTState
-from lst_jax.traversal.step import (ModelFn, Pairs, _take, forward_backward, lst_step,
-                                    record_of)
+from lst_jax.traversal.step import (ModelFn, Pairs, _take, input_gradient, lst_step,
+                                    record_of, softmax_probs)
 from lst_jax.utils import checks
 from lst_jax.utils.progress import Progress
 
 
-def _init(model_fn, params, sources, targets, labels, target_labels, key, hyper: Hyper):
+def cast_params(model_fn: ModelFn, params):
+    """`model_fn.cast_params(params)` where the model function has it (a `Classifier` with a
+    `compute_dtype` casts its parameters to that dtype), else `params`.
+
+    The traversal calls it once, before its loop, so that a bfloat16 model's parameters are
+    not cast again in every iteration.
+    """
+    cast = getattr(model_fn, "cast_params", None)
+    return params if cast is None else cast(params)
+
+
+def _init(model_fn, params, sources, targets, labels, target_labels, key, hyper: Hyper,
+          static: StaticSettings):
     """Clean confidences, argmax filter, random start and the first gradient."""
-    clean_logits = model_fn(params, jnp.clip(sources, 0.0, 1.0))
-    p0 = jax.nn.softmax(clean_logits.astype(jnp.float32), axis=-1)
+    p0 = softmax_probs(model_fn(params, jnp.clip(sources, 0.0, 1.0)))
     valid = jnp.argmax(p0, axis=-1) == labels
     if target_labels is None:
         target_labels = jnp.argmax(model_fn(params, targets), axis=-1).astype(jnp.int32)
     pairs = Pairs(targets=targets, labels=labels, target_labels=target_labels,
                   clean_conf=_take(p0, labels))
+    # drawn in float32 in every precision, so float32 and float64 runs start alike
     noise = jax.random.uniform(key, sources.shape, jnp.float32, -hyper.noise, hyper.noise)
-    x0 = jnp.clip(sources + noise, 0.0, 1.0)
-    probs, grad = forward_backward(model_fn, params, x0, labels)
-    state = LSTState(x=x0, acc=jnp.zeros_like(x0), grad=grad, probs=probs,
-                     step=jnp.zeros((), jnp.int32))
+    x0 = jnp.clip(sources + noise.astype(sources.dtype), 0.0, 1.0)
+    probs, direction, scale = input_gradient(model_fn, params, x0, labels,
+                                             reference_numerics=static.reference_numerics)
+    state = LSTState(x=x0, acc=jnp.zeros_like(x0), grad=direction, grad_scale=scale,
+                     probs=probs, step=jnp.zeros((), jnp.int32))
     initial = record_of(x0, probs, jnp.ones_like(valid), pairs)
     return state, pairs, valid, initial
 
@@ -43,7 +59,7 @@ def _init(model_fn, params, sources, targets, labels, target_labels, key, hyper:
 def _scan(model_fn, params, state, pairs, hyper, static: StaticSettings, length: int):
     def body(s, _):
         return lst_step(model_fn, params, s, pairs, hyper, adv_pert=static.adv_pert,
-                        fused=static.fused)
+                        fused=static.fused, reference_numerics=static.reference_numerics)
 
     return lax.scan(body, state, None, length=length)
 
@@ -74,8 +90,9 @@ def _run_all(model_fn, params, state, pairs, hyper, static: StaticSettings):
 @functools.partial(jax.jit, static_argnames=("model_fn", "static"))
 def _traverse_jit(model_fn, params, sources, targets, labels, target_labels, key, hyper,
                   static: StaticSettings):
+    params = cast_params(model_fn, params)
     state, pairs, valid, initial = _init(model_fn, params, sources, targets, labels,
-                                         target_labels, key, hyper)
+                                         target_labels, key, hyper, static)
     start = state.x
     state, rec, imgs = _run_all(model_fn, params, state, pairs, hyper, static)
     return LSTResult(images=state.x, valid=valid, clean_conf=pairs.clean_conf, start=start,
@@ -86,19 +103,21 @@ def traverse(model_fn: ModelFn, params, sources, targets, labels, key,
              config: LSTConfig = LSTConfig(), target_labels=None) -> LSTResult:
     """Pure, jitted Level Set Traversal (no input validation; see `level_set_traversal`).
 
-    Compiles once per (model_fn, shapes, config.static); float hyperparameters are traced.
-    Safe to call inside `jax.jit`, `jax.vmap` over keys, etc.
+    Compiles once per (model_fn, shapes, dtypes, config.static); float hyperparameters are
+    traced (in the dtype of `sources`). Safe to call inside `jax.jit`, `jax.vmap` over keys,
+    etc. Runs in the precision of its inputs: float32, or float64 arrays under
+    `jax.enable_x64(True)`.
 
     Shape:
-        sources, targets: (B, H, W, C) float32 in [0, 1]; labels, target_labels: (B,) int.
+        sources, targets: (B, H, W, C) float in [0, 1]; labels, target_labels: (B,) int.
     """
     return _traverse_jit(model_fn, params, sources, targets, labels, target_labels, key,
-                         config.hyper, config.static)
+                         config.hyper_as(sources.dtype), config.static)
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn",))
-def _init_jit(model_fn, params, sources, targets, labels, target_labels, key, hyper):
-    return _init(model_fn, params, sources, targets, labels, target_labels, key, hyper)
+@functools.partial(jax.jit, static_argnames=("model_fn", "static"))
+def _init_jit(model_fn, params, sources, targets, labels, target_labels, key, hyper, static):
+    return _init(model_fn, params, sources, targets, labels, target_labels, key, hyper, static)
 
 
 @functools.partial(jax.jit, static_argnames=("model_fn", "static", "length"))
@@ -108,9 +127,11 @@ def _chunk_jit(model_fn, params, state, pairs, hyper, static, length):
 
 def _traverse_chunked(model_fn, params, sources, targets, labels, target_labels, key,
                       config: LSTConfig, desc: str) -> LSTResult:
-    static, hyper = config.static, config.hyper
+    """`traverse` as jitted chunks of `log_step` iterations with a progress bar (same numbers)."""
+    static, hyper = config.static, config.hyper_as(sources.dtype)
+    params = jax.jit(cast_params, static_argnums=0)(model_fn, params)
     state, pairs, valid, initial = _init_jit(model_fn, params, sources, targets, labels,
-                                             target_labels, key, hyper)
+                                             target_labels, key, hyper, static)
     start = state.x
     recs, imgs = [], []
     with Progress(static.iters, desc=desc, unit="it") as bar:
@@ -163,9 +184,50 @@ def validate_pairs(model_fn: ModelFn, params, sources, targets, labels, target_l
     return sources, targets, labels, target_labels
 
 
+PRECISIONS = ("float32", "float64")
+
+
+def _run(model_fn, params, sources, targets, labels, target_labels, key, config, progress,
+         desc) -> LSTResult:
+    if progress:
+        return _traverse_chunked(model_fn, params, sources, targets, labels, target_labels,
+                                 key, config, desc)
+    return traverse(model_fn, params, sources, targets, labels, key, config, target_labels)
+
+
+def _run_on_mesh(mesh, model_fn, params, sources, targets, labels, target_labels, key,
+                 config, progress, desc) -> LSTResult:
+    """The pairs padded to a multiple of the device count (copies of the last pair), split
+    over the mesh's `"data"` axis, traversed by the same jitted program (jit propagates the
+    input shardings through the scan: each device walks its own pairs, with no communication
+    until the result is gathered), padding dropped. Multi-process: every process passes the
+    same global pairs and key and gets the full result."""
+    from lst_jax.parallel.mesh import (num_shards, pad_to_multiple, put_batch, put_replicated,
+                                       to_host, unpad)
+
+    batch = {"s": sources, "t": targets, "y": labels}
+    if target_labels is not None:
+        batch["yt"] = target_labels
+    batch, n = pad_to_multiple(jax.tree.map(np.asarray, batch), num_shards(mesh))
+    batch = put_batch(batch, mesh)
+    result = _run(model_fn, put_replicated(params, mesh), batch["s"], batch["t"], batch["y"],
+                  batch.get("yt"), key, config, progress, desc)
+    result = to_host(result)
+    cut = lambda axis: (lambda t: None if t is None else unpad(t, n, axis=axis))
+    per_iteration = {"record", "logged_images"}
+    return LSTResult(**{f: cut(1 if f in per_iteration else 0)(getattr(result, f))
+                        for f in LSTResult.__dataclass_fields__})
+
+
+def _as_float64(tree):
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64)
+                        if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a, tree)
+
+
 def level_set_traversal(model_fn: ModelFn, params, sources, targets, labels, key,
                         config: LSTConfig = LSTConfig(), *, target_labels=None,
-                        progress: bool = False, desc: str = "LST") -> LSTResult:
+                        mesh=None, precision: str = "float32", progress: bool = False,
+                        desc: str = "LST") -> LSTResult:
     """Level Set Traversal from each source toward its paired target (arXiv 2310.19889).
 
     Each iteration projects `target - x` onto the orthogonal complement of the input gradient
@@ -183,6 +245,13 @@ def level_set_traversal(model_fn: ModelFn, params, sources, targets, labels, key
         config: `LSTConfig` (or `lst_jax.traversal.preset("paper")`).
         target_labels: classes for the target-confidence record; default: the model's
             prediction on each target.
+        mesh: a `jax.sharding.Mesh` with a `"data"` axis (`lst_jax.parallel.data_mesh()`):
+            the pairs are split over its devices (any batch size; padded internally) and the
+            result comes back as numpy arrays, complete on every process. Same numbers as one
+            device. None: the default device, jax arrays.
+        precision: "float32", or "float64" for a ground-truth run of the same traversal
+            (parameters and images cast to float64 under `jax.enable_x64`; CPU/GPU; result
+            as numpy float64 arrays).
         progress: run as jitted chunks of `log_step` iterations with a progress bar.
 
     Returns:
@@ -191,23 +260,41 @@ def level_set_traversal(model_fn: ModelFn, params, sources, targets, labels, key
     Shape:
         sources, targets: (B, H, W, C) float32 in [0, 1] (NHWC); labels: (B,) int in [0, K).
 
-    Deviations from the reference: the projection coefficient is 0 where the gradient is 0
-    (reference: NaN), non-finite candidates are rejected, acceptance is a select (not a
-    multiplicative mix), and the argmax filter is returned as `valid` instead of dropping
-    samples (static shapes).
+    Deviations from the reference: the cross-entropy gradient is computed without
+    cancellation (`config.reference_numerics=True` restores the reference's arithmetic), the
+    projection coefficient is 0 where the gradient is 0 (reference: NaN), non-finite
+    candidates are rejected, acceptance is a select (not a multiplicative mix), and the argmax
+    filter is returned as `valid` instead of dropping samples (static shapes).
 
     Raises:
         ValueError: mismatched batch sizes/shapes, wrong rank/channels/dtype, values outside
-            [0, 1] or non-finite, labels out of range, invalid config.
+            [0, 1] or non-finite, labels out of range, invalid config, mesh or precision.
     """
     if not isinstance(config, LSTConfig):
         raise ValueError(f"config must be an LSTConfig, got {type(config).__name__}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if mesh is not None:
+        from lst_jax.parallel.mesh import num_shards
+
+        if not isinstance(mesh, jax.sharding.Mesh):
+            raise ValueError(f"mesh must be a jax.sharding.Mesh (lst_jax.parallel.data_mesh()),"
+                             f" got {type(mesh).__name__}")
+        num_shards(mesh)  # names the missing "data" axis
     sources, targets, labels, target_labels = validate_pairs(model_fn, params, sources, targets,
                                                              labels, target_labels)
-    if progress:
-        return _traverse_chunked(model_fn, params, sources, targets, labels, target_labels,
-                                 key, config, desc)
-    return traverse(model_fn, params, sources, targets, labels, key, config, target_labels)
+    args = (model_fn, params, sources, targets, labels, target_labels, key, config, progress,
+            desc)
+    run = _run if mesh is None else functools.partial(_run_on_mesh, mesh)
+    if precision == "float32":
+        return run(*args)
+    if getattr(model_fn, "compute_dtype", None) is not None:
+        raise ValueError(f"precision='float64' needs a float32 model, got a model_fn with "
+                         f"compute_dtype={model_fn.compute_dtype}")
+    with jax.enable_x64(True):
+        cast = (model_fn, _as_float64(params), _as_float64(sources), _as_float64(targets))
+        result = run(*cast, *args[4:])
+        return jax.tree.map(np.asarray, result)
 
 
 def reference_log_points(result: LSTResult, log_step: int) -> LSTRecord:
@@ -224,4 +311,4 @@ def reference_log_points(result: LSTResult, log_step: int) -> LSTRecord:
 
 
 __all__ = ["level_set_traversal", "traverse", "reference_log_points", "num_classes_of",
-           "validate_pairs"]
+           "validate_pairs", "cast_params", "PRECISIONS"]

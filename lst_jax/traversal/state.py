@@ -15,8 +15,11 @@ class LSTState:
     Attributes:
         x: (B, H, W, C) current iterate in [0, 1].
         acc: (B, H, W, C) accumulated adversarial term, clipped to [-eps, eps].
-        grad: (B, H, W, C) gradient of the source-class cross-entropy at `x` (fused mode only;
+        grad: (B, H, W, C) direction of the gradient of the source-class cross-entropy at `x`
+            (the gradient is `grad_scale * grad`, see `step.input_gradient`; fused mode only:
             the plain two-pass step recomputes it and carries zeros).
+        grad_scale: (B,) magnitude factor of the gradient (1 - p_y, or 1 with
+            `reference_numerics`).
         probs: (B, K) softmax probabilities at `x`.
         step: () int32 iteration counter.
     """
@@ -24,6 +27,7 @@ class LSTState:
     x: jax.Array
     acc: jax.Array
     grad: jax.Array
+    grad_scale: jax.Array
     probs: jax.Array
     step: jax.Array
 

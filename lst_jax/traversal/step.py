@@ -16,8 +16,6 @@ from lst_jax.traversal.state import LSTRecord, LSTState
 
 ModelFn = Callable[[object, jax.Array], jax.Array]
 
-_TINY = float(jnp.finfo(jnp.float32).tiny)
-
 
 class Pairs(NamedTuple):
     """Per-pair constants of a traversal batch.
@@ -35,59 +33,107 @@ class Pairs(NamedTuple):
 def project_orthogonal(g: jax.Array, v: jax.Array) -> jax.Array:
     """Removes from `v` its component along `g` (one sample): `v - <g,v>/<g,g> g`.
 
-    Deviation from the reference: a zero gradient (saturated softmax) gives coefficient 0
-    instead of 0/0 = NaN, so `v` passes unchanged.
+    Scale-invariant in `g` (pass a gradient's direction). Deviation from the reference: a
+    zero gradient gives coefficient 0 instead of 0/0 = NaN, so `v` passes unchanged.
 
     Shape:
         g, v: (H, W, C) (any shape, flattened for the inner products) -> same shape.
     """
     gg = jnp.vdot(g, g)
     gv = jnp.vdot(g, v)
-    coef = jnp.where(gg > 0, gv / jnp.maximum(gg, _TINY), 0.0)
+    coef = jnp.where(gg > 0, gv / jnp.maximum(gg, jnp.finfo(gg.dtype).tiny), 0.0)
     return v - coef * g
 
 
-def propose(x, g, acc, target, hyper: Hyper, adv_pert: bool):
+def propose(x, direction, scale, acc, target, hyper: Hyper, adv_pert: bool):
     """Candidate of one sample: `clip(x + eta v_perp - a, 0, 1)` and the updated accumulator.
 
-    The accumulator is updated on every call, accepted or not (reference behaviour).
+    The gradient is `g = scale * direction` (see `input_gradient`): the projection, which does
+    not depend on the gradient's magnitude, uses the well-scaled `direction`; the accumulator
+    `a = clip(a + eps/2 g, -eps, eps)` uses `g`. The accumulator is updated on every call,
+    accepted or not (reference behaviour).
 
     Shape:
-        x, g, acc, target: (H, W, C) -> (candidate (H, W, C), acc (H, W, C)).
+        x, direction, acc, target: (H, W, C); scale: () -> (candidate (H, W, C), acc (H, W, C)).
     """
-    v_perp = project_orthogonal(g, target - x)
+    v_perp = project_orthogonal(direction, target - x)
     eps = hyper.adv_step_size
-    acc = jnp.clip(acc + 0.5 * eps * g, -eps, eps)
+    acc = jnp.clip(acc + (0.5 * eps * scale) * direction, -eps, eps)
     cand = x + hyper.step_size * v_perp
     if adv_pert:
         cand = cand - acc
     return jnp.clip(cand, 0.0, 1.0), acc
 
 
-def ce_cotangent(logits: jax.Array, labels: jax.Array):
-    """Softmax probabilities and d(sum of CE)/d(logits) = softmax - onehot.
+def _promote(logits):
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+
+
+def ce_cotangent(logits: jax.Array, labels: jax.Array, *, reference_numerics: bool = False):
+    """Softmax probabilities and d(sum of CE)/d(logits) = softmax - onehot, as `scale * unit`.
+
+    Default: `unit = (softmax - onehot) / (1 - p_y)` computed in log space, without
+    cancellation: its true-class entry is exactly -1 and the others are
+    `exp(log p_k - log sum_{j != y} p_j)`, so they stay exact when `p_y` rounds to 1 (in
+    float32 `p_y - 1` is then 0 and the true-class term of the gradient is lost) and even when
+    the other probabilities underflow. `scale = 1 - p_y = sum_{k != y} p_k` (B,), also from
+    log space (it may underflow to 0: the true gradient is then below the dtype's range).
+
+    `reference_numerics=True`: the reference's (PyTorch autograd's) arithmetic,
+    `unit = exp(log_softmax) - onehot`, `scale = 1`.
 
     Shape:
-        logits: (B, K), labels: (B,) -> probs (B, K), cotangent (B, K).
+        logits: (B, K), labels: (B,) -> probs (B, K), unit (B, K), scale (B,).
     """
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=probs.dtype)
-    return probs, (probs - onehot).astype(logits.dtype)
+    z = _promote(logits)
+    logp = jax.nn.log_softmax(z, axis=-1)
+    probs = jnp.exp(logp)
+    onehot = jax.nn.one_hot(labels, z.shape[-1], dtype=jnp.bool_)
+    if reference_numerics:
+        return probs, probs - onehot.astype(z.dtype), jnp.ones(z.shape[:1], z.dtype)
+    log_rest = jax.nn.logsumexp(jnp.where(onehot, -jnp.inf, logp), axis=-1)
+    rest = jnp.where(onehot, -jnp.inf, logp - log_rest[:, None])
+    unit = jnp.where(onehot, -1.0, jnp.exp(rest)).astype(z.dtype)
+    return probs, unit, jnp.exp(log_rest)
+
+
+def input_gradient(model_fn: ModelFn, params, x: jax.Array, labels: jax.Array, *,
+                   reference_numerics: bool = False):
+    """One forward and one backward pass: probabilities and the input gradient of the summed
+    CE, as `grad = scale * direction`.
+
+    The backward pass carries the unit cotangent of `ce_cotangent` (largest entry 1), so
+    `direction` is well scaled however saturated the softmax is; `scale` (B,) restores the
+    gradient's magnitude. Models are in eval mode (no cross-sample coupling), so the gradient
+    of the batch sum is the per-sample gradient of -log p_y.
+
+    Shape:
+        x: (B, H, W, C), labels: (B,) -> probs (B, K), direction (B, H, W, C), scale (B,).
+    """
+    logits, vjp = jax.vjp(lambda z: model_fn(params, z), x)
+    probs, unit, scale = ce_cotangent(logits, labels, reference_numerics=reference_numerics)
+    (direction,) = vjp(unit.astype(logits.dtype))
+    return probs, direction, scale.astype(direction.dtype)
 
 
 def forward_backward(model_fn: ModelFn, params, x: jax.Array, labels: jax.Array):
-    """One forward and one backward pass: probabilities and the input gradient of the summed CE.
-
-    Models are in eval mode (no cross-sample coupling), so the gradient of the batch sum is the
-    per-sample gradient of -log p_y.
+    """Probabilities and the input gradient of the summed CE (`input_gradient`, multiplied out).
 
     Shape:
         x: (B, H, W, C), labels: (B,) -> probs (B, K), grad (B, H, W, C).
     """
-    logits, vjp = jax.vjp(lambda z: model_fn(params, z), x)
-    probs, cot = ce_cotangent(logits, labels)
-    (grad,) = vjp(cot)
-    return probs, grad
+    probs, direction, scale = input_gradient(model_fn, params, x, labels)
+    return probs, direction * scale.reshape((-1,) + (1,) * (direction.ndim - 1))
+
+
+def softmax_probs(logits: jax.Array) -> jax.Array:
+    """Softmax as `exp(log_softmax)` (the arithmetic of `ce_cotangent`), in at least float32
+    (bfloat16 logits are promoted).
+
+    Shape:
+        logits: (B, K) -> (B, K).
+    """
+    return jnp.exp(jax.nn.log_softmax(_promote(logits), axis=-1))
 
 
 def _take(probs, labels):
@@ -118,7 +164,7 @@ def record_of(x, probs, accepted, pairs: Pairs) -> LSTRecord:
 
 
 def lst_step(model_fn: ModelFn, params, state: LSTState, pairs: Pairs, hyper: Hyper,
-             *, adv_pert: bool, fused: bool):
+             *, adv_pert: bool, fused: bool, reference_numerics: bool = False):
     """One LST iteration on a batch; returns the new state and its `LSTRecord`.
 
     fused=True: the gradient carried in `state` (computed at `x` by the previous iteration's
@@ -126,20 +172,27 @@ def lst_step(model_fn: ModelFn, params, state: LSTState, pairs: Pairs, hyper: Hy
     its gradient via `jax.vjp` -> 1 forward + 1 backward. Rejected samples keep their old
     gradient. fused=False: the reference order, forward+backward at `x`, then a separate forward
     for the candidate -> 2 forwards + 1 backward. Both give the same trajectory.
+    reference_numerics: see `ce_cotangent`.
     """
-    propose_b = jax.vmap(propose, in_axes=(0, 0, 0, 0, None, None))
+    propose_b = jax.vmap(propose, in_axes=(0, 0, 0, 0, 0, None, None))
     if fused:
-        grad = state.grad
+        direction, scale = state.grad, state.grad_scale
     else:
-        _, grad = forward_backward(model_fn, params, state.x, pairs.labels)
-    cand, acc = propose_b(state.x, grad, state.acc, pairs.targets, hyper, adv_pert)
+        _, direction, scale = input_gradient(model_fn, params, state.x, pairs.labels,
+                                             reference_numerics=reference_numerics)
+    cand, acc = propose_b(state.x, direction, scale, state.acc, pairs.targets, hyper, adv_pert)
     if fused:
-        cand_probs, cand_grad = forward_backward(model_fn, params, cand, pairs.labels)
+        cand_probs, cand_dir, cand_scale = input_gradient(
+            model_fn, params, cand, pairs.labels, reference_numerics=reference_numerics)
     else:
-        cand_probs = jax.nn.softmax(model_fn(params, cand).astype(jnp.float32), axis=-1)
+        cand_probs = softmax_probs(model_fn(params, cand))
     ok = _accept(cand, cand_probs, pairs, hyper)
     x = _select(ok, cand, state.x)
     probs = _select(ok, cand_probs, state.probs)
-    new_grad = _select(ok, cand_grad, grad) if fused else state.grad
-    new_state = LSTState(x=x, acc=acc, grad=new_grad, probs=probs, step=state.step + 1)
+    if fused:
+        new_dir, new_scale = _select(ok, cand_dir, direction), _select(ok, cand_scale, scale)
+    else:
+        new_dir, new_scale = state.grad, state.grad_scale
+    new_state = LSTState(x=x, acc=acc, grad=new_dir, grad_scale=new_scale, probs=probs,
+                         step=state.step + 1)
     return new_state, record_of(x, probs, ok, pairs)
