@@ -254,7 +254,8 @@ def forward_backward_loop(model_fn, params, xs, ys, n: int):
 
 
 # ------------------------------------------------------------------------------- PyTorch
-def torch_traversal(f, xs, xt, ys, *, step_size, iters, pthresh, adv_pert, adv_step_size):
+def torch_traversal(f, xs, xt, ys, *, step_size, iters, pthresh, adv_pert, adv_step_size,
+                    snapshots=()):
     """The reference LST loop (spec section 1.5) in PyTorch eager, zero start noise.
 
     Per iteration: forward + backward at x (gradient of the summed CE), projection,
@@ -262,11 +263,16 @@ def torch_traversal(f, xs, xt, ys, *, step_size, iters, pthresh, adv_pert, adv_s
     acceptance test against the clean confidence. As in lst_jax, a zero gradient gives
     projection coefficient 0 and non-finite candidates are rejected.
 
+    Runs in the dtype of `xs` (float64 with a `.double()` model for ground-truth runs).
+    `snapshots`: iteration counts k whose iterate x_k is also returned.
+
     Shape:
-        xs, xt: (B, C, H, W) float32 tensors in [0, 1]; ys: (B,) int64.
-        Returns (final x (B, C, H, W), accepted (iters, B) bool).
+        xs, xt: (B, C, H, W) float tensors in [0, 1]; ys: (B,) int64.
+        Returns (final x (B, C, H, W), accepted (iters, B) bool), and with `snapshots` a
+        third item {k: x_k}.
     """
-    tiny = torch.finfo(torch.float32).tiny
+    tiny = torch.finfo(xs.dtype).tiny
+    taken = {}
     with torch.no_grad():
         p0 = torch.softmax(f(xs.clamp(0, 1)), -1).gather(1, ys[:, None])[:, 0]
     x = xs.clone()
@@ -293,6 +299,10 @@ def torch_traversal(f, xs, xt, ys, *, step_size, iters, pthresh, adv_pert, adv_s
             ok &= torch.isfinite(cand).flatten(1).all(1) & torch.isfinite(p).all(1)
             x = torch.where(ok.view(shape), cand, x)
         accepted.append(ok)
+        if len(accepted) in snapshots:
+            taken[len(accepted)] = x.clone()
+    if snapshots:
+        return x, torch.stack(accepted), taken
     return x, torch.stack(accepted)
 
 

@@ -1,6 +1,7 @@
 """`lst-jax` command line: one console command with subcommands.
 
     lst-jax examples [--model digits_resnet-normal] [--data digits|photos|...] [--widths] ...
+                     [--mesh auto|on|off]
     lst-jax pool --models A B [--data digits|cifar10|imagenet2012|folder] --out POOL
     lst-jax full-eval --model A --pool POOL --out RUN [--num-samples N] [--rounds 5] ...
                       [--mesh auto|on|off] [--memory-budget 2GiB]
@@ -46,6 +47,14 @@ def _add_data_args(p: argparse.ArgumentParser):
                    help="resize filter for ImageNet / folder images (reference: bilinear)")
 
 
+def _add_mesh_arg(p: argparse.ArgumentParser):
+    g = p.add_argument_group("devices (see docs/scaling.md)")
+    g.add_argument("--mesh", default="auto", choices=["auto", "on", "off"],
+                   help="auto: data parallel over all devices (and processes) when there are "
+                   "several; on: always the sharded path; off: one device")
+    return g
+
+
 def config_from_args(args) -> LSTConfig:
     cfg = PRESETS[args.preset]
     changes = {f: getattr(args, f) for f in ("step_size", "iters", "pthresh", "adv_pert",
@@ -68,7 +77,7 @@ def cmd_examples(args) -> int:
                        progress=not args.quiet, widths=widths, plane_grid=args.plane_grid,
                        path_points=args.path_points, data_dir=args.data_dir,
                        folder=args.folder, pool=args.pool, interpolation=args.interpolation,
-                       plane_source=args.plane_source)
+                       plane_source=args.plane_source, mesh=args.mesh)
     summary = json.loads((out / "summary.json").read_text())["aggregate"]
     print(json.dumps(summary, indent=2))
     print(f"wrote {out}/summary.md and {out}/figures/ (examples_grid, curves, plane_src-*, "
@@ -269,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plane-source", type=int, default=0,
                    help="source image of the triangle figure (reference: 0)")
     _add_lst_args(p)
+    _add_mesh_arg(p)
     p.set_defaults(func=cmd_examples)
 
     p = sub.add_parser("pool", help="build a target pool (one image per class, PNG + manifest)")
@@ -313,10 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "same command to resume")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_lst_args(p)
-    g = p.add_argument_group("devices (see docs/scaling.md)")
-    g.add_argument("--mesh", default="auto", choices=["auto", "on", "off"],
-                   help="auto: data parallel over all devices (and processes) when there are "
-                   "several; on: always the sharded path; off: one device")
+    g = _add_mesh_arg(p)
     g.add_argument("--memory-budget", help="per-device memory for one chunk of hull probes, "
                    "e.g. 2GiB (replaces --chunk-size; planned from XLA's memory analysis)")
     from lst_jax.parallel.distributed import add_distributed_args

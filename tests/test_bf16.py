@@ -45,3 +45,42 @@ def test_cli_bf16_recorded_in_manifest(tmp_path):
                      "--bf16", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["compute_dtype"] == "bfloat16"
+
+
+def _eqns(jaxpr, into_scans=True):
+    """All equations of a jaxpr and of the jaxprs nested in it (scan/while bodies, ...)."""
+    for e in jaxpr.eqns:
+        yield e
+        if e.primitive.name == "scan" and not into_scans:
+            continue
+        for v in e.params.values():
+            for sub in (v if isinstance(v, (list, tuple)) else [v]):
+                inner = getattr(sub, "jaxpr", None)
+                if inner is not None:
+                    yield from _eqns(getattr(inner, "jaxpr", inner), into_scans)
+
+
+def test_bf16_parameters_are_cast_once_outside_the_scan():
+    from lst_jax.traversal import run as run_mod
+
+    bf16 = load_model("digits_resnet-normal", compute_dtype="bfloat16")
+    x, y = load_digits32("test")
+    x, y = jnp.asarray(x[:2]), jnp.asarray(y[:2])
+    cfg = preset("paper", iters=3, log_step=3)
+    closed = jax.make_jaxpr(lambda p: run_mod.traverse(bf16.model_fn, p, x, x[::-1], y,
+                                                       jax.random.key(0), cfg))(bf16.params)
+    n_params = len(jax.tree.leaves(bf16.params))
+    scans = [e for e in _eqns(closed.jaxpr) if e.primitive.name == "scan"]
+    assert scans
+    for scan in scans:
+        body = scan.params["jaxpr"].jaxpr
+        consts = body.invars[:scan.params["num_consts"]]
+        assert sum(v.aval.dtype == jnp.bfloat16 for v in consts) >= n_params - 1
+        casts = [e for e in _eqns(body) if e.primitive.name == "convert_element_type"
+                 and e.invars[0] in consts]
+        assert not casts, f"{len(casts)} parameters cast inside the scan"
+    # Outside the scans each parameter is cast once (plus the images' casts per model call).
+    outside = [e for e in _eqns(closed.jaxpr, into_scans=False)
+               if e.primitive.name == "convert_element_type"
+               and e.params["new_dtype"] == jnp.bfloat16]
+    assert n_params <= len(outside) < 2 * n_params   # (three model calls before the scan)

@@ -51,7 +51,7 @@ def off_diagonal_pairs(k: int) -> np.ndarray:
 
 def run_examples(model_fn, params, images, labels, config: LSTConfig, key, *,
                  target_labels=None, progress: bool = True,
-                 log_images: bool = False) -> ExamplesResult:
+                 log_images: bool = False, mesh=None) -> ExamplesResult:
     """Traverses every ordered pair of distinct images (source j -> target i).
 
     Args:
@@ -59,6 +59,7 @@ def run_examples(model_fn, params, images, labels, config: LSTConfig, key, *,
         labels: their classes (the source class held by each traversal).
         target_labels: classes used for the target-confidence record (default `labels`).
         log_images: keep the iterates every `config.log_step` iterations (for path widths).
+        mesh: traverse the pairs data parallel over this device mesh (`level_set_traversal`).
 
     Shape:
         images: (K, H, W, C) float32 in [0, 1]; labels: (K,) int.
@@ -78,7 +79,7 @@ def run_examples(model_fn, params, images, labels, config: LSTConfig, key, *,
     if log_images:
         config = config.replace(log_images=True)
     res = level_set_traversal(model_fn, params, images[sj], images[ti], labels[sj], key,
-                              config, target_labels=tl[ti], progress=progress,
+                              config, target_labels=tl[ti], progress=progress, mesh=mesh,
                               desc=f"LST {len(pairs)} pairs")
     res = jax.device_get(res)
     seconds = time.perf_counter() - t0

@@ -110,8 +110,11 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
                  checkpoint=None, progress: bool = True, widths: WidthSettings | None = None,
                  plane_grid: int = 10, path_points: int = 21, data_dir=None, folder=None,
                  pool=None, interpolation: str = "bilinear", plane_source: int = 0,
-                 compute_dtype=None) -> Path:
+                 compute_dtype=None, mesh="auto") -> Path:
     """The main job: K x K LST examples grid for a registry model; returns the run dir.
+
+    `mesh` ("auto", "on", "off" or a Mesh, as in `full_evaluation`): with several devices the
+    K(K-1) traversals and the geometry probes are split over them (same numbers).
 
     Also writes the triangle planes (`figures/plane_src-0.png`), the star paths
     (`figures/star_paths.png`) and, with `widths`, the path-width surfaces
@@ -131,17 +134,21 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
                        widths=widths, plane_grid=plane_grid, path_points=path_points,
                        plane_source=plane_source,
                        compute_dtype=str(jnp.dtype(loaded.model_fn.compute_dtype or jnp.float32)))
+    from lst_jax.evaluation.full_eval import resolve_mesh
+    from lst_jax.parallel import ShardedEvaluator
+
+    mesh = resolve_mesh(mesh)
     key, wkey = jax.random.split(jax.random.key(seed))
     result = run_examples(loaded.model_fn, loaded.params, images, labels, config, key,
-                          progress=progress, log_images=widths is not None)
+                          progress=progress, log_images=widths is not None, mesh=mesh)
     title = (f"{model}: LST eta={config.step_size:g}, {config.iters} it, "
              f"delta={config.pthresh:g}" + (f", eps={config.adv_step_size:g}"
                                             if config.adv_pert else ""))
     summary = write_examples(run, result, names, title)
     geo = examples_geometry(loaded.model_fn, loaded.params, images, labels, result, config,
                             wkey, plane_source=plane_source, plane_grid=plane_grid,
-                            path_points=path_points,
-                            widths=widths, progress=progress)
+                            path_points=path_points, widths=widths, progress=progress,
+                            evaluate_fn=None if mesh is None else ShardedEvaluator(mesh))
     summary["geometry"] = write_geometry(run, geo, images, result, names, model)
     run.write_json("summary.json", summary)
     return run.root
