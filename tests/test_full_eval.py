@@ -238,3 +238,48 @@ def test_cli_full_eval_killed_then_resumed_matches_uninterrupted(tmp_path):
     a = json.loads((killed / "summary.json").read_text())
     b = json.loads((tmp_path / "clean" / "summary.json").read_text())
     assert a["table1"] == b["table1"] and a["table2"] == b["table2"]
+
+
+def _count_restores(monkeypatch) -> list:
+    from lst_jax.models import registry
+
+    calls = []
+
+    def counting(path, *a, **kw):
+        calls.append(Path(path).name)
+        return load_checkpoint(path, *a, **kw)
+
+    load_checkpoint = registry.load_checkpoint
+    monkeypatch.setattr(registry, "load_checkpoint", counting)
+    return calls
+
+
+def test_full_eval_restores_the_checkpoint_once(tmp_path, monkeypatch):
+    """The pool built inside full-eval reuses the evaluated model's restored parameters."""
+    restores = _count_restores(monkeypatch)
+    args = ["full-eval", "--model", "digits_resnet-normal", "--num-samples", "4",
+            "--rounds", "2", "--batch-size", "2", "--iters", "2", "--log-step", "2",
+            "--metrics", "basic", "--grid-n", "4", "--chunk-size", "64", "--quiet",
+            "--out", str(tmp_path / "run")]
+    assert cli.main(args) == 0
+    assert (tmp_path / "run" / "pool" / "manifest.json").is_file()   # built, not given
+    assert restores == ["digits_resnet-normal"]
+
+
+def test_full_eval_pool_uses_float32_and_the_restored_params(tmp_path, monkeypatch):
+    from lst_jax.evaluation import jobs
+
+    restores, seen = _count_restores(monkeypatch), []
+
+    def stop(models, *a, **kw):
+        seen.extend(models)
+        raise KeyboardInterrupt("stop after the pool models are known")
+
+    monkeypatch.setattr(jobs, "build_target_pool", stop)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.full_eval_job("digits_resnet-normal", out=tmp_path / "run", progress=False,
+                           compute_dtype="bfloat16")
+    assert restores == ["digits_resnet-normal"]
+    (model_fn, params), = seen
+    assert model_fn.compute_dtype is None   # the pool is selected in float32
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
