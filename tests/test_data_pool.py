@@ -89,6 +89,35 @@ def test_folder_source_layouts_and_errors(tmp_path):
         FolderSource(tmp_path / "missing")
 
 
+def test_folder_and_tfds_share_index_and_size_checks(tmp_path):
+    """Both sources validate indices and stack through `check_indices` / `stack_images`."""
+    rng = np.random.default_rng(0)
+    _write(tmp_path / "flat" / "a.png", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    _write(tmp_path / "flat" / "b.png", rng.integers(0, 256, (30, 30, 3), dtype=np.uint8))
+    flat = FolderSource(tmp_path / "flat")
+    for bad in ([2], [-1]):
+        with pytest.raises(ValueError, match=r"indices \[-?\d\] out of range for folder:.*"
+                                             r"\(2 images\)"):
+            flat.get(bad)
+    with pytest.raises(ValueError, match=r"images in .*flat have different sizes "
+                                         r"\[\(20, 24, 3\), \(30, 30, 3\)\]; pass an image size"):
+        flat.get([0, 1])
+    x, y = flat.get(np.zeros((0,), np.int64))
+    assert x.shape == (0, 1, 1, 3) and x.dtype == np.float32 and y.shape == (0,)
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=4):
+        inet = open_source("imagenet2012")
+        with pytest.raises(ValueError, match=r"indices \[4, -1\] out of range for "
+                                             r"imagenet2012-validation \(4 images\)"):
+            inet.get([0, 4, -1])
+        inet.image_size = inet.resize = None                      # random-size mock images
+        with pytest.raises(ValueError, match="imagenet2012-validation images have different "
+                                             "sizes .*; pass an image size"):
+            inet.get([0, 1, 2, 3])
+        x, y = inet.get([])
+        assert x.shape == (0, 1, 1, 3) and y.dtype == np.int32
+
+
 def test_pool_png_round_trip_is_exact_for_8bit_and_digits(tmp_path):
     x8 = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 3)).astype(np.float32) / 255
     assert pixel_scale(x8) == 255

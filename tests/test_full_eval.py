@@ -1,6 +1,7 @@
 """Full evaluation: derangements, pairing by global pool index (ragged last batch), dropped
 sources, resumability (injected failure, SIGKILL of the CLI), config mismatch, tables."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -193,16 +194,31 @@ def test_table_statistics_and_rendering(tmp_path):
         table2_stats(per[:, :3], names)
 
 
+def _tree_hashes(root: Path) -> dict:
+    """relative path -> sha256 of every file under `root` (directories included as None)."""
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest()
+                                       if p.is_file() else None) for p in root.rglob("*")}
+
+
 def test_tables_command_side_by_side_and_errors(tmp_path, tiny_pool, capsys):
     _run(tmp_path / "r1", tiny_pool)
     _run(tmp_path / "r2", tiny_pool, batch_size=4)
+    (tmp_path / "r1" / "tables.md").write_text("stale: must survive lst-jax tables\n")
+    before = {r: _tree_hashes(tmp_path / r) for r in ("r1", "r2")}
     assert cli.main(["tables", str(tmp_path / "r1"), str(tmp_path / "r2"), "--out",
                      str(tmp_path / "t"), "--labels", "first", "second"]) == 0
+    # The runs it compares are byte-identical afterwards (file list and contents).
+    assert {r: _tree_hashes(tmp_path / r) for r in ("r1", "r2")} == before
     md = (tmp_path / "t" / "tables.md").read_text()
     assert "| first |" in md and "| second |" in md
     assert json.loads((tmp_path / "t" / "tables.json").read_text())["runs"][1].endswith("r2")
     assert cli.main(["tables", str(tmp_path / "nope"), "--out", str(tmp_path / "t2")]) == 2
     assert "not a full-evaluation run directory" in capsys.readouterr().err
+    for out in (tmp_path / "r1", tmp_path / "r2" / "tables"):
+        assert cli.main(["tables", str(tmp_path / "r1"), str(tmp_path / "r2"), "--out",
+                         str(out)]) == 2
+        assert "tables never write into the runs" in capsys.readouterr().err
+    assert {r: _tree_hashes(tmp_path / r) for r in ("r1", "r2")} == before
 
 
 def test_cli_full_eval_killed_then_resumed_matches_uninterrupted(tmp_path):
@@ -222,3 +238,48 @@ def test_cli_full_eval_killed_then_resumed_matches_uninterrupted(tmp_path):
     a = json.loads((killed / "summary.json").read_text())
     b = json.loads((tmp_path / "clean" / "summary.json").read_text())
     assert a["table1"] == b["table1"] and a["table2"] == b["table2"]
+
+
+def _count_restores(monkeypatch) -> list:
+    from lst_jax.models import registry
+
+    calls = []
+
+    def counting(path, *a, **kw):
+        calls.append(Path(path).name)
+        return load_checkpoint(path, *a, **kw)
+
+    load_checkpoint = registry.load_checkpoint
+    monkeypatch.setattr(registry, "load_checkpoint", counting)
+    return calls
+
+
+def test_full_eval_restores_the_checkpoint_once(tmp_path, monkeypatch):
+    """The pool built inside full-eval reuses the evaluated model's restored parameters."""
+    restores = _count_restores(monkeypatch)
+    args = ["full-eval", "--model", "digits_resnet-normal", "--num-samples", "4",
+            "--rounds", "2", "--batch-size", "2", "--iters", "2", "--log-step", "2",
+            "--metrics", "basic", "--grid-n", "4", "--chunk-size", "64", "--quiet",
+            "--out", str(tmp_path / "run")]
+    assert cli.main(args) == 0
+    assert (tmp_path / "run" / "pool" / "manifest.json").is_file()   # built, not given
+    assert restores == ["digits_resnet-normal"]
+
+
+def test_full_eval_pool_uses_float32_and_the_restored_params(tmp_path, monkeypatch):
+    from lst_jax.evaluation import jobs
+
+    restores, seen = _count_restores(monkeypatch), []
+
+    def stop(models, *a, **kw):
+        seen.extend(models)
+        raise KeyboardInterrupt("stop after the pool models are known")
+
+    monkeypatch.setattr(jobs, "build_target_pool", stop)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.full_eval_job("digits_resnet-normal", out=tmp_path / "run", progress=False,
+                           compute_dtype="bfloat16")
+    assert restores == ["digits_resnet-normal"]
+    (model_fn, params), = seen
+    assert model_fn.compute_dtype is None   # the pool is selected in float32
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))

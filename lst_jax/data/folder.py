@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lst_jax.data.preprocess import resize_center_crop_uint8, to_uint8_rgb, uint8_to_float
+from lst_jax.data.preprocess import resize_center_crop_uint8
+from lst_jax.data.sources import check_indices, stack_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -70,17 +71,9 @@ class FolderSource:
                 img = np.asarray(im.convert("RGB"))
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"cannot read image {path}: {e}") from e
-        img = to_uint8_rgb(img)
-        if self.image_size is None and self.resize is None:
-            return img
         return resize_center_crop_uint8(img, self.image_size, self.resize, self.interpolation)
 
     def get(self, indices):
-        idx = [int(i) for i in np.asarray(indices).reshape(-1)]
-        imgs = [self._read(self.files[i]) for i in idx]
-        shapes = sorted({im.shape for im in imgs})
-        if len(shapes) > 1:
-            raise ValueError(f"images in {self.root} have different sizes {shapes[:4]}; pass "
-                             "an image size (and resize) to crop them to one size")
-        images = uint8_to_float(np.stack(imgs)) if imgs else np.zeros((0, 1, 1, 3), np.float32)
+        idx = check_indices(indices, len(self), self.name)
+        images = stack_images([self._read(self.files[i]) for i in idx], f"images in {self.root}")
         return images, self.labels[np.asarray(idx, np.int64)]

@@ -23,6 +23,34 @@ class ImageSource(Protocol):
     def get(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def check_indices(indices, n: int, name: str) -> list[int]:
+    """The indices as a flat list of ints, each in [0, n) (ValueError naming the source)."""
+    idx = [int(i) for i in np.asarray(indices).reshape(-1)]
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"indices {bad[:5]} out of range for {name} ({n} images)")
+    return idx
+
+
+def stack_images(images: Sequence[np.ndarray], what: str) -> np.ndarray:
+    """uint8 RGB images of one size -> float32 NHWC in [0, 1] (`x / 255`).
+
+    `what` names the images in the error raised when their sizes differ.
+
+    Shape:
+        n x (H, W, 3) uint8 -> (n, H, W, 3) float32; no images -> (0, 1, 1, 3).
+    """
+    from lst_jax.data.preprocess import uint8_to_float
+
+    shapes = sorted({im.shape for im in images})
+    if len(shapes) > 1:
+        raise ValueError(f"{what} have different sizes {shapes[:4]}; pass an image size "
+                         "(image_size, and resize) to crop them to one size")
+    if not images:
+        return np.zeros((0, 1, 1, 3), np.float32)
+    return uint8_to_float(np.stack(images))
+
+
 class ArraySource:
     """An in-memory source over (images, labels) arrays.
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lst_jax.data.preprocess import resize_center_crop_uint8, uint8_to_float
+from lst_jax.data.preprocess import resize_center_crop_uint8
+from lst_jax.data.sources import check_indices, stack_images
 
 DEFAULTS = {
     # name: (default split, crop size, resize)
@@ -74,24 +75,11 @@ class TfdsSource:
         return len(self._ds)
 
     def _image(self, record) -> np.ndarray:
-        img = np.asarray(record["image"])
-        if self.image_size is None and self.resize is None:
-            from lst_jax.data.preprocess import to_uint8_rgb
-
-            return to_uint8_rgb(img)
-        return resize_center_crop_uint8(img, self.image_size, self.resize, self.interpolation)
+        return resize_center_crop_uint8(np.asarray(record["image"]), self.image_size,
+                                        self.resize, self.interpolation)
 
     def get(self, indices):
-        idx = [int(i) for i in np.asarray(indices).reshape(-1)]
-        n = len(self)
-        bad = [i for i in idx if not 0 <= i < n]
-        if bad:
-            raise ValueError(f"indices {bad[:5]} out of range for {self.name} ({n} images)")
-        records = [self._ds[i] for i in idx]
-        imgs = [self._image(r) for r in records]
-        if len({im.shape for im in imgs}) > 1:
-            raise ValueError(f"{self.name} images have different sizes "
-                             f"{sorted({im.shape for im in imgs})}; set image_size/resize")
-        images = uint8_to_float(np.stack(imgs)) if imgs else np.zeros((0, 1, 1, 3), np.float32)
+        records = [self._ds[i] for i in check_indices(indices, len(self), self.name)]
+        images = stack_images([self._image(r) for r in records], f"{self.name} images")
         labels = np.asarray([int(r["label"]) for r in records], np.int32)
         return images, labels

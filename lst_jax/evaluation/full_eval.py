@@ -30,8 +30,8 @@ import numpy as np
 
 from lst_jax.data.pool import TargetPool, predict_probs
 from lst_jax.evaluation.rundir import RunDir
-from lst_jax.evaluation.tables import (model_label, render_table1, table1_stats, table2_stats,
-                                       write_tables)
+from lst_jax.evaluation.tables import (model_label, render_table1, render_table2, table1_stats,
+                                       table2_stats, write_tables)
 from lst_jax.geometry import (multi_hull_confidences, per_source_statistics, round_pairs,
                               triangle_grid, triangle_statistics)
 from lst_jax.geometry.hull import DELTAS, stat_names
@@ -527,10 +527,10 @@ def _open_run(out, config, model_name, *, params_digest, pool, distance_fn, plan
     return run
 
 
-def collect_results(root, label: str | None = None) -> FullEvalResult:
-    """Rebuilds the aggregated arrays and tables of a finished run from its batch files.
+def read_results(root, label: str | None = None) -> FullEvalResult:
+    """The aggregated arrays and table statistics of a finished run, from its batch files.
 
-    Writes results.npz and the tables (table1/table2 .md/.tex/.csv, tables.md).
+    Read only: writes nothing (`collect_results` also writes them into the run).
 
     Raises:
         FileNotFoundError: not a run directory; ValueError: the run is unfinished (the message
@@ -573,17 +573,30 @@ def collect_results(root, label: str | None = None) -> FullEvalResult:
         valid=np.stack([pr["valid"] for pr in per_round]), distances=distances,
         triangle_stats=tri, per_source=per_source, stat_names=names, table1=t1, table2=t2,
         label=label)
+    return result
+
+
+def collect_results(root, label: str | None = None) -> FullEvalResult:
+    """`read_results`, then writes results.npz and the tables (table1/table2 .md/.tex/.csv,
+    tables.md) into the run directory `root`."""
+    result = read_results(root, label)
+    run = RunDir(result.root)
     run.save_npz("results.npz", source_index=result.source_index, labels=result.labels,
                  target_index=result.target_index, clean_conf=result.clean_conf,
-                 final_conf=result.final_conf, valid=result.valid, triangle_stats=tri,
-                 per_source=per_source, stat_names=np.asarray(names),
-                 **{f"dist_{k}": v for k, v in distances.items()})
-    write_tables(run, [(label, t1)] if t1 else [], [(label, t2)])
+                 final_conf=result.final_conf, valid=result.valid,
+                 triangle_stats=result.triangle_stats, per_source=result.per_source,
+                 stat_names=np.asarray(result.stat_names),
+                 **{f"dist_{k}": v for k, v in result.distances.items()})
+    write_tables(run, [(result.label, result.table1)] if result.table1 else [],
+                 [(result.label, result.table2)])
     return result
 
 
 def tables_for_runs(run_dirs, out, labels=None) -> dict:
-    """Side-by-side paper tables for several finished runs, written into `out`.
+    """Side-by-side paper tables for several finished runs, written into `out` only.
+
+    The runs are read, never written (`read_results`); `out` must not be one of them or lie
+    inside one.
 
     Returns:
         {"table1": markdown, "table2": markdown, "paths": {...}}.
@@ -593,7 +606,12 @@ def tables_for_runs(run_dirs, out, labels=None) -> dict:
         raise ValueError("tables needs at least one run directory")
     if labels is not None and len(labels) != len(run_dirs):
         raise ValueError(f"got {len(labels)} labels for {len(run_dirs)} runs")
-    results = [collect_results(p, label=(labels[i] if labels else None))
+    out_abs = Path(out).resolve()
+    for p in run_dirs:
+        if out_abs == p.resolve() or p.resolve() in out_abs.parents:
+            raise ValueError(f"the tables output {out} is inside the run directory {p}; "
+                             "tables never write into the runs they compare")
+    results = [read_results(p, label=(labels[i] if labels else None))
                for i, p in enumerate(run_dirs)]
     rows1 = [(r.label, r.table1) for r in results if r.table1]
     rows2 = [(r.label, r.table2) for r in results]
@@ -603,11 +621,11 @@ def tables_for_runs(run_dirs, out, labels=None) -> dict:
         "runs": [str(p) for p in run_dirs],
         "table1": {r.label: r.table1 for r in results},
         "table2": {r.label: r.table2 for r in results}})
-    return {"table1": render_table1(rows1)[0], "table2": (outdir.path("table2.md")).read_text(),
+    return {"table1": render_table1(rows1)[0], "table2": render_table2(rows2)[0],
             "paths": paths}
 
 
-__all__ = ["FullEvalConfig", "FullEvalResult", "full_evaluation", "collect_results",
-           "tables_for_runs", "derangement", "round_derangements", "plan_pairs", "lst_batch",
-           "hull_batch", "batch_bounds", "default_distance_fn", "basic_distance_fn",
-           "resolve_mesh", "MESH_MODES"]
+__all__ = ["FullEvalConfig", "FullEvalResult", "full_evaluation", "read_results",
+           "collect_results", "tables_for_runs", "derangement", "round_derangements",
+           "plan_pairs", "lst_batch", "hull_batch", "batch_bounds", "default_distance_fn",
+           "basic_distance_fn", "resolve_mesh", "MESH_MODES"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -158,17 +159,20 @@ def pool_job(models: Sequence[str], data: str = "digits", out=None,
              classes: Sequence[int] | None = None, min_conf: float = 0.6, data_dir=None,
              folder=None, split: str | None = None, checkpoint=None,
              progress: bool = True, interpolation: str = "bilinear",
-             scan_seed: int | None = None) -> Path:
+             scan_seed: int | None = None, preloaded: dict | None = None) -> Path:
     """Builds the target pool shared by `models` and writes it as PNGs + manifest.
 
     Without explicit `classes` every class of the data is wanted and classes without a
     qualifying image are skipped (listed in the manifest); with `classes` a missing class is
     an error. `scan_seed` scans the data in a seeded random order (the reference scanned a
     random permutation of the ImageNet validation set) instead of the natural order.
+    `preloaded` maps model names to `LoadedModel`s the caller already restored (float32);
+    the other models are restored here.
     """
     if not models:
         raise ValueError("pool needs at least one --models entry")
-    loaded = [load_model(m, checkpoint) for m in models]
+    preloaded = preloaded or {}
+    loaded = [preloaded[m] if m in preloaded else load_model(m, checkpoint) for m in models]
     sizes = {tuple(m.spec.input_size) for m in loaded}
     if len(sizes) > 1:
         raise ValueError(f"the pool models expect different input sizes {sorted(sizes)}")
@@ -236,17 +240,19 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
 
     def load():
         if pool is None and not (pool_dir / "manifest.json").is_file():
+            # The pool is selected in float32 whatever the evaluation's compute dtype; the
+            # restored parameters are reused, not restored a second time.
+            f32 = dataclasses.replace(
+                loaded, model_fn=dataclasses.replace(loaded.model_fn, compute_dtype=None))
             pool_job(list(pool_models or [model]), data, pool_dir, data_dir=data_dir,
                      folder=folder, checkpoint=checkpoint, progress=progress,
-                     interpolation=interpolation)
+                     interpolation=interpolation, preloaded={model: f32})
         p = load_pool(pool_dir)
         _check_shape(loaded.spec, p.images, f"pool {pool_dir}")
         return p
 
     target_pool = _pool_on_every_process(load)
     if metrics == "none":
-        import dataclasses
-
         config = dataclasses.replace(config, distances=False)
     return full_evaluation(
         loaded.model_fn, loaded.params, target_pool, config, out, model_name=model,

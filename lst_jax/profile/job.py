@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -81,9 +80,7 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     results: dict = {a: {} for a in config.analyses}
     with Progress(len(units), desc="profile", unit="unit", enabled=progress) as bar:
         for i, (a, m) in enumerate(units):
-            if progress:
-                print(f"\nprofile [{i + 1}/{len(units)}] {ANALYSES[a].title}: {m}",
-                      file=sys.stderr, flush=True)
+            bar.write(f"profile [{i + 1}/{len(units)}] {ANALYSES[a].title}: {m}")
             results[a][m] = ANALYSES[a].run(ctx, m)
             bar.update(1)
     table = {m: {} for m in models}
