@@ -60,7 +60,8 @@ def split_markdown(text: str):
         else:
             indented = False
             prose.append((i, line))
-        prev_blank = blank
+        # an indented block starts after a blank line or a heading (not inside a paragraph)
+        prev_blank = blank or bool(re.match(r"^\s{0,3}#{1,6}\s", line))
     return prose, code
 
 
@@ -169,12 +170,12 @@ def lst_jax_invocations(command: str) -> list[list[str]]:
     for segment in _SEPARATORS.split(command):
         parts = _LST_JAX.split(segment)
         for rest in parts[1:]:
-            out.append([t.strip("\"'") for t in rest.split() if t.strip("\"'")])
+            out.append([t.strip("\"'`") for t in rest.split() if t.strip("\"'`")])
     return out
 
 
 def _alternatives(token: str) -> list[str]:
-    token = token.strip("[](),:.")
+    token = token.strip("[](),:.`")
     if token.startswith("{") and token.endswith("}"):
         return token[1:-1].split(",")
     return token.split("|")
