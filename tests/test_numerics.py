@@ -107,25 +107,35 @@ def test_float64_mode_runs_in_float64_and_does_not_recompile():
 
 @pytest.mark.parametrize("name", ["digits_resnet", "small_cnn"])
 def test_float32_stays_closer_to_float64_than_the_reference_arithmetic(name):
-    """The paper preset at 10, 50 and 100 iterations: max image difference to the float64
-    run over the pairs whose acceptance decisions match float64 in both float32 runs."""
+    """The paper preset at 10, 50 and 100 iterations, per pair max |x_f32 - x_f64|.
+
+    Small CNN (saturated sources): the default arithmetic beats the reference's on the max,
+    mean and median at every count, the max by more than 10x. Digits ResNet (no saturated
+    source): on the typical (median) pair at every count; its largest differences come from
+    ReLU-kink events of the model's own float32 arithmetic, which hit either arithmetic at
+    random (docs/lst.md, "Numerics"), so max and mean are not asserted there.
+    """
     r = numerics.measure(name, pairs=16, with_torch=False)
-    if name == "small_cnn":
-        assert r["saturated"] >= 3          # the regime the fix is for
-    valid = np.asarray(r["valid_mask"])
     for k in ("10", "50", "100"):
         new, ref = r["runs"]["lst_jax"][k], r["runs"]["lst_jax_reference_numerics"][k]
-        keep = valid & np.asarray(new["same_decisions"]) & np.asarray(ref["same_decisions"])
-        assert keep.sum() >= valid.sum() // 2, (k, keep.sum())
-        d_new = np.asarray(new["per_pair"])[keep].max()
-        d_ref = np.asarray(ref["per_pair"])[keep].max()
-        assert d_new < d_ref, (k, d_new, d_ref)
-        assert new["median"] <= ref["median"], (k, new["median"], ref["median"])
+        assert new["flipped"] == ref["flipped"] == 0, k
+        assert new["median"] < ref["median"], (k, new["median"], ref["median"])
+        if name == "small_cnn":
+            assert r["saturated"] >= 3          # the regime the fix is for
+            assert new["mean"] < ref["mean"], (k, new["mean"], ref["mean"])
+            assert new["max"] < 0.1 * ref["max"], (k, new["max"], ref["max"])
+    if name == "digits_resnet":
+        k = "100"
+        assert r["runs"]["lst_jax"][k]["median"] < 0.5 * r["runs"][
+            "lst_jax_reference_numerics"][k]["median"]
 
 
 def test_float64_ground_truth_equals_the_pytorch_loop_in_float64():
+    """Two independent float64 implementations of the same arithmetic agree; the PyTorch
+    loop (softmax - onehot) differs from the exact trajectory where the small CNN's sources
+    are saturated beyond float64's spacing near 1."""
     pytest.importorskip("torch")
     r = numerics.measure("small_cnn", pairs=8, iters=(10, 20))
-    assert r["torch64_same_decisions_as_jax64"]
-    assert max(r["torch64_vs_jax64"].values()) < 1e-10
+    assert r["torch64_same_decisions_as_jax64_reference_numerics"]
+    assert max(r["torch64_vs_jax64_reference_numerics"].values()) < 1e-10
     assert set(r["runs"]) == {"lst_jax", "lst_jax_reference_numerics", "pytorch"}
