@@ -1,27 +1,32 @@
 """PyTorch twins of the shipped digits models, with weight copying from the Flax variables.
 
-Written from `lst_jax/models/digits.py` (same layer order, same epsilons, exact GELU):
+- `TorchDigitsResNet`, written from `lst_jax/models/digits.py` (same layer order and
+  epsilons): 3x3 stem conv + BN + ReLU, one basic block per stage (3x3 conv, BN, ReLU, 3x3
+  conv, BN, 1x1 conv + BN shortcut when the shape changes), global average pool, linear head;
+  the Flax variables are copied in (kernels HWIO -> OIHW, dense kernels transposed, BatchNorm
+  statistics to running buffers);
+- the digits ViT (`vit.DigitsViT`, a configuration of the zoo's timm-layout ViT): the tests'
+  independent timm-layout `TorchViT` (tests/torch_reference.py), loaded with the state dict
+  `lst_jax.convert.export_state_dict` writes (torch's LayerNorm is two-pass where the digits
+  ViT's is flax's one-pass variance: equal to float32 round-off).
 
-- `TorchDigitsResNet`: 3x3 stem conv + BN + ReLU, one basic block per stage (3x3 conv, BN,
-  ReLU, 3x3 conv, BN, 1x1 conv + BN shortcut when the shape changes), global average pool,
-  linear head;
-- `TorchDigitsViT`: 8x8 patch embedding, class token, learned position embedding, pre-norm
-  encoder blocks (LayerNorm eps 1e-6, multi-head attention with separate q/k/v projections,
-  exact-GELU MLP), final LayerNorm, head on the class token.
-
-`digits_twin(arch, variables)` builds the twin in eval mode and copies the Flax variables
-(kernels HWIO -> OIHW, dense kernels transposed, BatchNorm statistics to running buffers).
+`digits_twin(module, variables)` builds the twin in eval mode.
 Used by experiments/benchmark.py and its smoke test.
 """
 
 from __future__ import annotations
 
-import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_TESTS = str(Path(__file__).resolve().parents[1] / "tests")   # torch_reference.TorchViT
+if _TESTS not in sys.path:
+    sys.path.append(_TESTS)
 
 
 class _Block(nn.Module):
@@ -64,48 +69,6 @@ class TorchDigitsResNet(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
-class _Encoder(nn.Module):
-    def __init__(self, dim, heads, mlp_dim):
-        super().__init__()
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
-        self.out = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.fc1 = nn.Linear(dim, mlp_dim)
-        self.fc2 = nn.Linear(mlp_dim, dim)
-
-    def forward(self, x):
-        b, n, d = x.shape
-        hd = d // self.heads
-        y = self.norm1(x)
-        split = lambda t: t.view(b, n, self.heads, hd).transpose(1, 2)   # (B, h, N, hd)
-        q, k, v = split(self.q(y)), split(self.k(y)), split(self.v(y))
-        att = torch.softmax((q / math.sqrt(hd)) @ k.transpose(-2, -1), dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(b, n, d)
-        x = x + self.out(y)
-        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
-
-
-class TorchDigitsViT(nn.Module):
-    def __init__(self, num_classes=10, patch=8, dim=96, depth=4, heads=4, mlp_dim=192,
-                 image_size=32):
-        super().__init__()
-        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
-        n = (image_size // patch) ** 2
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, dim))
-        self.blocks = nn.Sequential(*[_Encoder(dim, heads, mlp_dim) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, num_classes)
-
-    def forward(self, x):
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        x = self.norm(self.blocks(x))
-        return self.head(x[:, 0])
-
-
 def _t(a) -> torch.Tensor:
     return torch.from_numpy(np.array(a, np.float32, copy=True))
 
@@ -129,11 +92,6 @@ def _bn(m: nn.BatchNorm2d, p: dict, s: dict):
     m.running_var.copy_(_t(s["var"]))
 
 
-def _ln(m: nn.LayerNorm, p: dict):
-    m.weight.copy_(_t(p["scale"]))
-    m.bias.copy_(_t(p["bias"]))
-
-
 def _resnet_from_flax(module, variables) -> TorchDigitsResNet:
     m = TorchDigitsResNet(module.num_classes, module.widths, module.blocks)
     p, s = variables["params"], variables["batch_stats"]
@@ -154,41 +112,34 @@ def _resnet_from_flax(module, variables) -> TorchDigitsResNet:
     return m
 
 
-def _vit_from_flax(module, variables, image_size) -> TorchDigitsViT:
-    m = TorchDigitsViT(module.num_classes, module.patch, module.dim, module.depth,
-                       module.heads, module.mlp_dim, image_size)
-    p = variables["params"]
-    _conv(m.patch_embed, p["patch_embed"])
-    m.cls_token.copy_(_t(p["cls_token"]))
-    m.pos_embed.copy_(_t(p["pos_embed"]))
-    for i, blk in enumerate(m.blocks):
-        bp = p[f"block{i + 1}"]
-        _ln(blk.norm1, bp["norm1"])
-        _ln(blk.norm2, bp["norm2"])
-        for name in ("q", "k", "v"):
-            _dense(getattr(blk, name), bp["attn"][{"q": "query", "k": "key", "v": "value"}[name]])
-        ko = np.asarray(bp["attn"]["out"]["kernel"])
-        blk.out.weight.copy_(_t(ko.reshape(-1, ko.shape[-1]).T))
-        blk.out.bias.copy_(_t(bp["attn"]["out"]["bias"]))
-        _dense(blk.fc1, bp["fc1"])
-        _dense(blk.fc2, bp["fc2"])
-    _ln(m.norm, p["norm"])
-    _dense(m.head, p["head"])
+def _vit_from_flax(module, variables, image_size) -> nn.Module:
+    from torch_reference import TorchViT   # tests/torch_reference.py: the timm-layout twin
+
+    from lst_jax.convert import export_state_dict
+
+    if module.stem != "patch":
+        raise ValueError("the ViT twin covers the patch stem only")
+    m = TorchViT(image_size, module.patch, module.dim, module.depth, module.heads,
+                 module.mlp_ratio, module.num_classes)
+    sd = export_state_dict(variables, module)
+    m.load_state_dict({k: torch.from_numpy(np.array(v, copy=True)) for k, v in sd.items()})
     return m
 
 
 def digits_twin(module, variables, image_size: int = 32) -> nn.Module:
-    """The PyTorch twin of a `DigitsResNet` / `DigitsViT` with the given Flax variables.
+    """The PyTorch twin of a `DigitsResNet` / `VisionTransformer` (e.g. `vit.DigitsViT`) with
+    the given Flax variables.
 
     Returns the twin in eval mode with `requires_grad=False` on every parameter (the
     traversal differentiates with respect to the input only).
     """
-    from lst_jax.models.digits import DigitsResNet, DigitsViT
+    from lst_jax.models.digits import DigitsResNet
+    from lst_jax.models.vit import VisionTransformer
 
     with torch.no_grad():
         if isinstance(module, DigitsResNet):
             m = _resnet_from_flax(module, variables)
-        elif isinstance(module, DigitsViT):
+        elif isinstance(module, VisionTransformer):
             m = _vit_from_flax(module, variables, image_size)
         else:
             raise ValueError(f"no PyTorch twin for {type(module).__name__}")

@@ -222,6 +222,18 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    from lst_jax.models.migrate import migrate_checkpoint
+    from lst_jax.models.registry import checkpoint_path, get_spec
+
+    spec = get_spec(args.name)
+    path = checkpoint_path(args.name, args.checkpoint)
+    meta = migrate_checkpoint(path, spec.arch)
+    print(f"migrated {path} ({meta['migrated']['from']}) -> the current {spec.arch} layout; "
+          f"digest {meta['migrated']['previous_digest'][:12]} -> {meta['digest'][:12]}")
+    return 0
+
+
 def cmd_profile(args) -> int:
     import shlex
 
@@ -397,6 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="checkpoint directory (default <checkpoints>/<name>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("migrate", help="rewrite a checkpoint of an earlier parameter layout "
+                       "(the pre-issue-13 digits ViT) into the current one",
+                       description="Rewrites, in place and atomically, a checkpoint saved by "
+                       "an earlier layout of a registry architecture (see "
+                       "lst_jax/models/migrate.py); same numbers, new digest.")
+    p.add_argument("name", help="registry name, e.g. digits_vit-normal")
+    p.add_argument("--checkpoint", help="checkpoint directory, or a root holding <name>/ "
+                   "(default checkpoints/)")
+    p.set_defaults(func=cmd_migrate)
 
     from lst_jax.models.registry import DIGITS_LADDER
     from lst_jax.profile.analyses import ANALYSES

@@ -1,8 +1,8 @@
-"""The project's own small models for the shipped 32x32x3 digits data.
+"""The project's own small ResNet for the shipped 32x32x3 digits data.
 
 `DigitsResNet`: a CIFAR-style pre-logit ResNet (3x3 stem, three stages of basic blocks, global
-average pool). `DigitsViT`: a small Vision Transformer (8x8 patches, class token). Both return
-`(logits, out)` with named intermediates.
+average pool), returning `(logits, out)` with named intermediates. The digits ViT is a
+configuration of the zoo's ViT: `lst_jax.models.vit.DigitsViT`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from lst_jax.models.layers import Conv, flax_attention_fn
+from lst_jax.models.layers import Conv
 
 
 class BasicBlock(nn.Module):
@@ -55,52 +55,4 @@ class DigitsResNet(nn.Module):
         x = jnp.mean(x, axis=(1, 2))
         out["pre_logits"] = x
         logits = nn.Dense(self.num_classes, name="head")(x)
-        return logits, out
-
-
-class EncoderBlock(nn.Module):
-    dim: int
-    heads: int
-    mlp_dim: int
-
-    @nn.compact
-    def __call__(self, x):
-        y = nn.LayerNorm(epsilon=1e-6, name="norm1")(x)
-        y = nn.MultiHeadDotProductAttention(num_heads=self.heads, attention_fn=flax_attention_fn,
-                                            name="attn")(y, y)
-        x = x + y
-        y = nn.LayerNorm(epsilon=1e-6, name="norm2")(x)
-        y = nn.Dense(self.mlp_dim, name="fc1")(y)
-        y = nn.Dense(self.dim, name="fc2")(nn.gelu(y, approximate=False))
-        return x + y
-
-
-class DigitsViT(nn.Module):
-    """Small ViT: `patch` x `patch` patches (8x8 = 2x2 original digit pixels), class token, learned position embedding."""
-
-    num_classes: int = 10
-    patch: int = 8
-    dim: int = 96
-    depth: int = 4
-    heads: int = 4
-    mlp_dim: int = 192
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        del train  # no dropout / batch statistics
-        out = {}
-        x = Conv(self.dim, (self.patch, self.patch), (self.patch, self.patch),
-                    padding="VALID", name="patch_embed")(x)
-        b, h, w, d = x.shape
-        x = x.reshape(b, h * w, d)
-        cls = self.param("cls_token", nn.initializers.zeros, (1, 1, d))
-        x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)).astype(x.dtype), x], axis=1)
-        pos = self.param("pos_embed", nn.initializers.normal(0.02), (1, h * w + 1, d))
-        x = x + pos.astype(x.dtype)
-        for i in range(self.depth):
-            x = EncoderBlock(self.dim, self.heads, self.mlp_dim, name=f"block{i + 1}")(x)
-            out[f"block{i + 1}"] = x
-        x = nn.LayerNorm(epsilon=1e-6, name="norm")(x)
-        out["pre_logits"] = x[:, 0]
-        logits = nn.Dense(self.num_classes, name="head")(x[:, 0])
         return logits, out

@@ -23,7 +23,7 @@ from lst_jax.models.wrapper import IMAGENET_NORMALIZATION, Classifier, Normaliza
 # architecture name -> module factory(**kwargs)
 ARCHITECTURES: dict[str, Callable[..., Any]] = {
     "digits_resnet": digits.DigitsResNet,
-    "digits_vit": digits.DigitsViT,
+    "digits_vit": vit.DigitsViT,
     # torchvision / timm layout (lst_jax/models/resnet.py)
     "resnet18": resnet.ResNet18,
     "resnet34": resnet.ResNet34,
@@ -230,7 +230,11 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None,
         raise FileNotFoundError(missing_checkpoint_message(spec, path))
     model_fn = spec.build()
     abstract = jax.eval_shape(lambda: model_fn.init(jax.random.key(0), spec.input_size))
-    params, meta = load_checkpoint(path, abstract)
+    try:
+        params, meta = load_checkpoint(path, abstract)
+    except ValueError as err:
+        _refuse_legacy_layout(spec, path, err)
+        raise
     if meta.get("arch") not in (None, spec.arch):
         raise ValueError(f"checkpoint {path} holds architecture {meta.get('arch')!r}, "
                          f"but {name} is {spec.arch!r}")
@@ -239,6 +243,17 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None,
             raise ValueError(f"compute_dtype must be a floating dtype, got {compute_dtype!r}")
         model_fn = dataclasses.replace(model_fn, compute_dtype=jnp.dtype(compute_dtype))
     return LoadedModel(spec, model_fn, params, meta)
+
+
+def _refuse_legacy_layout(spec: ModelSpec, path: Path, err: Exception) -> None:
+    """A checkpoint of an earlier layout of this architecture gets a ValueError naming the
+    command that rewrites it (`lst_jax.models.migrate`), not only a list of mismatched keys."""
+    from lst_jax.models.migrate import MIGRATIONS, needs_migration
+
+    if spec.arch in MIGRATIONS and needs_migration(spec.arch, load_checkpoint(path)[0]):
+        raise ValueError(f"checkpoint {path} holds {spec.name} in an earlier parameter layout "
+                         f"({MIGRATIONS[spec.arch][2]}); rewrite it once with "
+                         f"`lst-jax migrate {spec.name} --checkpoint {path}`") from err
 
 
 def missing_checkpoint_message(spec: ModelSpec, path: Path) -> str:

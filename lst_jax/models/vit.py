@@ -12,6 +12,10 @@ fused q/k/v input projection, position embedding added after the class token, he
 class token): its weights load into `ViTBase` with the converter's "torchvision" layout
 (`lst_jax.convert.rules.VIT_TORCHVISION`), a rename only.
 
+`DigitsViT` is the project's own small ViT for the shipped digits data, a configuration of the
+same module (checkpoints written by the earlier separate implementation are rewritten into
+this layout by `lst_jax.models.migrate`, `lst-jax migrate`).
+
 `__call__(x, train=False) -> (logits, out)`; `out` holds `tokens` (patch tokens after the
 stem), `blocks_0` ... and `pre_logits` (the normalised class token).
 """
@@ -26,8 +30,13 @@ import jax.numpy as jnp
 
 from lst_jax.models.layers import Conv, dot_product_attention
 
-# timm uses torch's two-pass variance; flax's default fast variance differs at round-off level.
-_LN = functools.partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=False)
+
+
+def _layer_norm(fast_variance: bool, name: str) -> nn.LayerNorm:
+    """LayerNorm, eps 1e-6. timm computes torch's two-pass variance (`fast_variance=False`);
+    the shipped digits ViT was trained with flax's one-pass E[x^2] - E[x]^2 (`True`). The two
+    differ at float32 round-off only."""
+    return nn.LayerNorm(epsilon=1e-6, use_fast_variance=fast_variance, name=name)
 
 
 class Attention(nn.Module):
@@ -58,11 +67,13 @@ class Block(nn.Module):
     dim: int
     heads: int
     mlp_hidden: int
+    fast_variance: bool = False
 
     @nn.compact
     def __call__(self, x):
-        x = x + Attention(self.dim, self.heads, name="attn")(_LN(name="norm1")(x))
-        return x + Mlp(self.dim, self.mlp_hidden, name="mlp")(_LN(name="norm2")(x))
+        norm = lambda name: _layer_norm(self.fast_variance, name)
+        x = x + Attention(self.dim, self.heads, name="attn")(norm("norm1")(x))
+        return x + Mlp(self.dim, self.mlp_hidden, name="mlp")(norm("norm2")(x))
 
 
 class ConvStem(nn.Module):
@@ -74,12 +85,14 @@ class ConvStem(nn.Module):
 
     width: int = 48
     dim: int = 384
+    fast_variance: bool = False
 
     @nn.compact
     def __call__(self, x):
         for i in range(4):
             x = Conv(self.width * 2 ** i, (3, 3), 2, padding=1, name=f"stem_{3 * i}")(x)
-            x = nn.gelu(_LN(name=f"stem_{3 * i + 1}")(x), approximate=False)
+            x = nn.gelu(_layer_norm(self.fast_variance, f"stem_{3 * i + 1}")(x),
+                        approximate=False)
         return Conv(self.dim, (1, 1), name="stem_12")(x)
 
 
@@ -91,6 +104,8 @@ class VisionTransformer(nn.Module):
         dim, depth, heads, mlp_ratio: transformer size (DeiT-S: 384, 12, 6, 4).
         stem: "patch" (one strided conv) or "conv" (ConvStem).
         stem_width: first ConvStem width (48 for ViT-S-ConvStem).
+        fast_variance: LayerNorm variance as flax's one-pass E[x^2] - E[x]^2 (the shipped
+            digits ViT) instead of timm's two-pass mean((x - mean)^2) (default).
 
     Shape:
         x: (B, H, W, 3), already normalised -> logits (B, num_classes). The position
@@ -105,6 +120,7 @@ class VisionTransformer(nn.Module):
     mlp_ratio: float = 4.0
     stem: str = "patch"
     stem_width: int = 48
+    fast_variance: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -114,7 +130,7 @@ class VisionTransformer(nn.Module):
             x = Conv(self.dim, (self.patch, self.patch), self.patch, padding="VALID",
                      name="patch_embed")(x)
         elif self.stem == "conv":
-            x = ConvStem(self.stem_width, self.dim, name="patch_embed")(x)
+            x = ConvStem(self.stem_width, self.dim, self.fast_variance, name="patch_embed")(x)
         else:
             raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
         b, h, w, d = x.shape
@@ -126,9 +142,9 @@ class VisionTransformer(nn.Module):
         x = x + pos.astype(x.dtype)
         hidden = int(self.dim * self.mlp_ratio)
         for i in range(self.depth):
-            x = Block(self.dim, self.heads, hidden, name=f"blocks_{i}")(x)
+            x = Block(self.dim, self.heads, hidden, self.fast_variance, name=f"blocks_{i}")(x)
             out[f"blocks_{i}"] = x
-        x = _LN(name="norm")(x)
+        x = _layer_norm(self.fast_variance, "norm")(x)
         out["pre_logits"] = x[:, 0]
         return nn.Dense(self.num_classes, name="head")(x[:, 0]), out
 
@@ -138,6 +154,10 @@ DeiTSmall = functools.partial(VisionTransformer, dim=384, depth=12, heads=6)
 ViTBase = functools.partial(VisionTransformer, dim=768, depth=12, heads=12)
 ViTSmallConvStem = functools.partial(VisionTransformer, dim=384, depth=12, heads=6,
                                      stem="conv", stem_width=48)
+# The project's own ViT for the shipped 32x32x3 digits (checkpoints/digits_vit-*): 8x8 patches
+# (2x2 original digit pixels), 16 tokens + class token, 4 blocks of width 96, MLP 192.
+DigitsViT = functools.partial(VisionTransformer, num_classes=10, patch=8, dim=96, depth=4,
+                              heads=4, mlp_ratio=2.0, fast_variance=True)
 # Tiny variants for tests (32x32 inputs).
 ViTTiny = functools.partial(VisionTransformer, num_classes=10, patch=8, dim=32, depth=2,
                             heads=4)
