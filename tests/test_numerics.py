@@ -107,27 +107,30 @@ def test_float64_mode_runs_in_float64_and_does_not_recompile():
 
 @pytest.mark.parametrize("name", ["digits_resnet", "small_cnn"])
 def test_float32_stays_closer_to_float64_than_the_reference_arithmetic(name):
-    """The paper preset at 10, 50 and 100 iterations, per pair max |x_f32 - x_f64|.
+    """The paper preset at 10, 50 and 100 iterations on the 32 pairs of the README's table, per
+    pair max |x_f32 - x_f64|: the default arithmetic is closer to float64 than the reference's
+    on the max and the mean over pairs at every count, on both models (small CNN: the max by
+    more than 10x). Median: better at every count on the small CNN; on the digits ResNet not
+    worse at 10 iterations (both at round-off) and more than 2x better at 100.
 
-    Small CNN (saturated sources): the default arithmetic beats the reference's on the max,
-    mean and median at every count, the max by more than 10x. Digits ResNet (no saturated
-    source): on the typical (median) pair at every count; its largest differences come from
-    ReLU-kink events of the model's own float32 arithmetic, which hit either arithmetic at
-    random (docs/lst.md, "Numerics"), so max and mean are not asserted there.
+    The digits ResNet's figures over 100 float32 iterations depend on the CPU's kernels
+    (docs/lst.md, "Numerics"); they were measured on CI's machine kind.
     """
-    r = numerics.measure(name, pairs=16, with_torch=False)
+    r = numerics.measure(name, pairs=32, with_torch=False)
+    if name == "small_cnn":
+        assert r["saturated"] >= 3              # the regime the fix is for
     for k in ("10", "50", "100"):
         new, ref = r["runs"]["lst_jax"][k], r["runs"]["lst_jax_reference_numerics"][k]
         assert new["flipped"] == ref["flipped"] == 0, k
-        assert new["median"] < ref["median"], (k, new["median"], ref["median"])
-        if name == "small_cnn":
-            assert r["saturated"] >= 3          # the regime the fix is for
-            assert new["mean"] < ref["mean"], (k, new["mean"], ref["mean"])
-            assert new["max"] < 0.1 * ref["max"], (k, new["max"], ref["max"])
-    if name == "digits_resnet":
-        k = "100"
-        assert r["runs"]["lst_jax"][k]["median"] < 0.5 * r["runs"][
-            "lst_jax_reference_numerics"][k]["median"]
+        assert new["mean"] < ref["mean"], (k, new["mean"], ref["mean"])
+        assert new["max"] < (0.1 if name == "small_cnn" else 1.0) * ref["max"], (
+            k, new["max"], ref["max"])
+        if name == "small_cnn" or k != "10":
+            assert new["median"] < ref["median"], (k, new["median"], ref["median"])
+        else:
+            assert new["median"] <= ref["median"] * (1 + 1e-6), (k, new["median"], ref["median"])
+    assert r["runs"]["lst_jax"]["100"]["median"] < 0.5 * r["runs"][
+        "lst_jax_reference_numerics"]["100"]["median"]
 
 
 def test_float64_ground_truth_equals_the_pytorch_loop_in_float64():
