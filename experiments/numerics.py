@@ -12,9 +12,11 @@ walks the same trajectory) on the same weights and pairs, run
 - by the PyTorch loop of the benchmark (the reference's arithmetic) in float32 and float64,
   and the PyTorch float64 run is checked against lst_jax's float64 run (two independent
   implementations of the ground truth).
-For every iteration count it reports the max (and median) over the valid pairs of
-`max |x_float32 - x_float64|` over pixels; each float32 run is compared with the float64 run
-of its own implementation.
+For every iteration count it reports the max, mean and median over the valid pairs of
+`max |x_float32 - x_float64|` over pixels (each float32 run against the float64 run of its own
+implementation), and the per-step error free of the trajectories' chaotic amplification: at
+the float64 iterate, the float32 input gradient of each lst_jax arithmetic against the float64
+gradient (`step_errors`).
 
 Models: the shipped digits ResNet (`digits_resnet-normal`, sources and targets from the
 digits test split as in the benchmark) and a small CNN (`TinyCNN` of the tests, trained
@@ -211,13 +213,53 @@ def compare(x32, acc32, x64, acc64, valid, iters) -> dict:
     return out
 
 
+def _gradient(model_fn, params, x, labels, reference_numerics: bool):
+    from lst_jax.traversal.step import input_gradient
+
+    _, direction, scale = input_gradient(model_fn, params, x, labels,
+                                         reference_numerics=reference_numerics)
+    return direction * scale.reshape((-1,) + (1,) * (direction.ndim - 1))
+
+
+def step_errors(model_fn, params, states, labels, valid, iters) -> dict:
+    """The per-step error, free of the trajectories' chaotic amplification: at the float64
+    run's iterate x_k rounded to float32, the float32 input gradient (float32 weights) with
+    each arithmetic against the float64 gradient (float64 weights, exact cotangent) at the same
+    rounded input; per pair `||g_f32 - g_f64|| / ||g_f64||` (L2 over pixels).
+
+    Shape:
+        states: {k: (B, H, W, C) float64}; labels, valid: (B,) -> {run: {str(k): {"max",
+        "mean", "median" over the valid pairs, "per_pair": (B,) list}}}.
+    """
+    from lst_jax.traversal.run import _as_float64
+
+    grad = jax.jit(_gradient, static_argnums=(0, 4))
+    out = {"lst_jax": {}, "lst_jax_reference_numerics": {}}
+    for k in iters:
+        x32 = jnp.asarray(states[k], jnp.float32)
+        with jax.enable_x64(True):
+            # the ground truth at the very input the float32 gradient sees
+            g64 = np.asarray(grad(model_fn, _as_float64(params),
+                                  jnp.asarray(np.asarray(x32), jnp.float64),
+                                  jnp.asarray(labels), False))
+        norm = np.linalg.norm(g64.reshape(len(valid), -1), axis=1)
+        for run, ref in (("lst_jax", False), ("lst_jax_reference_numerics", True)):
+            g32 = np.asarray(grad(model_fn, params, x32, jnp.asarray(labels), ref), np.float64)
+            e = np.linalg.norm((g32 - g64).reshape(len(valid), -1), axis=1) / np.maximum(
+                norm, np.finfo(np.float64).tiny)
+            out[run][str(k)] = {"max": float(e[valid].max()), "mean": float(e[valid].mean()),
+                                "median": float(np.median(e[valid])), "per_pair": e.tolist()}
+    return out
+
+
 def measure(name: str, *, pairs: int = 32, iters=ITERS, logit_scale: float = 6.0,
             with_torch: bool = True) -> dict:
     """float32-vs-float64 image differences of one model (see the module docstring).
 
     Returns:
         {"model", "pairs", "valid", "saturated" (valid sources with 1 - p_y < 2^-24), "runs":
-        {run: `compare(...)`}, "valid_mask", "torch64_vs_jax64": {str(k): max over pairs}}.
+        {run: `compare(...)`}, "step_errors": `step_errors(...)`, "valid_mask",
+        "torch64_vs_jax64": {str(k): max over pairs}}.
     """
     model_fn, params, xs, xt, ys, make_torch = make_case(name, pairs, logit_scale)
     cfg = preset("paper", noise=0.0)
@@ -230,6 +272,7 @@ def measure(name: str, *, pairs: int = 32, iters=ITERS, logit_scale: float = 6.0
                                       cfg.replace(reference_numerics=True))):
         x32, acc32, _, _ = jax_snapshots(model_fn, params, xs, xt, ys, c, iters, "float32")
         out["runs"][run] = compare(x32, acc32, x64, acc64, valid, iters)
+    out["step_errors"] = step_errors(model_fn, params, x64, ys, valid, iters)
     if with_torch:
         import torch
 
@@ -264,6 +307,12 @@ def markdown_report(results) -> str:
                      "max over the pairs without a flipped acceptance decision / mean / median "
                      "over all pairs / pairs with a flipped decision\n")
         lines.append(markdown_table(["run"] + [f"{k} iterations" for k in iters], rows))
+        rows = [[labels[run]] + [f"{v[k]['max']:.1e} / {v[k]['mean']:.1e} / "
+                                 f"{v[k]['median']:.1e}" for k in iters]
+                for run, v in r["step_errors"].items()]
+        lines.append("\nPer step: at the float64 iterate x_k, ||g_f32 - g_f64|| / ||g_f64|| of "
+                     "the input gradient, max / mean / median over the valid pairs\n")
+        lines.append(markdown_table(["run"] + [f"x_{k}" for k in iters], rows))
         if "torch64_vs_jax64" in r:
             fmt = lambda d: ", ".join(f"{v:.1e} ({k} it.)" for k, v in d.items())
             lines.append("\nPyTorch float64 vs lst_jax float64: "

@@ -105,32 +105,57 @@ def test_float64_mode_runs_in_float64_and_does_not_recompile():
                             precision="float16")
 
 
-@pytest.mark.parametrize("name", ["digits_resnet", "small_cnn"])
-def test_float32_stays_closer_to_float64_than_the_reference_arithmetic(name):
-    """The paper preset at 10, 50 and 100 iterations on the 32 pairs of the README's table, per
-    pair max |x_f32 - x_f64|: the default arithmetic is closer to float64 than the reference's
-    on the max and the mean over pairs at every count, on both models (small CNN: the max by
-    more than 10x). Median: better at every count on the small CNN; on the digits ResNet not
-    worse at 10 iterations (both at round-off) and more than 2x better at 100.
+@pytest.fixture(scope="module")
+def measured():
+    """`numerics.measure` of both models on the 32 pairs of the README's table (no torch)."""
+    return {name: numerics.measure(name, pairs=32, with_torch=False)
+            for name in ("digits_resnet", "small_cnn")}
 
-    The digits ResNet's figures over 100 float32 iterations depend on the CPU's kernels
-    (docs/lst.md, "Numerics"); they were measured on CI's machine kind.
+
+@pytest.mark.parametrize("name", ["digits_resnet", "small_cnn"])
+def test_float32_gradient_is_closer_to_float64_than_the_reference_arithmetic(measured, name):
+    """Per step, at the float64 trajectory's iterates x_10, x_50, x_100 (rounded to float32):
+    the relative error of the float32 input gradient against float64. The default arithmetic
+    beats the reference's on the median and the mean at every count (digits ResNet: the median
+    by more than 3x; small CNN, where the reference's direction is wrong: the max by more than
+    1000x), and on no pair is it worse beyond round-off (a pair whose float32 forward takes
+    another ReLU branch than float64 at the same input has the same large error in both).
     """
-    r = numerics.measure(name, pairs=32, with_torch=False)
+    r = measured[name]
+    valid = np.asarray(r["valid_mask"])
     if name == "small_cnn":
         assert r["saturated"] >= 3              # the regime the fix is for
     for k in ("10", "50", "100"):
+        new = r["step_errors"]["lst_jax"][k]
+        ref = r["step_errors"]["lst_jax_reference_numerics"][k]
+        assert new["mean"] < ref["mean"], (k, new["mean"], ref["mean"])
+        factor = 3.0 if name == "digits_resnet" else 1.0
+        assert factor * new["median"] < ref["median"], (k, new["median"], ref["median"])
+        if name == "small_cnn":
+            assert 1000 * new["max"] < ref["max"], (k, new["max"], ref["max"])
+        e_new = np.asarray(new["per_pair"])[valid]
+        e_ref = np.asarray(ref["per_pair"])[valid]
+        worse = e_new > 1.01 * e_ref + 1e-5
+        assert not worse.any(), (k, e_new[worse], e_ref[worse])
+
+
+def test_float32_trajectories_stay_closer_on_saturated_sources(measured):
+    """Whole trajectories, per pair max |x_f32 - x_f64| over pixels (the README's table): on
+    the small CNN (saturated sources) the default beats the reference's arithmetic on the max
+    (by more than 10x), the mean and the median at 10, 50 and 100 iterations.
+
+    Not asserted on the unsaturated digits ResNet: there both float32 trajectories are
+    dominated by events of the model's own float32 arithmetic (a ReLU pre-activation within
+    round-off of 0 takes the other branch), and which arithmetic ends closer differs with the
+    pair set and the CPU (docs/lst.md, "Numerics"); its per-step error is asserted above.
+    """
+    r = measured["small_cnn"]
+    for k in ("10", "50", "100"):
         new, ref = r["runs"]["lst_jax"][k], r["runs"]["lst_jax_reference_numerics"][k]
         assert new["flipped"] == ref["flipped"] == 0, k
+        assert new["max"] < 0.1 * ref["max"], (k, new["max"], ref["max"])
         assert new["mean"] < ref["mean"], (k, new["mean"], ref["mean"])
-        assert new["max"] < (0.1 if name == "small_cnn" else 1.0) * ref["max"], (
-            k, new["max"], ref["max"])
-        if name == "small_cnn" or k != "10":
-            assert new["median"] < ref["median"], (k, new["median"], ref["median"])
-        else:
-            assert new["median"] <= ref["median"] * (1 + 1e-6), (k, new["median"], ref["median"])
-    assert r["runs"]["lst_jax"]["100"]["median"] < 0.5 * r["runs"][
-        "lst_jax_reference_numerics"]["100"]["median"]
+        assert new["median"] < ref["median"], (k, new["median"], ref["median"])
 
 
 def test_float64_ground_truth_equals_the_pytorch_loop_in_float64():
