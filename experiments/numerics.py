@@ -213,14 +213,6 @@ def compare(x32, acc32, x64, acc64, valid, iters) -> dict:
     return out
 
 
-def _gradient(model_fn, params, x, labels, reference_numerics: bool):
-    from lst_jax.traversal.step import input_gradient
-
-    _, direction, scale = input_gradient(model_fn, params, x, labels,
-                                         reference_numerics=reference_numerics)
-    return direction * scale.reshape((-1,) + (1,) * (direction.ndim - 1))
-
-
 def step_errors(model_fn, params, states, labels, valid, iters) -> dict:
     """The per-step error, free of the trajectories' chaotic amplification: at the float64
     run's iterate x_k rounded to float32, the float32 input gradient (float32 weights) with
@@ -232,8 +224,10 @@ def step_errors(model_fn, params, states, labels, valid, iters) -> dict:
         "mean", "median" over the valid pairs, "per_pair": (B,) list}}}.
     """
     from lst_jax.traversal.run import _as_float64
+    from lst_jax.traversal.step import forward_backward
 
-    grad = jax.jit(_gradient, static_argnums=(0, 4))
+    fb = jax.jit(forward_backward, static_argnums=0, static_argnames="reference_numerics")
+    grad = lambda f, p, x, y, ref: fb(f, p, x, y, reference_numerics=ref)[1]
     out = {"lst_jax": {}, "lst_jax_reference_numerics": {}}
     for k in iters:
         x32 = jnp.asarray(states[k], jnp.float32)

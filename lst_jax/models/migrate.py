@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -72,15 +73,24 @@ def migrate_digits_vit(variables: dict) -> dict:
     return out
 
 
-# architecture -> (detects the old layout in the "params" collection, migrates the variables,
-# what the old layout was)
-MIGRATIONS = {"digits_vit": (is_legacy_digits_vit, migrate_digits_vit, LEGACY_DIGITS_VIT)}
+class Migration(NamedTuple):
+    """detect: is the "params" collection in the old layout; migrate: old variables -> new;
+    legacy: what the old layout was (for messages and the metadata)."""
+
+    detect: Callable[[dict], bool]
+    migrate: Callable[[dict], dict]
+    legacy: str
+
+
+# architecture -> its migration
+MIGRATIONS = {"digits_vit": Migration(is_legacy_digits_vit, migrate_digits_vit,
+                                      LEGACY_DIGITS_VIT)}
 
 
 def needs_migration(arch: str, variables: dict) -> bool:
     """True when a migration of `arch` applies to these variables."""
     entry = MIGRATIONS.get(arch)
-    return entry is not None and entry[0](variables.get("params", {}))
+    return entry is not None and entry.detect(variables.get("params", {}))
 
 
 def migrate_checkpoint(path, arch: str) -> dict:
@@ -107,22 +117,22 @@ def migrate_checkpoint(path, arch: str) -> dict:
     if arch not in MIGRATIONS:
         raise ValueError(f"no migration for architecture {arch!r} "
                          f"(migrations exist for: {', '.join(MIGRATIONS)})")
-    detect, migrate, legacy = MIGRATIONS[arch]
+    migration = MIGRATIONS[arch]
     path = Path(path)
     variables, meta = load_checkpoint(path)
-    if not detect(variables.get("params", {})):
+    if not migration.detect(variables.get("params", {})):
         raise ValueError(f"checkpoint {path} is already in the current {arch} layout")
-    new = migrate(variables)
+    new = migration.migrate(variables)
     size = tuple(meta.get("input_size") or (32, 32, 3))
     module = ARCHITECTURES[arch](**dict(meta.get("arch_kwargs") or {}))
     abstract = jax.eval_shape(lambda: Classifier(module).init(jax.random.key(0), size))
     check_tree_matches(new, abstract, what=f"migrated checkpoint {path}")
     kept = {k: v for k, v in meta.items() if k not in ("digest", "param_count")}
-    kept["migrated"] = {"from": legacy, "previous_digest": meta.get("digest"),
+    kept["migrated"] = {"from": migration.legacy, "previous_digest": meta.get("digest"),
                         "date": datetime.date.today().isoformat()}
     save_checkpoint(path, new, kept)
     return read_metadata(path)
 
 
 __all__ = ["migrate_digits_vit", "is_legacy_digits_vit", "needs_migration",
-           "migrate_checkpoint", "MIGRATIONS"]
+           "migrate_checkpoint", "Migration", "MIGRATIONS"]

@@ -252,7 +252,7 @@ def _refuse_legacy_layout(spec: ModelSpec, path: Path, err: Exception) -> None:
 
     if spec.arch in MIGRATIONS and needs_migration(spec.arch, load_checkpoint(path)[0]):
         raise ValueError(f"checkpoint {path} holds {spec.name} in an earlier parameter layout "
-                         f"({MIGRATIONS[spec.arch][2]}); rewrite it once with "
+                         f"({MIGRATIONS[spec.arch].legacy}); rewrite it once with "
                          f"`lst-jax migrate {spec.name} --checkpoint {path}`") from err
 
 

@@ -31,7 +31,6 @@ import jax.numpy as jnp
 from lst_jax.models.layers import Conv, dot_product_attention
 
 
-
 def _layer_norm(fast_variance: bool, name: str) -> nn.LayerNorm:
     """LayerNorm, eps 1e-6. timm computes torch's two-pass variance (`fast_variance=False`);
     the shipped digits ViT was trained with flax's one-pass E[x^2] - E[x]^2 (`True`). The two

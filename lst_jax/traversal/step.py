@@ -116,13 +116,16 @@ def input_gradient(model_fn: ModelFn, params, x: jax.Array, labels: jax.Array, *
     return probs, direction, scale.astype(direction.dtype)
 
 
-def forward_backward(model_fn: ModelFn, params, x: jax.Array, labels: jax.Array):
-    """Probabilities and the input gradient of the summed CE (`input_gradient`, multiplied out).
+def forward_backward(model_fn: ModelFn, params, x: jax.Array, labels: jax.Array, *,
+                     reference_numerics: bool = False):
+    """Probabilities and the input gradient of the summed CE (`input_gradient`, multiplied out;
+    `reference_numerics`: see `ce_cotangent`).
 
     Shape:
         x: (B, H, W, C), labels: (B,) -> probs (B, K), grad (B, H, W, C).
     """
-    probs, direction, scale = input_gradient(model_fn, params, x, labels)
+    probs, direction, scale = input_gradient(model_fn, params, x, labels,
+                                             reference_numerics=reference_numerics)
     return probs, direction * scale.reshape((-1,) + (1,) * (direction.ndim - 1))
 
 
