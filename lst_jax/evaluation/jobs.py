@@ -17,7 +17,7 @@ from lst_jax.data.pool import (build_target_pool, load_pool, predict_probs, save
 from lst_jax.evaluation.examples import (WidthSettings, examples_geometry, run_examples,
                                          write_examples, write_geometry)
 from lst_jax.evaluation.rundir import RunDir
-from lst_jax.models.registry import DEFAULT_MODEL, load_model
+from lst_jax.models.registry import DEFAULT_MODEL, get_spec, load_model
 from lst_jax.traversal import LSTConfig, preset
 
 DATA_SOURCES = ("digits", "photos", "folder", "cifar10", "imagenet2012", "pool")
@@ -105,6 +105,42 @@ def examples_data(loaded, data: str, k: int, classes: Sequence[int] | None = Non
     raise ValueError(f"unknown data source {data!r}; choose one of {DATA_SOURCES}")
 
 
+def check_examples_options(spec, data: str, k: int, classes=None, photos=None, *,
+                           plane_source: int = 0, plane_grid: int = 10,
+                           path_points: int = 21) -> None:
+    """Refuses, before any model is loaded, examples options that the data or the figures
+    cannot satisfy (each message names the option and its valid range)."""
+    from lst_jax.geometry.paths import path_points as make_t
+
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"--k must be an integer >= 2, got {k!r}")
+    if data not in DATA_SOURCES:
+        raise ValueError(f"unknown data source {data!r}; choose one of {DATA_SOURCES}")
+    n = len(classes) if classes else len(photos) if data == "photos" and photos else k
+    if data != "photos" and data != "folder":
+        c = spec.num_classes
+        bad = [int(x) for x in classes or () if not 0 <= int(x) < c]
+        if bad:
+            raise ValueError(f"--classes must lie in 0..{c - 1} ({spec.name} has {c} "
+                             f"classes), got {bad}")
+        if not classes and data == "digits" and k > c:
+            raise ValueError(f"--k must be at most {c} with --data digits (one image per "
+                             f"class 0..{c - 1}), got {k}")
+    if isinstance(plane_source, bool) or not isinstance(plane_source, (int, np.integer)) \
+            or not 0 <= plane_source < n:
+        raise ValueError(f"--plane-source must be an image index in 0..{n - 1} (K = {n} "
+                         f"images), got {plane_source!r}")
+    if isinstance(plane_grid, bool) or not isinstance(plane_grid, (int, np.integer)) \
+            or plane_grid < 1:
+        raise ValueError(f"--plane-grid must be an integer >= 1 (divisions per triangle "
+                         f"edge), got {plane_grid!r}")
+    try:
+        make_t(path_points)
+    except ValueError:
+        raise ValueError(f"--path-points must be an integer >= 2 (the two endpoints and "
+                         f"those between), got {path_points!r}") from None
+
+
 def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
                  config: LSTConfig | None = None, seed: int = 0, out=None,
                  classes: Sequence[int] | None = None, photos: Sequence[str] | None = None,
@@ -122,8 +158,8 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
     (`figures/path_widths.png`), with their arrays in `geometry.npz`.
     """
     config = config or preset("paper")
-    if k < 2:
-        raise ValueError(f"k must be at least 2, got {k}")
+    check_examples_options(get_spec(model), data, k, classes, photos, plane_source=plane_source,
+                           plane_grid=plane_grid, path_points=path_points)
     loaded = load_model(model, checkpoint, compute_dtype)
     images, labels, names = examples_data(loaded, data, k, classes, photos, data_dir=data_dir,
                                           folder=folder, pool=pool,
