@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "targets)")
     p.add_argument("--classes", type=int, nargs="+", help="classes (default 0..k-1; ImageNet: "
                    "99 199 299 400 499)")
-    p.add_argument("--photos", nargs="+", help="sample photo names (with --data photos)")
+    p.add_argument("--photos", nargs="+", help="sample photo names (with --data photos; "
+                   "default: the first K)")
     _add_data_args(p)
     p.add_argument("--pool", help="target pool directory (with --data pool)")
     p.add_argument("--checkpoint", help="checkpoint directory or root (default checkpoints/)")

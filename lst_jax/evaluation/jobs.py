@@ -27,8 +27,9 @@ IMAGENET_EXAMPLE_CLASSES = (99, 199, 299, 400, 499)
 
 
 def _source_for(spec, data: str, *, data_dir=None, folder=None, split=None,
-                interpolation: str = "bilinear"):
-    """An image source shaped for the model `spec` (crop = its input size).
+                interpolation: str = "bilinear", labelled: bool = True):
+    """An image source shaped for the model `spec` (crop = its input size); `labelled`:
+    refuse a flat image folder (no class subfolders, so no labels).
 
     The resize filter defaults to bilinear for every model, as in the reference (its DeiT-S AT
     model was trained with bicubic; `../spec/lst.md` section 6 #15).
@@ -42,8 +43,14 @@ def _source_for(spec, data: str, *, data_dir=None, folder=None, split=None,
         return open_source("imagenet2012", split=split, data_dir=data_dir, image_size=h,
                            resize=spec.resize or 256, interpolation=interpolation)
     if data == "folder":
-        return open_source("folder", folder=folder, image_size=h,
-                           resize=spec.resize or h, interpolation=interpolation)
+        source = open_source("folder", folder=folder, image_size=h,
+                             resize=spec.resize or h, interpolation=interpolation)
+        if labelled and source.num_classes is None:
+            raise ValueError(f"--folder {folder} holds images but no class subfolders; this "
+                             "command needs labels: put each class's images in FOLDER/<class>/ "
+                             f"(class 0..{spec.num_classes - 1} as integer names, or names in "
+                             "sorted class order)")
+        return source
     if data == "digits":
         return open_source("digits", split=split)
     raise ValueError(f"unknown data source {data!r} for a pool; choose digits, folder, "
@@ -90,7 +97,7 @@ def examples_data(loaded, data: str, k: int, classes: Sequence[int] | None = Non
         return p.images[sel], p.labels[sel], [f"class {c}" for c in p.labels[sel]]
     if data in ("folder", "cifar10", "imagenet2012"):
         source = _source_for(spec, data, data_dir=data_dir, folder=folder,
-                             interpolation=interpolation)
+                             interpolation=interpolation, labelled=False)
         if data == "folder" and source.num_classes is None:
             images, _ = source.get(np.arange(min(k, len(source))))
             _check_shape(spec, images, f"folder {folder}")
