@@ -273,8 +273,11 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
     from lst_jax.models.registry import get_spec
 
     specs = [get_spec(m) for m in models]   # names and data checked before anything is written
-    _source(specs[0], config, run_kw.get("data_dir"), run_kw.get("folder"),
-            run_kw.get("interpolation", "bilinear"))
+    source = _source(specs[0], config, run_kw.get("data_dir"), run_kw.get("folder"),
+                     run_kw.get("interpolation", "bilinear"))
+    if config.k is not None and config.k > len(source):
+        raise ValueError(f"--k must be at most the {len(source)} images of {source.name}, "
+                         f"got {config.k}")
     out = Path(out or Path("runs") / f"iaside_{config.data}")
     run = RunDir(out)
     run.ensure_manifest({"models": models, "iaside": config.to_dict()}, mode="iaside")
