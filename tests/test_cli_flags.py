@@ -213,6 +213,10 @@ BAD = {
     "plane-source": (["examples", "--plane-source", "7", "--out", "{out}"], "0..4"),
     "plane-grid": (["examples", "--plane-grid", "0", "--out", "{out}"], ">= 1"),
     "path-points": (["examples", "--path-points", "1", "--out", "{out}"], ">= 2"),
+    "bypass-class": (["connectivity", "bypass", "--target-class", "10", "--out", "{out}"],
+                     "0..9"),
+    "synthetic-class": (["connectivity", "synthetic", "--classes", "10", "--out", "{out}"],
+                        "0..9"),
     "root-is-file": (["connectivity", "barrier", "--root", "{file}"], "is a file"),
     # item 6: runs that would produce nothing
     "barrier-drops-all": (["connectivity", "barrier", "--pairs-per-class", "2",

@@ -156,8 +156,9 @@ def cmd_detect(args) -> int:
                           for name, e in s["attacks"].items() if e.get("note"))
         print(f"wrote {root.root}/detect.md, detect.json; no detector was trained, so there "
               f"is no ROC figure ({notes or 'no attack succeeded'})")
-        print(f"lst-jax connectivity detect: error: no attack gave enough examples for the "
-              f"detector; raise --num-samples or lower --folds", file=sys.stderr)
+        root.path("figures/detect_roc.png").unlink(missing_ok=True)   # an earlier run's
+        print("lst-jax connectivity detect: error: no attack gave enough examples for the "
+              "detector; raise --num-samples or lower --folds", file=sys.stderr)
         return 1
     roc_curves(curves, root.path("figures/detect_roc.png"))
     print(f"wrote {root.root}/detect.md, detect.json, figures/detect_roc.png")
