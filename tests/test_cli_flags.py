@@ -260,3 +260,19 @@ def test_detect_never_claims_a_figure_it_did_not_write(tmp_path, monkeypatch, ca
     out, err = capsys.readouterr()
     assert "detect_roc.png" not in out and "no ROC figure" in out
     assert "error:" in err and not (tmp_path / "r" / "figures" / "detect_roc.png").exists()
+
+
+def test_percolation_quick_keeps_explicit_flags(monkeypatch):
+    """experiments/percolation.py uses the same preset mechanism."""
+    from experiments import percolation as perc
+
+    seen = {}
+
+    def stop(out, dims, sites, probs, seeds, **kw):
+        seen.update(sites=sites, probs=list(probs), seeds=seeds)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(perc, "run", stop)
+    with pytest.raises(KeyboardInterrupt):
+        perc.main(["--quick", "--sites", "5000", "--dims", "2"])
+    assert seen == {"sites": 5000, "probs": list(perc.p_grid(12)), "seeds": 3}

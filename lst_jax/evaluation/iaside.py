@@ -276,8 +276,8 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
     source = _source(specs[0], config, run_kw.get("data_dir"), run_kw.get("folder"),
                      run_kw.get("interpolation", "bilinear"))
     if config.k is not None and config.k > len(source):
-        raise ValueError(f"--k must be at most the {len(source)} images of {source.name}, "
-                         f"got {config.k}")
+        raise ValueError(f"k={config.k} exceeds the {len(source)} images of {source.name} "
+                         "(--k must be at most that)")
     out = Path(out or Path("runs") / f"iaside_{config.data}")
     run = RunDir(out)
     run.ensure_manifest({"models": models, "iaside": config.to_dict()}, mode="iaside")
