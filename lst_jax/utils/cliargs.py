@@ -85,11 +85,12 @@ def _walk(parser):
 
 
 def option_actions(parser):
-    """(subparser, action) of every optional argument that takes a value, all subcommands."""
+    """(subparser, action) of every optional argument that takes a value or is an on/off
+    switch (`--x/--no-x`), all subcommands."""
     for p in _walk(parser):
         for a in p._actions:
-            if a.option_strings and a.nargs != 0 and a.dest != "help" and \
-                    not isinstance(a, argparse.BooleanOptionalAction):
+            if a.option_strings and a.dest != "help" and (
+                    a.nargs != 0 or isinstance(a, argparse.BooleanOptionalAction)):
                 yield p, a
 
 
