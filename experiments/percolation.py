@@ -235,21 +235,28 @@ def plot(results, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from lst_jax.utils.cliargs import (LstParser, add_preset_option, set_preset_selector,
+                                       show_defaults)
+
+    p = LstParser(description=__doc__.split("\n\n")[0],
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/percolation", help="run directory")
     p.add_argument("--dims", type=int, nargs="+", default=list(range(1, 9)))
-    p.add_argument("--sites", type=int, default=1_000_000, help="about L^d sites per lattice")
-    p.add_argument("--seeds", type=int, default=5, help="lattices per (d, p)")
-    p.add_argument("--points", type=int, default=36, help="log-spaced p values in [0.02, 1]")
+    add_preset_option(p, "--sites", type=int, default=1_000_000, presets={"quick": 20_000},
+                      help="about L^d sites per lattice")
+    add_preset_option(p, "--seeds", type=int, default=5, presets={"quick": 3},
+                      help="lattices per (d, p)")
+    add_preset_option(p, "--points", type=int, default=36, presets={"quick": 12},
+                      help="log-spaced p values in [0.02, 1]")
     p.add_argument("--open", action="store_true", help="open instead of periodic boundaries")
     p.add_argument("--quick", action="store_true",
-                   help="small lattices (~2e4 sites), 3 seeds, 12 p values")
+                   help="small lattices, few seeds and p values (the options marked "
+                        "'--quick' that are not given)")
+    set_preset_selector(p, lambda a: "quick" if a.quick else None)
     p.add_argument("--figure", help="also write the figure here (e.g. docs/figures/...)")
     p.add_argument("--no-progress", action="store_true")
+    show_defaults(p)
     args = p.parse_args(argv)
-    if args.quick:
-        args.sites, args.seeds, args.points = 20_000, 3, 12
     for name in ("sites", "seeds", "points"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")

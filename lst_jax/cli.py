@@ -22,19 +22,29 @@ import os
 import sys
 
 from lst_jax.traversal.config import PRESETS, LSTConfig
+from lst_jax.utils.cliargs import (LstParser, add_preset_option, set_preset_selector,
+                                   show_defaults)
 
 
 def _add_lst_args(p: argparse.ArgumentParser):
     g = p.add_argument_group("traversal (defaults: the chosen --preset)")
     g.add_argument("--preset", default="paper", choices=sorted(PRESETS))
-    g.add_argument("--step-size", type=float, help="eta, fraction of the residual per step")
-    g.add_argument("--iters", type=int, help="number of iterations")
-    g.add_argument("--pthresh", type=float, help="delta, allowed confidence drop")
-    g.add_argument("--adv-pert", action=argparse.BooleanOptionalAction, default=None,
-                   help="confidence-restoring adversarial term")
-    g.add_argument("--adv-step-size", type=float, help="eps of the adversarial term")
-    g.add_argument("--log-step", type=int, help="logging / progress chunk period")
-    g.add_argument("--noise", type=float, help="random-start amplitude (default 2/255)")
+
+    def lst_option(flag, **kwargs):
+        field = flag[2:].replace("-", "_")
+        add_preset_option(g, flag, default=None, preset_flag="--preset",
+                          presets={n: getattr(c, field) for n, c in sorted(PRESETS.items())},
+                          **kwargs)
+
+    lst_option("--step-size", type=float, help="eta, fraction of the residual per step")
+    lst_option("--iters", type=int, help="number of iterations")
+    lst_option("--pthresh", type=float, help="delta, allowed confidence drop")
+    lst_option("--adv-pert", action=argparse.BooleanOptionalAction,
+               help="confidence-restoring adversarial term")
+    lst_option("--adv-step-size", type=float, help="eps of the adversarial term")
+    lst_option("--log-step", type=int, help="logging / progress chunk period")
+    lst_option("--noise", type=float, help="random-start amplitude")
+    set_preset_selector(p, lambda args: args.preset)
     g.add_argument("--bf16", action="store_true", help="opt-in bfloat16 forward/backward "
                    "of the model (for GPU/TPU; slower on CPUs without bfloat16 units)")
 
@@ -98,17 +108,23 @@ def cmd_pool(args) -> int:
     return 0
 
 
+def full_eval_config(args):
+    """The `FullEvalConfig` of parsed `full-eval` arguments."""
+    from lst_jax.evaluation.full_eval import FullEvalConfig
+
+    return FullEvalConfig(lst=config_from_args(args), num_samples=args.num_samples,
+                          rounds=args.rounds, batch_size=args.batch_size, seed=args.seed,
+                          grid=args.grid, grid_n=args.grid_n, chunk_size=args.chunk_size,
+                          distances=args.metrics != "none")
+
+
 def cmd_full_eval(args) -> int:
     from lst_jax.parallel.distributed import initialize_from_args, is_main_process
 
     initialize_from_args(args)   # several processes: before anything touches a device
-    from lst_jax.evaluation.full_eval import FullEvalConfig
     from lst_jax.evaluation.jobs import full_eval_job
 
-    cfg = FullEvalConfig(lst=config_from_args(args), num_samples=args.num_samples,
-                         rounds=args.rounds, batch_size=args.batch_size, seed=args.seed,
-                         grid=args.grid, grid_n=args.grid_n, chunk_size=args.chunk_size,
-                         distances=args.metrics != "none")
+    cfg = full_eval_config(args)
     res = full_eval_job(args.model, pool=args.pool, config=cfg, out=args.out,
                         metrics=args.metrics, checkpoint=args.checkpoint,
                         compute_dtype="bfloat16" if args.bf16 else None,
@@ -133,14 +149,21 @@ def cmd_tables(args) -> int:
     return 0
 
 
-def cmd_iaside(args) -> int:
-    from lst_jax.evaluation.iaside import IasideConfig, iaside_job
+def iaside_config(args):
+    """The `IasideConfig` of parsed `iaside` arguments."""
+    from lst_jax.evaluation.iaside import IasideConfig
 
-    cfg = IasideConfig(num_bands=args.bands, fill=args.fill, post=args.post,
-                       normalize=args.normalize, group_size=args.group_size, beta=args.beta,
-                       seed=args.seed, resample=args.resample, estimator=args.estimator,
-                       num_permutations=args.permutations, k=args.k, data=args.data,
-                       split=args.split)
+    return IasideConfig(num_bands=args.bands, fill=args.fill, post=args.post,
+                        normalize=args.normalize, group_size=args.group_size, beta=args.beta,
+                        seed=args.seed, resample=args.resample, estimator=args.estimator,
+                        num_permutations=args.permutations, k=args.k, data=args.data,
+                        split=args.split)
+
+
+def cmd_iaside(args) -> int:
+    from lst_jax.evaluation.iaside import iaside_job
+
+    cfg = iaside_config(args)
     mesh = None
     if args.devices is not None:
         import jax
@@ -261,33 +284,49 @@ def cmd_profile(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lst-jax", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    import inspect
+
+    from lst_jax.evaluation.examples import WidthSettings
+    from lst_jax.evaluation.full_eval import FullEvalConfig
+    from lst_jax.evaluation.iaside import IasideConfig
+    from lst_jax.evaluation.jobs import examples_job, pool_job
+
+    def defaults_of(fn) -> dict:
+        return {k: v.default for k, v in inspect.signature(fn).parameters.items()}
+
+    parser = LstParser(prog="lst-jax", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    ex, widths = defaults_of(examples_job), WidthSettings()
+
     p = sub.add_parser("examples", help="K x K LST examples grid (the main job)")
-    p.add_argument("--model", default="digits_resnet-normal", help="registry name")
-    p.add_argument("--data", default="digits",
+    p.add_argument("--model", default=ex["model"], help="registry name")
+    p.add_argument("--data", default=ex["data"],
                    choices=["digits", "photos", "pool", "folder", "cifar10", "imagenet2012"])
-    p.add_argument("--k", type=int, default=5, help="number of images (sources = targets)")
+    p.add_argument("--k", type=int, default=ex["k"], help="number of images (sources = "
+                   "targets)")
     p.add_argument("--classes", type=int, nargs="+", help="classes (default 0..k-1; ImageNet: "
                    "99 199 299 400 499)")
-    p.add_argument("--photos", nargs="+", help="sample photo names (with --data photos)")
+    p.add_argument("--photos", nargs="+", help="sample photo names (with --data photos; "
+                   "default: the first K)")
     _add_data_args(p)
     p.add_argument("--pool", help="target pool directory (with --data pool)")
     p.add_argument("--checkpoint", help="checkpoint directory or root (default checkpoints/)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=ex["seed"])
     p.add_argument("--out", help="run directory (default runs/examples_<model>_<data>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("geometry figures")
     g.add_argument("--widths", action="store_true", help="also measure path widths")
-    g.add_argument("--width-distances", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0],
+    g.add_argument("--width-distances", type=float, nargs="+", default=list(widths.radii),
                    help="L2 radii of the width probes")
-    g.add_argument("--width-dirs", type=int, default=256, help="random directions per point")
-    g.add_argument("--plane-grid", type=int, default=10,
+    g.add_argument("--width-dirs", type=int, default=widths.num_dirs,
+                   help="random directions per point")
+    g.add_argument("--plane-grid", type=int, default=ex["plane_grid"],
                    help="triangle grid divisions (10: the reference's 64 points)")
-    g.add_argument("--path-points", type=int, default=21, help="points on each star path")
-    g.add_argument("--plane-source", type=int, default=0,
+    g.add_argument("--path-points", type=int, default=ex["path_points"],
+                   help="points on each star path")
+    g.add_argument("--plane-source", type=int, default=ex["plane_source"],
                    help="source image of the triangle figure (reference: 0)")
     _add_lst_args(p)
     _add_mesh_arg(p)
@@ -299,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="digits",
                    choices=["digits", "folder", "cifar10", "imagenet2012"])
     p.add_argument("--classes", type=int, nargs="+", help="classes (default: all)")
-    p.add_argument("--min-conf", type=float, default=0.6, help="confidence threshold (> value)")
+    p.add_argument("--min-conf", type=float, default=defaults_of(pool_job)["min_conf"],
+                   help="confidence threshold (> value)")
     p.add_argument("--scan-seed", type=int, help="scan the data in a seeded random order "
                    "(default: natural order)")
     p.add_argument("--split", help="data split (default: digits test, cifar10 test, "
@@ -319,18 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-models", nargs="+", help="models selecting the pool (default: "
                    "--model)")
     _add_data_args(p)
-    p.add_argument("--num-samples", type=int, default=1000, help="sources (first kept pool "
-                   "images)")
-    p.add_argument("--rounds", type=int, default=5, help="targets per source")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--grid", default="reference", choices=["reference", "exact"],
+    fe = FullEvalConfig()
+    p.add_argument("--num-samples", type=int, default=fe.num_samples, help="sources (first "
+                   "kept pool images)")
+    p.add_argument("--rounds", type=int, default=fe.rounds, help="targets per source")
+    p.add_argument("--batch-size", type=int, default=fe.batch_size)
+    p.add_argument("--grid", default=fe.grid, choices=["reference", "exact"],
                    help="Table-2 grid: the reference's 64 points or all 66")
-    p.add_argument("--grid-n", type=int, default=10, help="grid divisions per edge")
-    p.add_argument("--chunk-size", type=int, default=64, help="hull probes per model call")
+    p.add_argument("--grid-n", type=int, default=fe.grid_n, help="grid divisions per edge")
+    p.add_argument("--chunk-size", type=int, default=fe.chunk_size,
+                   help="hull probes per model call")
     p.add_argument("--metrics", default="all", choices=["all", "basic", "none"],
                    help="Table 1: all four metrics, RMSE + L-inf only, or none")
     p.add_argument("--checkpoint", help="checkpoint directory or root (default checkpoints/)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=fe.seed)
     p.add_argument("--out", help="run directory (default runs/full_eval_<model>); re-run the "
                    "same command to resume")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -361,24 +403,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--k", type=int, help="images per coalition (default: all images of the "
                    "split, at most 1000)")
-    p.add_argument("--bands", type=int, default=8, help="M, number of frequency bands")
-    p.add_argument("--fill", default="random", choices=["random", "zero", "gaussian"],
+    ia = IasideConfig()
+    p.add_argument("--bands", type=int, default=ia.num_bands,
+                   help="M, number of frequency bands")
+    p.add_argument("--fill", default=ia.fill, choices=["random", "zero", "gaussian"],
                    help="what replaces removed bands (reference: random)")
-    p.add_argument("--post", default="abs", choices=["abs", "real"],
+    p.add_argument("--post", default=ia.post, choices=["abs", "real"],
                    help="inverse-FFT post-processing (reference: abs)")
-    p.add_argument("--normalize", default="group", choices=["group", "per_image"],
+    p.add_argument("--normalize", default=ia.normalize, choices=["group", "per_image"],
                    help="min-max over each group of --group-size images (reference) or per "
                    "image")
-    p.add_argument("--group-size", type=int, default=10,
+    p.add_argument("--group-size", type=int, default=ia.group_size,
                    help="images per normalisation / random-fill group (reference: 10)")
-    p.add_argument("--beta", type=float, default=0.75, help="score decay (reference 0.75)")
-    p.add_argument("--seed", type=int, default=42, help="images, pairings, noise")
+    p.add_argument("--beta", type=float, default=ia.beta, help="score decay (reference 0.75)")
+    p.add_argument("--seed", type=int, default=ia.seed, help="images, pairings, noise")
     p.add_argument("--resample", action="store_true", help="a fresh random image subset "
                    "per coalition, as the reference (default: one fixed sample)")
-    p.add_argument("--estimator", default="exact", choices=["exact", "sampled"],
+    p.add_argument("--estimator", default=ia.estimator, choices=["exact", "sampled"],
                    help="exact enumeration of the 2^M coalitions, or antithetic permutation "
                    "sampling (large M)")
-    p.add_argument("--permutations", type=int, default=64,
+    p.add_argument("--permutations", type=int, default=ia.num_permutations,
                    help="permutations of the sampled estimator")
     p.add_argument("--checkpoint", help="checkpoint root (default checkpoints/)")
     p.add_argument("--out", help="run directory (default runs/iaside_<data>)")
@@ -440,12 +484,25 @@ def build_parser() -> argparse.ArgumentParser:
     from lst_jax.connectivity.command import add_parser as add_connectivity_parser
 
     add_connectivity_parser(sub)
+    show_defaults(parser)
     return parser
+
+
+def check_output_dirs(args) -> None:
+    """Refuses an output directory option (`--out`, `--root`, `--model-root`) that names an
+    existing file, before any work."""
+    for dest in ("out", "root", "model_root"):
+        path = getattr(args, dest, None)
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            flag = "--" + dest.replace("_", "-")
+            raise ValueError(f"{flag} {path} is a file, not a directory; give a directory "
+                             "(it is created if missing)")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_output_dirs(args)
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"lst-jax {args.command}: error: {e}", file=sys.stderr)

@@ -9,9 +9,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from fractions import Fraction
 
+from lst_jax.utils.cliargs import add_preset_option, set_preset_selector
+
 DIGITS_MODELS = ["digits_resnet-normal", "digits_resnet-linf"]
+
+# What `--quick` sets (a smoke test in minutes on a CPU); explicit flags keep their values.
+QUICK = {
+    "barrier": dict(pairs_per_class=1, drop_per_class=0, points=21, attack_steps=40),
+    "detect": dict(num_samples=40, points=21, attack_steps=40, pgd_steps=3),
+    "bypass": dict(bypass_steps=20, points=21, attack_steps=40),
+    "synthetic": dict(fvo_steps=30, free_steps=30, points=21),
+}
 
 
 def _fraction(text: str) -> float:
@@ -22,20 +33,31 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
 
 
-def _attack_config(args, **defaults):
-    from lst_jax.connectivity.config import AttackConfig
-
-    cfg = AttackConfig(**defaults)
-    changes = {k: v for k, v in (("steps", args.attack_steps), ("tv_weight", args.attack_tv),
-                                 ("lr", args.attack_lr)) if v is not None}
-    return cfg.replace(**changes)
+def _attack_config(args, base):
+    """`base` (the run config's default `AttackConfig`) with the parsed attack options."""
+    return base.replace(steps=args.attack_steps, lr=args.attack_lr, tv_weight=args.attack_tv)
 
 
-def _add_attack_args(p):
+def _add_attack_args(p, base, mode):
+    """The attack options, defaults from `base` (the run config's `AttackConfig`)."""
     g = p.add_argument_group("the paper's optimisation attack")
-    g.add_argument("--attack-steps", type=int, help="max Adam steps (default 512)")
-    g.add_argument("--attack-lr", type=float, help="Adam step size (default 5e-3)")
-    g.add_argument("--attack-tv", type=float, help="TV weight (default 1e-8)")
+    _quick_option(g, mode, "--attack-steps", base.steps, type=int, help="max Adam steps")
+    g.add_argument("--attack-lr", type=float, default=base.lr, help="Adam step size")
+    g.add_argument("--attack-tv", type=float, default=base.tv_weight, help="TV weight")
+
+
+def _quick_option(p, mode, flag, default, **kwargs):
+    """An option that `--quick` sets (`QUICK[mode]`) unless it is given."""
+    dest = flag[2:].replace("-", "_")
+    return add_preset_option(p, flag, default=default, presets={"quick": QUICK[mode][dest]},
+                             **kwargs)
+
+
+def _quick_flag(p):
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings for a smoke test (minutes on a CPU): sets the options "
+                        "marked '--quick' that are not given")
+    set_preset_selector(p, lambda args: "quick" if args.quick else None)
 
 
 def _common(p, models=True):
@@ -49,16 +71,20 @@ def _common(p, models=True):
     p.add_argument("--space", default="normalized", choices=["normalized", "pixel"],
                    help="where paths and optimisations live (authors: the model's normalised "
                         "tensor space)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true",
-                   help="tiny settings for a smoke test (minutes on a CPU)")
+    if models:
+        p.add_argument("--seed", type=int, default=0, help="pairs, attack targets, CV folds")
+    _quick_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _run_models(args, unit, config, table_fn, name):
     """Runs (or reuses) the per-model unit for every model; writes `<name>.md/json`."""
+    from lst_jax.connectivity.jobs import _check_digits_spec
     from lst_jax.evaluation.rundir import RunDir
+    from lst_jax.models.registry import get_spec
 
+    for m in args.models:               # every name checked before the first model runs
+        _check_digits_spec(get_spec(m))
     summaries = {m: unit(m, config, args.root, checkpoint=args.checkpoint,
                          progress=not args.quiet) for m in args.models}
     root = RunDir(args.root)
@@ -72,13 +98,11 @@ def barrier_config(args):
     """The `BarrierRunConfig` of parsed `connectivity barrier` arguments."""
     from lst_jax.connectivity.jobs import BarrierRunConfig
 
-    quick = dict(pairs_per_class=1, drop_per_class=0, points=21) if args.quick else {}
-    return BarrierRunConfig(**{**dict(pairs_per_class=args.pairs_per_class,
-                                      drop_per_class=args.drop_per_class, points=args.points,
-                                      classes=tuple(args.classes) if args.classes else None,
-                                      batch_size=args.batch_size), **quick},
-                            attack=_attack_config(args, **({"steps": 40} if args.quick
-                                                           else {})),
+    return BarrierRunConfig(pairs_per_class=args.pairs_per_class,
+                            drop_per_class=args.drop_per_class, points=args.points,
+                            classes=tuple(args.classes) if args.classes else None,
+                            batch_size=args.batch_size,
+                            attack=_attack_config(args, BarrierRunConfig().attack),
                             space=args.space, seed=args.seed)
 
 
@@ -105,13 +129,9 @@ def detect_config(args):
 
     pgd = PGDConfig(eps=args.pgd_eps, steps=args.pgd_steps,
                     step_size=args.pgd_step_size or args.pgd_eps / 4)
-    quick = dict(num_samples=40, points=21) if args.quick else {}
-    return DetectRunConfig(**{**dict(num_samples=args.num_samples, points=args.points,
-                                     batch_size=args.batch_size), **quick},
-                           attacks=tuple(args.attacks),
-                           attack=_attack_config(args, **({"steps": 40} if args.quick
-                                                          else {})),
-                           pgd=pgd.replace(steps=3) if args.quick else pgd,
+    return DetectRunConfig(num_samples=args.num_samples, points=args.points,
+                           batch_size=args.batch_size, attacks=tuple(args.attacks),
+                           attack=_attack_config(args, DetectRunConfig().attack), pgd=pgd,
                            detector=DetectorConfig(folds=args.folds), features=args.features,
                            space=args.space, seed=args.seed)
 
@@ -130,26 +150,38 @@ def cmd_detect(args) -> int:
             if e.get("auroc") is not None:
                 z = run.load_npz(f"detector_{name}.npz")
                 curves[f"{m}, {name}"] = (z["fpr"], z["tpr"], e["auroc"])
-    if curves:
-        roc_curves(curves, root.path("figures/detect_roc.png"))
     print(table)
+    if not curves:
+        notes = "; ".join(f"{m}, {name}: {e['note']}" for m, s in summaries.items()
+                          for name, e in s["attacks"].items() if e.get("note"))
+        print(f"wrote {root.root}/detect.md, detect.json; no detector was trained, so there "
+              f"is no ROC figure ({notes or 'no attack succeeded'})")
+        root.path("figures/detect_roc.png").unlink(missing_ok=True)   # an earlier run's
+        print("lst-jax connectivity detect: error: no attack gave enough examples for the "
+              "detector; raise --num-samples or lower --folds", file=sys.stderr)
+        return 1
+    roc_curves(curves, root.path("figures/detect_roc.png"))
     print(f"wrote {root.root}/detect.md, detect.json, figures/detect_roc.png")
     return 0
 
 
-def cmd_bypass(args) -> int:
-    from lst_jax.connectivity.config import BypassConfig
-    from lst_jax.connectivity.demo_jobs import BypassRunConfig, bypass_job
+def bypass_config(args):
+    """The `BypassRunConfig` of parsed `connectivity bypass` arguments."""
+    from lst_jax.connectivity.demo_jobs import BypassRunConfig
 
-    bp = BypassConfig(mode=args.mode, steps=20 if args.quick else args.bypass_steps)
-    cfg = BypassRunConfig(target_class=args.target_class, source_class=args.source_class,
-                          candidates=args.candidates, selection=args.selection,
-                          points=21 if args.quick else args.points,
-                          segment_points=args.segment_points, threshold=args.threshold,
-                          max_depth=args.max_depth, bypass=bp,
-                          attack=_attack_config(args, steps=40 if args.quick else 1024,
-                                                tv_weight=1e-7),
-                          space=args.space)
+    base = BypassRunConfig()
+    return BypassRunConfig(target_class=args.target_class, source_class=args.source_class,
+                           candidates=args.candidates, selection=args.selection,
+                           points=args.points, segment_points=args.segment_points,
+                           threshold=args.threshold, max_depth=args.max_depth,
+                           bypass=base.bypass.replace(mode=args.mode, steps=args.bypass_steps),
+                           attack=_attack_config(args, base.attack), space=args.space)
+
+
+def cmd_bypass(args) -> int:
+    from lst_jax.connectivity.demo_jobs import bypass_job
+
+    cfg = bypass_config(args)
     out = bypass_job(args.model, cfg, args.out, checkpoint=args.checkpoint,
                      progress=not args.quiet)
     print((out / "summary.md").read_text())
@@ -158,17 +190,24 @@ def cmd_bypass(args) -> int:
     return 0
 
 
-def cmd_synthetic(args) -> int:
-    from lst_jax.connectivity.config import FreeConfig, FVOConfig
-    from lst_jax.connectivity.demo_jobs import SyntheticRunConfig, synthetic_job
+def synthetic_config(args):
+    """The `SyntheticRunConfig` of parsed `connectivity synthetic` arguments."""
+    from lst_jax.connectivity.demo_jobs import SyntheticRunConfig
 
-    fvo = FVOConfig(steps=30 if args.quick else args.fvo_steps, threshold=args.fvo_threshold)
-    free = FreeConfig(steps=30 if args.quick else args.free_steps)
-    cfg = SyntheticRunConfig(arch=args.arch, init_seed=args.init_seed,
-                             classes=tuple(args.classes), seeds=tuple(args.seeds), fvo=fvo,
-                             free=free, points=21 if args.quick else args.points,
-                             segment_points=21 if args.quick else args.points,
-                             threshold=args.threshold, max_depth=args.max_depth)
+    base = SyntheticRunConfig()
+    return SyntheticRunConfig(arch=args.arch, init_seed=args.init_seed,
+                              classes=tuple(args.classes), seeds=tuple(args.seeds),
+                              fvo=base.fvo.replace(steps=args.fvo_steps,
+                                                   threshold=args.fvo_threshold),
+                              free=base.free.replace(steps=args.free_steps),
+                              points=args.points, segment_points=args.points,
+                              threshold=args.threshold, max_depth=args.max_depth)
+
+
+def cmd_synthetic(args) -> int:
+    from lst_jax.connectivity.demo_jobs import synthetic_job
+
+    cfg = synthetic_config(args)
     out = synthetic_job(cfg, args.out, progress=not args.quiet)
     print((out / "rounds.md").read_text())
     print(f"wrote {out}/ (rounds.md, summary.json, fvo.npz, results.npz, figures/rounds_*.png)")
@@ -176,75 +215,97 @@ def cmd_synthetic(args) -> int:
 
 
 def add_parser(sub) -> None:
-    """Adds `connectivity` and its modes to the `lst-jax` subparsers."""
+    """Adds `connectivity` and its modes to the `lst-jax` subparsers (defaults: the run
+    configs' own)."""
+    from lst_jax.connectivity.demo_jobs import BypassRunConfig, SyntheticRunConfig
+    from lst_jax.connectivity.jobs import BarrierRunConfig, DetectRunConfig
+
     p = sub.add_parser("connectivity", help="input-space mode connectivity (Vrabel et al.)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     modes = p.add_subparsers(dest="mode", required=True)
 
+    cfg = BarrierRunConfig()
     q = modes.add_parser("barrier", help="barrier statistics, real-real vs real-adversarial")
     _common(q)
-    q.add_argument("--classes", type=int, nargs="+", help="classes (default all)")
-    q.add_argument("--pairs-per-class", type=int, default=7)
-    q.add_argument("--drop-per-class", type=int, default=2,
-                   help="pairs dropped per class by |L(A) - L(C)| (the authors' 2)")
-    q.add_argument("--points", type=int, default=250, help="points per path")
-    q.add_argument("--batch-size", type=int, default=64, help="pairs per attack batch")
-    _add_attack_args(q)
+    q.add_argument("--classes", type=int, nargs="+", help="digit classes 0-9 (default all)")
+    _quick_option(q, "barrier", "--pairs-per-class", cfg.pairs_per_class, type=int,
+                  help="real-real and real-adversarial pairs per class")
+    _quick_option(q, "barrier", "--drop-per-class", cfg.drop_per_class, type=int,
+                  help="pairs dropped per class by |L(A) - L(C)| (the authors' 2)")
+    _quick_option(q, "barrier", "--points", cfg.points, type=int, help="points per path")
+    q.add_argument("--batch-size", type=int, default=cfg.batch_size,
+                   help="pairs per attack batch")
+    _add_attack_args(q, cfg.attack, "barrier")
     q.set_defaults(func=cmd_barrier)
 
+    cfg = DetectRunConfig()
     q = modes.add_parser("detect", help="attack + loss-curve detector -> AUROC, ROC")
     _common(q)
-    q.add_argument("--attacks", nargs="+", default=["optimization", "pgd"],
+    q.add_argument("--attacks", nargs="+", default=list(cfg.attacks),
                    choices=["optimization", "pgd"])
-    q.add_argument("--num-samples", type=int, help="clean test images (default all correct)")
-    q.add_argument("--points", type=int, default=250, help="points on the curve r -> x")
-    q.add_argument("--features", default="curve+logits", choices=["curve+logits", "curve",
-                                                                  "logits"])
-    q.add_argument("--folds", type=int, default=5, help="stratified CV folds")
-    q.add_argument("--batch-size", type=int, default=64)
-    q.add_argument("--pgd-eps", type=_fraction, default=16 / 255,
-                   help="PGD L-inf radius in pixels (default 16/255, the shipped digits "
-                        "models' threat model; the spec's ImageNet value is 4/255)")
-    q.add_argument("--pgd-steps", type=int, default=10)
+    _quick_option(q, "detect", "--num-samples", cfg.num_samples, type=int,
+                  help="clean test images (default all correct)")
+    _quick_option(q, "detect", "--points", cfg.points, type=int,
+                  help="points on the curve r -> x")
+    q.add_argument("--features", default=cfg.features, choices=["curve+logits", "curve",
+                                                                "logits"])
+    q.add_argument("--folds", type=int, default=cfg.detector.folds,
+                   help="stratified CV folds")
+    q.add_argument("--batch-size", type=int, default=cfg.batch_size)
+    q.add_argument("--pgd-eps", type=_fraction, default=cfg.pgd.eps,
+                   help="PGD L-inf radius in pixels (the shipped digits models' threat "
+                        "model; the spec's ImageNet value is 4/255)")
+    _quick_option(q, "detect", "--pgd-steps", cfg.pgd.steps, type=int, help="PGD steps")
     q.add_argument("--pgd-step-size", type=_fraction, help="default eps / 4")
-    _add_attack_args(q)
+    _add_attack_args(q, cfg.attack, "detect")
     q.set_defaults(func=cmd_detect)
 
+    cfg = BypassRunConfig()
     q = modes.add_parser("bypass", help="bypass the barrier of a real and an adversarial pair")
     _common(q, models=False)
-    q.add_argument("--model", default="digits_resnet-normal")
+    q.add_argument("--model", default="digits_resnet-normal", help="registry name")
     q.add_argument("--out", help="run directory (default runs/connectivity/bypass_<model>)")
-    q.add_argument("--target-class", type=int, default=1)
-    q.add_argument("--source-class", type=int, default=0,
+    q.add_argument("--target-class", type=int, default=cfg.target_class)
+    q.add_argument("--source-class", type=int, default=cfg.source_class,
                    help="class of the image the adversarial endpoint is made from")
-    q.add_argument("--candidates", type=int, default=8, help="first test images of the class")
-    q.add_argument("--selection", default="largest_gap", choices=["largest_gap",
-                                                                  "lowest_loss"])
-    q.add_argument("--points", type=int, default=1000, help="points on the primary path")
+    q.add_argument("--candidates", type=int, default=cfg.candidates,
+                   help="first test images of the class")
+    q.add_argument("--selection", default=cfg.selection, choices=["largest_gap",
+                                                                   "lowest_loss"])
+    _quick_option(q, "bypass", "--points", cfg.points, type=int,
+                  help="points on the primary path")
     q.add_argument("--segment-points", type=int, help="points per later segment "
                    "(default points // 2)")
-    q.add_argument("--threshold", type=float, default=1e-3, help="connectivity threshold")
-    q.add_argument("--max-depth", type=int, default=2, help="bypass rounds")
-    q.add_argument("--mode", default="faithful", choices=["faithful", "exact"])
-    q.add_argument("--bypass-steps", type=int, default=1024)
-    _add_attack_args(q)
+    q.add_argument("--threshold", type=float, default=cfg.threshold,
+                   help="connectivity threshold")
+    q.add_argument("--max-depth", type=int, default=cfg.max_depth, help="bypass rounds")
+    q.add_argument("--mode", default=cfg.bypass.mode, choices=["faithful", "exact"])
+    _quick_option(q, "bypass", "--bypass-steps", cfg.bypass.steps, type=int,
+                  help="Adam steps of each bypass optimisation")
+    _add_attack_args(q, cfg.attack, "bypass")
     q.set_defaults(func=cmd_bypass)
 
+    cfg = SyntheticRunConfig()
     q = modes.add_parser("synthetic", help="FVO inputs of an untrained network, bypass rounds")
-    q.add_argument("--arch", default="resnet18", choices=["resnet18", "digits_resnet"])
-    q.add_argument("--init-seed", type=int, default=0, help="seed of the random network")
-    q.add_argument("--classes", type=int, nargs="+", default=[1])
-    q.add_argument("--seeds", type=int, nargs="+", default=[0], help="FVO seeds per class")
-    q.add_argument("--fvo-steps", type=int, default=8192)
-    q.add_argument("--fvo-threshold", type=float, default=5e-4)
-    q.add_argument("--free-steps", type=int, default=4096)
-    q.add_argument("--points", type=int, default=200)
-    q.add_argument("--threshold", type=float, default=0.0,
+    q.add_argument("--arch", default=cfg.arch, choices=["resnet18", "digits_resnet"])
+    q.add_argument("--init-seed", type=int, default=cfg.init_seed,
+                   help="seed of the random network")
+    q.add_argument("--classes", type=int, nargs="+", default=list(cfg.classes))
+    q.add_argument("--seeds", type=int, nargs="+", default=list(cfg.seeds),
+                   help="FVO seeds per class")
+    _quick_option(q, "synthetic", "--fvo-steps", cfg.fvo.steps, type=int,
+                  help="max Adam steps of feature visualisation")
+    q.add_argument("--fvo-threshold", type=float, default=cfg.fvo.threshold,
+                   help="FVO stops below this CE")
+    _quick_option(q, "synthetic", "--free-steps", cfg.free.steps, type=int,
+                  help="max Adam steps of a free barrier-point optimisation")
+    _quick_option(q, "synthetic", "--points", cfg.points, type=int,
+                  help="points per path and per bypass segment")
+    q.add_argument("--threshold", type=float, default=cfg.threshold,
                    help="bypass segments with a gap above this (0: always, the authors' two "
                         "unconditional rounds)")
-    q.add_argument("--max-depth", type=int, default=2)
+    q.add_argument("--max-depth", type=int, default=cfg.max_depth, help="bypass rounds")
     q.add_argument("--out", help="run directory (default runs/connectivity/synthetic_<arch>)")
-    q.add_argument("--quick", action="store_true")
-    q.add_argument("--quiet", action="store_true")
+    _quick_flag(q)
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_synthetic)
-

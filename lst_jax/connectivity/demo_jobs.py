@@ -59,6 +59,10 @@ class BypassRunConfig:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.candidates < 2:
             raise ValueError(f"candidates must be at least 2, got {self.candidates}")
+        for name in ("target_class", "source_class"):
+            if not 0 <= getattr(self, name) < 10:
+                raise ValueError(f"{name} must lie in 0..9 (the digits classes), got "
+                                 f"{getattr(self, name)}")
         if self.target_class == self.source_class:
             raise ValueError("source_class must differ from target_class")
         path_points(self.points)
@@ -191,6 +195,10 @@ class SyntheticRunConfig:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if not self.classes or not self.seeds:
             raise ValueError("classes and seeds must not be empty")
+        bad = [c for c in self.classes if not 0 <= c < 10]
+        if bad:
+            raise ValueError(f"classes must lie in 0..9 (the untrained networks have 10 "
+                             f"outputs), got {bad}")
         check_nonnegative("tv_a", self.tv_a)
         check_nonnegative("tv_c", self.tv_c)
         check_positive_int("points", self.points)

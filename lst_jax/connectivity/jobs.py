@@ -35,6 +35,7 @@ from lst_jax.utils.progress import Progress
 
 ATTACKS = ("optimization", "pgd")
 DATA = ("digits",)
+NUM_CLASSES = {"digits": 10}
 
 
 def _nested_dict(cfg) -> dict:
@@ -80,8 +81,17 @@ class BarrierRunConfig:
         if not isinstance(self.drop_per_class, int) or self.drop_per_class < 0:
             raise ValueError(f"drop_per_class must be an integer >= 0, got "
                              f"{self.drop_per_class!r}")
+        if self.drop_per_class >= self.pairs_per_class:
+            raise ValueError(f"drop_per_class ({self.drop_per_class}) must be less than "
+                             f"pairs_per_class ({self.pairs_per_class}): every pair would be "
+                             "dropped, leaving no barrier to report")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+            n = NUM_CLASSES[self.data]
+            bad = [c for c in self.classes if not 0 <= c < n]
+            if bad or not self.classes:
+                raise ValueError(f"classes must lie in 0..{n - 1} (the {self.data} classes), "
+                                 f"got {list(self.classes)}")
 
     def to_dict(self) -> dict:
         return _nested_dict(self)
@@ -125,6 +135,12 @@ class DetectRunConfig:
             raise ValueError(f"features must be one of {FEATURE_SETS}, got {self.features!r}")
         if self.num_samples is not None:
             check_positive_int("num_samples", self.num_samples)
+            if self.num_samples < self.detector.folds:
+                raise ValueError(
+                    f"num_samples ({self.num_samples}) must be at least folds "
+                    f"({self.detector.folds}): the detector's {self.detector.folds}-fold "
+                    f"cross-validation needs {self.detector.folds} clean and "
+                    f"{self.detector.folds} adversarial examples")
 
     def to_dict(self) -> dict:
         return _nested_dict(self)

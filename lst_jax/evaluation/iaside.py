@@ -270,6 +270,14 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
         raise ValueError("models must name at least one model")
     if len(set(models)) != len(models):
         raise ValueError(f"models contains duplicates: {models}")
+    from lst_jax.models.registry import get_spec
+
+    specs = [get_spec(m) for m in models]   # names and data checked before anything is written
+    source = _source(specs[0], config, run_kw.get("data_dir"), run_kw.get("folder"),
+                     run_kw.get("interpolation", "bilinear"))
+    if config.k is not None and config.k > len(source):
+        raise ValueError(f"k={config.k} exceeds the {len(source)} images of {source.name} "
+                         "(--k must be at most that)")
     out = Path(out or Path("runs") / f"iaside_{config.data}")
     run = RunDir(out)
     run.ensure_manifest({"models": models, "iaside": config.to_dict()}, mode="iaside")

@@ -17,7 +17,7 @@ from lst_jax.data.pool import (build_target_pool, load_pool, predict_probs, save
 from lst_jax.evaluation.examples import (WidthSettings, examples_geometry, run_examples,
                                          write_examples, write_geometry)
 from lst_jax.evaluation.rundir import RunDir
-from lst_jax.models.registry import DEFAULT_MODEL, load_model
+from lst_jax.models.registry import DEFAULT_MODEL, get_spec, load_model
 from lst_jax.traversal import LSTConfig, preset
 
 DATA_SOURCES = ("digits", "photos", "folder", "cifar10", "imagenet2012", "pool")
@@ -27,8 +27,9 @@ IMAGENET_EXAMPLE_CLASSES = (99, 199, 299, 400, 499)
 
 
 def _source_for(spec, data: str, *, data_dir=None, folder=None, split=None,
-                interpolation: str = "bilinear"):
-    """An image source shaped for the model `spec` (crop = its input size).
+                interpolation: str = "bilinear", labelled: bool = True):
+    """An image source shaped for the model `spec` (crop = its input size); `labelled`:
+    refuse a flat image folder (no class subfolders, so no labels).
 
     The resize filter defaults to bilinear for every model, as in the reference (its DeiT-S AT
     model was trained with bicubic; `../spec/lst.md` section 6 #15).
@@ -42,8 +43,14 @@ def _source_for(spec, data: str, *, data_dir=None, folder=None, split=None,
         return open_source("imagenet2012", split=split, data_dir=data_dir, image_size=h,
                            resize=spec.resize or 256, interpolation=interpolation)
     if data == "folder":
-        return open_source("folder", folder=folder, image_size=h,
-                           resize=spec.resize or h, interpolation=interpolation)
+        source = open_source("folder", folder=folder, image_size=h,
+                             resize=spec.resize or h, interpolation=interpolation)
+        if labelled and source.num_classes is None:
+            raise ValueError(f"--folder {folder} holds images but no class subfolders; this "
+                             "command needs labels: put each class's images in FOLDER/<class>/ "
+                             f"(class 0..{spec.num_classes - 1} as integer names, or names in "
+                             "sorted class order)")
+        return source
     if data == "digits":
         return open_source("digits", split=split)
     raise ValueError(f"unknown data source {data!r} for a pool; choose digits, folder, "
@@ -90,7 +97,7 @@ def examples_data(loaded, data: str, k: int, classes: Sequence[int] | None = Non
         return p.images[sel], p.labels[sel], [f"class {c}" for c in p.labels[sel]]
     if data in ("folder", "cifar10", "imagenet2012"):
         source = _source_for(spec, data, data_dir=data_dir, folder=folder,
-                             interpolation=interpolation)
+                             interpolation=interpolation, labelled=False)
         if data == "folder" and source.num_classes is None:
             images, _ = source.get(np.arange(min(k, len(source))))
             _check_shape(spec, images, f"folder {folder}")
@@ -103,6 +110,42 @@ def examples_data(loaded, data: str, k: int, classes: Sequence[int] | None = Non
         _check_shape(spec, p.images, data)
         return p.images, p.labels, [f"class {c}" for c in p.labels]
     raise ValueError(f"unknown data source {data!r}; choose one of {DATA_SOURCES}")
+
+
+def check_examples_options(spec, data: str, k: int, classes=None, photos=None, *,
+                           plane_source: int = 0, plane_grid: int = 10,
+                           path_points: int = 21) -> None:
+    """Refuses, before any model is loaded, examples options that the data or the figures
+    cannot satisfy (each message names the option and its valid range)."""
+    from lst_jax.geometry.paths import path_points as make_t
+
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"--k must be an integer >= 2, got {k!r}")
+    if data not in DATA_SOURCES:
+        raise ValueError(f"unknown data source {data!r}; choose one of {DATA_SOURCES}")
+    n = len(classes) if classes else len(photos) if data == "photos" and photos else k
+    if data != "photos" and data != "folder":
+        c = spec.num_classes
+        bad = [int(x) for x in classes or () if not 0 <= int(x) < c]
+        if bad:
+            raise ValueError(f"--classes must lie in 0..{c - 1} ({spec.name} has {c} "
+                             f"classes), got {bad}")
+        if not classes and data == "digits" and k > c:
+            raise ValueError(f"--k must be at most {c} with --data digits (one image per "
+                             f"class 0..{c - 1}), got {k}")
+    if isinstance(plane_source, bool) or not isinstance(plane_source, (int, np.integer)) \
+            or not 0 <= plane_source < n:
+        raise ValueError(f"--plane-source must be an image index in 0..{n - 1} (K = {n} "
+                         f"images), got {plane_source!r}")
+    if isinstance(plane_grid, bool) or not isinstance(plane_grid, (int, np.integer)) \
+            or plane_grid < 1:
+        raise ValueError(f"--plane-grid must be an integer >= 1 (divisions per triangle "
+                         f"edge), got {plane_grid!r}")
+    try:
+        make_t(path_points)
+    except ValueError:
+        raise ValueError(f"--path-points must be an integer >= 2 (the two endpoints and "
+                         f"those between), got {path_points!r}") from None
 
 
 def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
@@ -122,8 +165,8 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
     (`figures/path_widths.png`), with their arrays in `geometry.npz`.
     """
     config = config or preset("paper")
-    if k < 2:
-        raise ValueError(f"k must be at least 2, got {k}")
+    check_examples_options(get_spec(model), data, k, classes, photos, plane_source=plane_source,
+                           plane_grid=plane_grid, path_points=path_points)
     loaded = load_model(model, checkpoint, compute_dtype)
     images, labels, names = examples_data(loaded, data, k, classes, photos, data_dir=data_dir,
                                           folder=folder, pool=pool,

@@ -183,9 +183,9 @@ def checkpoint_root() -> Path:
 
 def get_spec(name: str) -> ModelSpec:
     if name not in REGISTRY:
-        import difflib
+        from lst_jax.utils.cliargs import closest
 
-        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.6)
+        close = closest(name, REGISTRY)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"unknown model {name!r}{hint}; known models: "
                          f"{', '.join(sorted(REGISTRY))} (list them with `lst-jax models`)")
