@@ -56,11 +56,18 @@ def _common(p, models=True):
 
 
 def _run_models(args, unit, config, table_fn, name):
-    """Runs (or reuses) the per-model unit for every model; writes `<name>.md/json`."""
+    """Runs (or reuses) the per-model unit for every model; writes `<name>.md/json`.
+    Several processes: every process shares the work, process 0 alone writes (the others
+    get None)."""
     from lst_jax.evaluation.rundir import RunDir
+    from lst_jax.parallel.distributed import initialize_from_args, is_main_process
 
+    initialize_from_args(args)   # several processes: before anything touches a device
+    main = is_main_process()
     summaries = {m: unit(m, config, args.root, checkpoint=args.checkpoint,
-                         progress=not args.quiet) for m in args.models}
+                         progress=not args.quiet and main) for m in args.models}
+    if not main:
+        return None
     root = RunDir(args.root)
     table = table_fn(summaries)
     root.write_text(f"{name}.md", table)
@@ -86,8 +93,11 @@ def cmd_barrier(args) -> int:
     from lst_jax.connectivity.jobs import barrier_box_data, barrier_model_run, barrier_table
     from lst_jax.plots.connectivity import barrier_boxplots
 
-    summaries, root, table = _run_models(args, barrier_model_run, barrier_config(args),
-                                         barrier_table, "barrier")
+    done = _run_models(args, barrier_model_run, barrier_config(args), barrier_table,
+                       "barrier")
+    if done is None:             # not process 0 of a multi-process run
+        return 0
+    summaries, root, table = done
     barrier_boxplots({m: barrier_box_data(s["run_dir"]) for m, s in summaries.items()},
                      root.path("figures/barrier_boxplots.png"),
                      title="Barrier max and gap: real-real vs real-adversarial")
@@ -121,8 +131,10 @@ def cmd_detect(args) -> int:
     from lst_jax.evaluation.rundir import RunDir
     from lst_jax.plots.connectivity import roc_curves
 
-    summaries, root, table = _run_models(args, detect_model_run, detect_config(args),
-                                         detect_table, "detect")
+    done = _run_models(args, detect_model_run, detect_config(args), detect_table, "detect")
+    if done is None:             # not process 0 of a multi-process run
+        return 0
+    summaries, root, table = done
     curves = {}
     for m, s in summaries.items():
         run = RunDir(s["run_dir"])
@@ -177,6 +189,8 @@ def cmd_synthetic(args) -> int:
 
 def add_parser(sub) -> None:
     """Adds `connectivity` and its modes to the `lst-jax` subparsers."""
+    from lst_jax.parallel.distributed import add_distributed_args
+
     p = sub.add_parser("connectivity", help="input-space mode connectivity (Vrabel et al.)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     modes = p.add_subparsers(dest="mode", required=True)
@@ -190,6 +204,7 @@ def add_parser(sub) -> None:
     q.add_argument("--points", type=int, default=250, help="points per path")
     q.add_argument("--batch-size", type=int, default=64, help="pairs per attack batch")
     _add_attack_args(q)
+    add_distributed_args(q)
     q.set_defaults(func=cmd_barrier)
 
     q = modes.add_parser("detect", help="attack + loss-curve detector -> AUROC, ROC")
@@ -208,6 +223,7 @@ def add_parser(sub) -> None:
     q.add_argument("--pgd-steps", type=int, default=10)
     q.add_argument("--pgd-step-size", type=_fraction, help="default eps / 4")
     _add_attack_args(q)
+    add_distributed_args(q)
     q.set_defaults(func=cmd_detect)
 
     q = modes.add_parser("bypass", help="bypass the barrier of a real and an adversarial pair")
