@@ -16,9 +16,10 @@ hundred terms of a digits ResNet dot product, typically sqrt(n) * u ~ 1e-6; meas
 with rtol = atol = 1e-5; values derived from them (Shapley values: weighted differences of
 means; AUROC, medians) inherit the same bound. Wall times and absolute paths are left out.
 
-The robustness analysis of the profile runs data parallel over the global 4-device mesh in
-both runs (the same program; exact up to the same tolerance). LST across processes is
-tested by tests/test_full_eval_multiprocess.py.
+The profile (tiny: robustness and I-ASIDE of one model) runs each analysis on all processes
+together: robustness data parallel over the global 4-device mesh in both runs, I-ASIDE by
+blocks. Its LST analysis is `full_evaluation` (tests/test_full_eval_multiprocess.py), its
+connectivity analysis the barrier / detect units tested here through the CLI.
 
 Resume: process 0 then deletes the I-ASIDE result and one block file (a crash before they
 were written); the same command on both processes recomputes only that block (the other
@@ -60,8 +61,6 @@ JOBS, OUT, EXTRA = {jobs!r}, Path({out!r}), {extra!r}
 for name, args in JOBS.items():
     assert cli.main([*args, str(OUT / name), *EXTRA]) == 0, name
 
-from lst_jax.connectivity.config import AttackConfig
-from lst_jax.connectivity.jobs import BarrierRunConfig, DetectRunConfig
 from lst_jax.evaluation.iaside import IasideConfig
 from lst_jax.profile import profile_job
 from lst_jax.profile.config import ProfileConfig
@@ -70,11 +69,7 @@ cfg = ProfileConfig(
     robustness=RobustnessConfig(num_images=32, pgd_radii=(16,), pgd_steps=2,
                                 corruptions=("gaussian_noise",), severities=(5,)),
     iaside=IasideConfig(num_bands=4, k=10),
-    barrier=BarrierRunConfig(classes=(0, 1), pairs_per_class=1, drop_per_class=0,
-                             points=21, attack=AttackConfig(steps=20), batch_size=1),
-    detect=DetectRunConfig(num_samples=8, points=21, attacks=("optimization",),
-                           attack=AttackConfig(steps=20), batch_size=4),
-    baseline={model!r}, analyses=("robustness", "iaside", "connectivity"))
+    baseline={model!r}, analyses=("robustness", "iaside"))
 profile_job([{model!r}], cfg, OUT / "profile", progress=False)
 
 info = {{}}
