@@ -221,6 +221,22 @@ def _chunks(n: int, size: int):
     return [(i, s, min(s + size, n)) for i, s in enumerate(range(0, n, size))]
 
 
+def _compute_missing(run, names, sizes, compute, bar: Progress):
+    """`compute(j) -> {name: array}` for every item j whose file `names[j]` is missing from
+    `run`, split over the processes (`distributed.share_work`; `run` is None on processes
+    other than 0); each result is saved atomically as `names[j]` and advances `bar` by
+    `sizes[j]`."""
+    todo = dist.pending_items(len(names), lambda j: run.exists(names[j]))
+    with bar:
+        bar.update(sum(sizes) - sum(sizes[j] for j in todo))
+
+        def save(j, arrays):
+            run.save_npz(names[j], **arrays)
+            bar.update(sizes[j])
+
+        dist.share_work(todo, compute, save)
+
+
 def barrier_model_run(model: str, config: BarrierRunConfig = BarrierRunConfig(), root="runs",
                       *, checkpoint=None, progress: bool = True) -> dict:
     """Barrier statistics of one model, in (or from) its own run directory.
@@ -259,17 +275,9 @@ def _barrier_compute(config, progress, loaded, digest, run, fn, space) -> dict:
                     out_of_range=space.out_of_range_fraction(res.x))
 
     names = ["real.npz"] + [f"adv/b{i:04d}.npz" for i, _, _ in chunks]
-    sizes = [0] + [e - s for _, s, e in chunks]
-    todo = dist.pending_items(len(names), lambda j: run.exists(names[j]))
-    with Progress(n_adv, desc="attack + path", unit="pairs",
-                  enabled=progress and dist.is_main_process()) as bar:
-        bar.update(n_adv - sum(sizes[j] for j in todo))
-
-        def save(j, arrays):
-            run.save_npz(names[j], **arrays)
-            bar.update(sizes[j])
-
-        dist.share_work(todo, compute, save)
+    _compute_missing(run, names, [0] + [e - s for _, s, e in chunks], compute,
+                     Progress(n_adv, desc="attack + path", unit="pairs",
+                              enabled=progress and dist.is_main_process()))
     if run is None:      # another process of a multi-process run: process 0 writes
         return None
     real_curves = run.load_npz("real.npz")["curves"]
@@ -379,6 +387,7 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
     model = loaded.spec.name
     params = loaded.params
     images, labels, x, idx, ref_images, ref_labels = _detect_data(config, fn, params, space)
+
     def references():
         if not run.exists("references.npz"):
             refs, ref_cls, ref_ce, ref_idx = select_references(
@@ -421,18 +430,10 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
 
     names = ["clean.npz"] + [f"{name}/b{i:04d}.npz" for name in config.attacks
                              for i, _, _ in chunks]
-    sizes = [0] + [e - s for _ in config.attacks for _, s, e in chunks]
-    todo = dist.pending_items(len(names), lambda j: run.exists(names[j]))
-    total = len(idx) * len(config.attacks)
-    with Progress(total, desc="attacks", unit="inputs",
-                  enabled=progress and dist.is_main_process()) as bar:
-        bar.update(total - sum(sizes[j] for j in todo))
-
-        def save(j, arrays):
-            run.save_npz(names[j], **arrays)
-            bar.update(sizes[j])
-
-        dist.share_work(todo, compute, save)
+    _compute_missing(run, names, [0] + [e - s for _ in config.attacks for _, s, e in chunks],
+                     compute, Progress(len(idx) * len(config.attacks), desc="attacks",
+                                       unit="inputs",
+                                       enabled=progress and dist.is_main_process()))
     if run is None:      # another process of a multi-process run: process 0 writes
         return None
     clean = run.load_npz("clean.npz")

@@ -201,17 +201,13 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
         raise ValueError(f"the {config.data} images are {tuple(images.shape[1:])} but "
                          f"{model_name} expects {tuple(spec.input_size)}")
     digest_images = data_digest(images, labels, index)
-    run, store, error = None, None, None
-    if main:
-        try:
-            run = RunDir(root_dir)
-            manifest = run.ensure_manifest(
-                {**key, "data_digest": digest_images}, mode="iaside",
-                model_spec=spec, block_size=block_size, num_images=n)
-            block_size = int(manifest.get("block_size", block_size))
-        except Exception as e:  # noqa: BLE001 - every process must stop, not only process 0
-            error = e
-    dist.raise_if_main_failed(error)
+    def open_run():          # process 0 only; a resumed run keeps its own block size
+        run = RunDir(root_dir)
+        manifest = run.ensure_manifest({**key, "data_digest": digest_images}, mode="iaside",
+                                       model_spec=spec, block_size=block_size, num_images=n)
+        return run, int(manifest.get("block_size", block_size))
+
+    run, block_size = dist.on_main(open_run) or (None, block_size)
     block_size = int(dist.broadcast_from_main(np.int64(block_size)))
     same = dist.broadcast_from_main(np.frombuffer(bytes.fromhex(digest_images), np.uint8))
     if bytes(same).hex() != digest_images:
@@ -222,8 +218,7 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
                          "data")
     spectral = config.spectral()
     coalitions = coalitions_for(spectral)
-    if main:
-        store = _BlockFiles(run, coalitions, block_size)
+    store = _BlockFiles(run, coalitions, block_size) if main else None
     res = spectral_importance(loaded.model_fn, loaded.params, images, labels, spectral,
                               k=k if config.resample else None, mesh=mesh,
                               images_per_call=images_per_call, memory_budget=memory_budget,
@@ -300,14 +295,12 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
         raise ValueError(f"models contains duplicates: {models}")
     out = Path(out or Path("runs") / f"iaside_{config.data}")
     main = dist.is_main_process()    # several processes: process 0 writes, all compute
-    run, error = None, None
-    if main:
-        try:
-            run = RunDir(out)
-            run.ensure_manifest({"models": models, "iaside": config.to_dict()}, mode="iaside")
-        except Exception as e:  # noqa: BLE001 - every process must stop, not only process 0
-            error = e
-    dist.raise_if_main_failed(error)
+    def open_run():
+        run = RunDir(out)
+        run.ensure_manifest({"models": models, "iaside": config.to_dict()}, mode="iaside")
+        return run
+
+    run = dist.on_main(open_run)
     root = Path(model_root) if model_root is not None else out / "models"
     results = [iaside_model_run(m, config, root, progress=progress and main, **run_kw)
                for m in models]

@@ -182,15 +182,13 @@ def cached_unit(root, kind: str, name: str, config: dict, compute, *,
     """
     from lst_jax.parallel import distributed as dist
 
+    def open_unit():
+        run = RunDir(unit_dir(root, kind, name, config))
+        run.ensure_manifest(config, kind=kind, name=name, **(manifest or {}))
+        return run
+
     main = dist.is_main_process()
-    run, error = None, None
-    if main:
-        try:
-            run = RunDir(unit_dir(root, kind, name, config))
-            run.ensure_manifest(config, kind=kind, name=name, **(manifest or {}))
-        except Exception as e:  # noqa: BLE001 - every process must stop, not only process 0
-            error = e
-    dist.raise_if_main_failed(error)
+    run = dist.on_main(open_unit)
     stored = dist.broadcast_from_main(np.uint8(main and run.exists("result.json")))
     if not stored:
         import time

@@ -396,24 +396,35 @@ def share_work(todo, compute: Callable[[int], dict], save: Callable[[int, dict],
                 save(item, arrays_from_bytes(g[1:]))
 
 
+def on_main(fn: Callable[[], object]):
+    """`fn()` on process 0 only (e.g. opening the run directory); when it raises, every
+    process stops (`raise_if_main_failed`). A collective.
+
+    Returns:
+        fn()'s value on process 0, None on the others.
+    """
+    value, error = None, None
+    if is_main_process():
+        try:
+            value = fn()
+        except Exception as e:  # noqa: BLE001 - every process must stop, not only process 0
+            error = e
+    raise_if_main_failed(error)
+    return value
+
+
 def broadcast_arrays_of_main(produce: Callable[[], dict]) -> dict:
     """`produce()` (a dict of arrays, any shapes) run on process 0 only, its result on every
     process (e.g. what only process 0 can read from the run directory). A collective."""
     if jax.process_count() == 1:
         return produce()
-    payload, error = b"", None
-    if is_main_process():
-        try:
-            payload = arrays_to_bytes(produce())
-        except Exception as e:  # noqa: BLE001 - every process must stop
-            error = e
-    raise_if_main_failed(error)
+    payload = on_main(lambda: arrays_to_bytes(produce())) or b""
     return arrays_from_bytes(gather_bytes(payload)[0])
 
 
 __all__ = ["initialize_distributed", "add_distributed_args", "initialize_from_args",
            "is_main_process", "process_share", "gather_shares", "broadcast_from_main",
            "barrier", "pending_items", "collective", "ProcessFailure",
-           "broadcast_arrays_from_main", "raise_if_main_failed", "process_local",
+           "broadcast_arrays_from_main", "raise_if_main_failed", "on_main", "process_local",
            "default_devices", "gather_bytes", "share_work", "broadcast_arrays_of_main",
            "arrays_to_bytes", "arrays_from_bytes"]

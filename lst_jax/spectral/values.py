@@ -249,16 +249,15 @@ def coalition_log_probs(model_fn, params, images, labels, coalitions,
     real = layout.real.reshape(-1)
     bounds = _blocks(len(bits), block_size)
     main = dist.is_main_process()
-    stored, error = {}, None
-    if main and store is not None:   # only process 0 has the store (a run directory)
-        try:
-            for b in range(len(bounds)):
-                z = store.load(b)
-                if z is not None:
-                    stored[b] = np.asarray(z, np.float32)
-        except Exception as e:  # noqa: BLE001 - every process must stop
-            error = e
-    dist.raise_if_main_failed(error)
+    stored = {}
+
+    def load_stored():      # only process 0 has the store (a run directory)
+        for b in range(len(bounds)):
+            z = store.load(b) if store is not None else None
+            if z is not None:
+                stored[b] = np.asarray(z, np.float32)
+
+    dist.on_main(load_stored)
     todo = dist.pending_items(len(bounds), lambda b: b in stored)
     cache = {}                        # params and table on this process's devices, once
 
