@@ -161,6 +161,9 @@ def iaside_config(args):
 
 
 def cmd_iaside(args) -> int:
+    from lst_jax.parallel.distributed import initialize_from_args, is_main_process
+
+    initialize_from_args(args)   # several processes: before anything touches a device
     from lst_jax.evaluation.iaside import iaside_job
 
     cfg = iaside_config(args)
@@ -170,15 +173,17 @@ def cmd_iaside(args) -> int:
 
         from lst_jax.parallel import data_mesh
 
-        if not 1 <= args.devices <= jax.device_count():
-            raise ValueError(f"--devices must lie in [1, {jax.device_count()}], got "
+        if not 1 <= args.devices <= jax.local_device_count():
+            raise ValueError(f"--devices must lie in [1, {jax.local_device_count()}], got "
                              f"{args.devices}")
-        mesh = data_mesh(jax.devices()[:args.devices])
+        mesh = data_mesh(jax.local_devices()[:args.devices])
     res = iaside_job(args.models, cfg, args.out, model_root=args.model_root,
                      progress=not args.quiet, checkpoint=args.checkpoint,
                      data_dir=args.data_dir, folder=args.folder,
                      interpolation=args.interpolation, mesh=mesh,
                      images_per_call=args.images_per_call, memory_budget=args.memory_budget)
+    if not is_main_process():
+        return 0
     print((res["out"] / "iaside.md").read_text())
     print(f"wrote {res['out']}/ (iaside.md, iaside.csv, summary.json, "
           "figures/iaside_distributions.png, models/)")
@@ -260,6 +265,9 @@ def cmd_migrate(args) -> int:
 def cmd_profile(args) -> int:
     import shlex
 
+    from lst_jax.parallel.distributed import initialize_from_args, is_main_process
+
+    initialize_from_args(args)   # several processes: before anything touches a device
     from lst_jax.profile import profile_job, profile_preset
 
     changes = {}
@@ -275,6 +283,8 @@ def cmd_profile(args) -> int:
     command = "lst-jax profile " + " ".join(shlex.quote(a) for a in parts + ["--out", out])
     prof = profile_job(args.models, config, out, progress=not args.quiet, command=command,
                        preset_name=args.preset)
+    if not is_main_process():
+        return 0
     from pathlib import Path
 
     print((Path(out) / "report.md").read_text().split("## Figures")[0])
@@ -433,8 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "devices (default 128 per device)")
     g.add_argument("--memory-budget", help="per-device memory of one call, e.g. 2GiB "
                    "(planned from XLA's memory analysis)")
-    g.add_argument("--devices", type=int, help="use the first N devices (default all)")
+    g.add_argument("--devices", type=int, help="use the first N devices (default all; "
+                   "several processes: of this process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from lst_jax.parallel.distributed import add_distributed_args
+
+    add_distributed_args(p)
     p.set_defaults(func=cmd_iaside)
 
     p = sub.add_parser("models", help="list the model registry and checkpoint availability")
@@ -479,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report directory (default runs/profile_<preset>); its "
                    "cache/ keeps every finished analysis, so re-running is free")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_distributed_args(p)
     p.set_defaults(func=cmd_profile)
 
     from lst_jax.connectivity.command import add_parser as add_connectivity_parser

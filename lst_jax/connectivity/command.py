@@ -82,11 +82,17 @@ def _run_models(args, unit, config, table_fn, name):
     from lst_jax.connectivity.jobs import _check_digits_spec
     from lst_jax.evaluation.rundir import RunDir
     from lst_jax.models.registry import get_spec
+    from lst_jax.parallel.distributed import initialize_from_args, is_main_process
 
     for m in args.models:               # every name checked before the first model runs
         _check_digits_spec(get_spec(m))
+
+    initialize_from_args(args)   # several processes: before anything touches a device
+    main = is_main_process()
     summaries = {m: unit(m, config, args.root, checkpoint=args.checkpoint,
-                         progress=not args.quiet) for m in args.models}
+                         progress=not args.quiet and main) for m in args.models}
+    if not main:
+        return None
     root = RunDir(args.root)
     table = table_fn(summaries)
     root.write_text(f"{name}.md", table)
@@ -110,8 +116,11 @@ def cmd_barrier(args) -> int:
     from lst_jax.connectivity.jobs import barrier_box_data, barrier_model_run, barrier_table
     from lst_jax.plots.connectivity import barrier_boxplots
 
-    summaries, root, table = _run_models(args, barrier_model_run, barrier_config(args),
-                                         barrier_table, "barrier")
+    done = _run_models(args, barrier_model_run, barrier_config(args), barrier_table,
+                       "barrier")
+    if done is None:             # not process 0 of a multi-process run
+        return 0
+    summaries, root, table = done
     barrier_boxplots({m: barrier_box_data(s["run_dir"]) for m, s in summaries.items()},
                      root.path("figures/barrier_boxplots.png"),
                      title="Barrier max and gap: real-real vs real-adversarial")
@@ -141,8 +150,10 @@ def cmd_detect(args) -> int:
     from lst_jax.evaluation.rundir import RunDir
     from lst_jax.plots.connectivity import roc_curves
 
-    summaries, root, table = _run_models(args, detect_model_run, detect_config(args),
-                                         detect_table, "detect")
+    done = _run_models(args, detect_model_run, detect_config(args), detect_table, "detect")
+    if done is None:             # not process 0 of a multi-process run
+        return 0
+    summaries, root, table = done
     curves = {}
     for m, s in summaries.items():
         run = RunDir(s["run_dir"])
@@ -219,6 +230,7 @@ def add_parser(sub) -> None:
     configs' own)."""
     from lst_jax.connectivity.demo_jobs import BypassRunConfig, SyntheticRunConfig
     from lst_jax.connectivity.jobs import BarrierRunConfig, DetectRunConfig
+    from lst_jax.parallel.distributed import add_distributed_args
 
     p = sub.add_parser("connectivity", help="input-space mode connectivity (Vrabel et al.)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,6 +248,7 @@ def add_parser(sub) -> None:
     q.add_argument("--batch-size", type=int, default=cfg.batch_size,
                    help="pairs per attack batch")
     _add_attack_args(q, cfg.attack, "barrier")
+    add_distributed_args(q)
     q.set_defaults(func=cmd_barrier)
 
     cfg = DetectRunConfig()
@@ -258,6 +271,7 @@ def add_parser(sub) -> None:
     _quick_option(q, "detect", "--pgd-steps", cfg.pgd.steps, type=int, help="PGD steps")
     q.add_argument("--pgd-step-size", type=_fraction, help="default eps / 4")
     _add_attack_args(q, cfg.attack, "detect")
+    add_distributed_args(q)
     q.set_defaults(func=cmd_detect)
 
     cfg = BypassRunConfig()

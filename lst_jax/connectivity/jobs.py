@@ -29,6 +29,7 @@ from lst_jax.data.digits import load_digits32
 from lst_jax.data.pool import predict_logits
 from lst_jax.evaluation.rundir import RunDir, cached_unit, markdown_table
 from lst_jax.models.registry import checkpoint_digest, get_spec, load_model
+from lst_jax.parallel import distributed as dist
 from lst_jax.robustness import pgd_examples
 from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
@@ -236,6 +237,22 @@ def _chunks(n: int, size: int):
     return [(i, s, min(s + size, n)) for i, s in enumerate(range(0, n, size))]
 
 
+def _compute_missing(run, names, sizes, compute, bar: Progress):
+    """`compute(j) -> {name: array}` for every item j whose file `names[j]` is missing from
+    `run`, split over the processes (`distributed.share_work`; `run` is None on processes
+    other than 0); each result is saved atomically as `names[j]` and advances `bar` by
+    `sizes[j]`."""
+    todo = dist.pending_items(len(names), lambda j: run.exists(names[j]))
+    with bar:
+        bar.update(sum(sizes) - sum(sizes[j] for j in todo))
+
+        def save(j, arrays):
+            run.save_npz(names[j], **arrays)
+            bar.update(sizes[j])
+
+        dist.share_work(todo, compute, save)
+
+
 def barrier_model_run(model: str, config: BarrierRunConfig = BarrierRunConfig(), root="runs",
                       *, checkpoint=None, progress: bool = True) -> dict:
     """Barrier statistics of one model, in (or from) its own run directory.
@@ -256,26 +273,30 @@ def _barrier_compute(config, progress, loaded, digest, run, fn, space) -> dict:
         sorted(int(c) for c in np.unique(labels))
     x = np.asarray(space.from_pixels(images))
     plan = plan_barrier_pairs(labels, classes, config.pairs_per_class, config.seed)
-    if not run.exists("real.npz"):
-        curves = path_losses(fn, params, x[plan["real_a"]], x[plan["real_c"]],
-                             plan["real_class"], config.points)
-        run.save_npz("real.npz", curves=curves)
-    real_curves = run.load_npz("real.npz")["curves"]
     n_adv = len(plan["adv_a"])
     chunks = _chunks(n_adv, config.batch_size)
-    pending = [c for c in chunks if not run.exists(f"adv/b{c[0]:04d}.npz")]
-    with Progress(n_adv, desc="attack + path", unit="pairs", enabled=progress) as bar:
-        bar.update(n_adv - sum(e - s for _, s, e in pending))
-        for i, s, e in pending:
-            a, src, c = (plan["adv_a"][s:e], plan["adv_source"][s:e], plan["adv_class"][s:e])
-            stop = class_losses(fn, params, x[a], c)
-            res = optimization_attack(fn, params, x[src], c, stop, config.attack,
-                                      batch_size=config.batch_size)
-            curves = path_losses(fn, params, x[a], res.x, c, config.points)
-            pred = predict_logits(fn, params, res.x).argmax(-1)
-            run.save_npz(f"adv/b{i:04d}.npz", curves=curves, steps=res.steps,
-                         success=pred == c, out_of_range=space.out_of_range_fraction(res.x))
-            bar.update(e - s)
+
+    def compute(j):      # item 0: the real-real paths; item 1 + i: adversarial chunk i
+        if j == 0:
+            return {"curves": path_losses(fn, params, x[plan["real_a"]], x[plan["real_c"]],
+                                          plan["real_class"], config.points)}
+        _, s, e = chunks[j - 1]
+        a, src, c = (plan["adv_a"][s:e], plan["adv_source"][s:e], plan["adv_class"][s:e])
+        stop = class_losses(fn, params, x[a], c)
+        res = optimization_attack(fn, params, x[src], c, stop, config.attack,
+                                  batch_size=config.batch_size)
+        curves = path_losses(fn, params, x[a], res.x, c, config.points)
+        pred = predict_logits(fn, params, res.x).argmax(-1)
+        return dict(curves=curves, steps=res.steps, success=pred == c,
+                    out_of_range=space.out_of_range_fraction(res.x))
+
+    names = ["real.npz"] + [f"adv/b{i:04d}.npz" for i, _, _ in chunks]
+    _compute_missing(run, names, [0] + [e - s for _, s, e in chunks], compute,
+                     Progress(n_adv, desc="attack + path", unit="pairs",
+                              enabled=progress and dist.is_main_process()))
+    if run is None:      # another process of a multi-process run: process 0 writes
+        return None
+    real_curves = run.load_npz("real.npz")["curves"]
     parts = [run.load_npz(f"adv/b{i:04d}.npz") for i, _, _ in chunks]
     adv = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     summary = _barrier_summary(model, digest, config, plan, real_curves, adv)
@@ -382,44 +403,55 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
     model = loaded.spec.name
     params = loaded.params
     images, labels, x, idx, ref_images, ref_labels = _detect_data(config, fn, params, space)
-    if not run.exists("references.npz"):
-        refs, ref_cls, ref_ce, ref_idx = select_references(
-            fn, params, np.asarray(space.from_pixels(ref_images)), ref_labels)
-        run.save_npz("references.npz", images=refs, classes=ref_cls, ce=ref_ce, index=ref_idx)
-    ref = run.load_npz("references.npz")
+
+    def references():
+        if not run.exists("references.npz"):
+            refs, ref_cls, ref_ce, ref_idx = select_references(
+                fn, params, np.asarray(space.from_pixels(ref_images)), ref_labels)
+            run.save_npz("references.npz", images=refs, classes=ref_cls, ce=ref_ce,
+                         index=ref_idx)
+        return run.load_npz("references.npz")
+
+    ref = dist.broadcast_arrays_of_main(references)   # process 0 selects / reads them
     ref_ce = dict(zip(ref["classes"].tolist(), ref["ce"].tolist()))
     feats = lambda inp: curve_features(fn, params, inp, ref["images"], ref["classes"],
                                        num_points=config.points)
-    if not run.exists("clean.npz"):
-        run.save_npz("clean.npz", index=idx, **feats(x[idx]))
     num_classes = int(ref["classes"].max()) + 1
     rng = np.random.default_rng(config.seed)
     targets = (labels[idx] + rng.integers(1, num_classes, len(idx))) % num_classes
-    for name in config.attacks:
-        chunks = _chunks(len(idx), config.batch_size)
-        pending = [c for c in chunks if not run.exists(f"{name}/b{c[0]:04d}.npz")]
-        with Progress(len(idx), desc=f"{name} attack", unit="inputs",
-                      enabled=progress) as bar:
-            bar.update(len(idx) - sum(e - s for _, s, e in pending))
-            for i, s, e in pending:
-                rows = idx[s:e]
-                if name == "optimization":
-                    t = targets[s:e]
-                    res = optimization_attack(fn, params, x[rows], t,
-                                              np.asarray([ref_ce[int(c)] for c in t]),
-                                              config.attack, batch_size=config.batch_size)
-                    xa = res.x
-                else:
-                    key = jax.random.fold_in(jax.random.key(config.seed), i)
-                    xa = np.asarray(space.from_pixels(pgd_examples(
-                        loaded.model_fn, params, images[rows], labels[rows], key,
-                        eps=config.pgd.eps, step_size=config.pgd.step_size,
-                        steps=config.pgd.steps, chunk_size=config.batch_size)))
-                f = feats(xa)
-                success = (f["predicted"] == targets[s:e]) if name == "optimization" \
-                    else (f["predicted"] != labels[rows])
-                run.save_npz(f"{name}/b{i:04d}.npz", success=success, **f)
-                bar.update(e - s)
+    chunks = _chunks(len(idx), config.batch_size)
+
+    def compute(j):      # item 0: the clean features; then (attack, chunk) in order
+        if j == 0:
+            return dict(index=idx, **feats(x[idx]))
+        name = config.attacks[(j - 1) // len(chunks)]
+        i, s, e = chunks[(j - 1) % len(chunks)]
+        rows = idx[s:e]
+        if name == "optimization":
+            t = targets[s:e]
+            res = optimization_attack(fn, params, x[rows], t,
+                                      np.asarray([ref_ce[int(c)] for c in t]),
+                                      config.attack, batch_size=config.batch_size)
+            xa = res.x
+        else:
+            key = jax.random.fold_in(jax.random.key(config.seed), i)
+            xa = np.asarray(space.from_pixels(pgd_examples(
+                loaded.model_fn, params, images[rows], labels[rows], key,
+                eps=config.pgd.eps, step_size=config.pgd.step_size,
+                steps=config.pgd.steps, chunk_size=config.batch_size)))
+        f = feats(xa)
+        success = (f["predicted"] == targets[s:e]) if name == "optimization" \
+            else (f["predicted"] != labels[rows])
+        return dict(success=success, **f)
+
+    names = ["clean.npz"] + [f"{name}/b{i:04d}.npz" for name in config.attacks
+                             for i, _, _ in chunks]
+    _compute_missing(run, names, [0] + [e - s for _ in config.attacks for _, s, e in chunks],
+                     compute, Progress(len(idx) * len(config.attacks), desc="attacks",
+                                       unit="inputs",
+                                       enabled=progress and dist.is_main_process()))
+    if run is None:      # another process of a multi-process run: process 0 writes
+        return None
     clean = run.load_npz("clean.npz")
     summary = {"model": model, "checkpoint_digest": digest, "config": config.to_dict(),
                "n_clean": int(len(idx)), "attacks": {}}

@@ -420,16 +420,10 @@ def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, 
     plan_arrays = dict(source_index=plan.source_index, target_index=plan.target_index,
                        perms=plan.perms, labels=pool.labels[plan.source_index],
                        clean_conf=clean_conf.astype(np.float32))
-    run, error = None, None
-    if main:
-        try:
-            run = _open_run(out, config, model_name, params_digest=tree_digest(params),
-                            pool=pool, distance_fn=dist_fn, plan_arrays=plan_arrays,
-                            extra_manifest=extra_manifest,
-                            compute_dtype=getattr(model_fn, "compute_dtype", None))
-        except Exception as e:  # every process must stop, not only process 0
-            error = e
-    dist.raise_if_main_failed(error)
+    run = dist.on_main(lambda: _open_run(
+        out, config, model_name, params_digest=tree_digest(params), pool=pool,
+        distance_fn=dist_fn, plan_arrays=plan_arrays, extra_manifest=extra_manifest,
+        compute_dtype=getattr(model_fn, "compute_dtype", None)))
 
     params_run = params if mesh is None else put_replicated(params, mesh)
     if evaluate_fn is None and mesh is not None:

@@ -32,6 +32,7 @@ import numpy as np
 
 from lst_jax.evaluation.rundir import RunDir, config_digest, markdown_table
 from lst_jax.evaluation.tables import model_label
+from lst_jax.parallel import distributed as dist
 from lst_jax.spectral.bands import check_square_side
 from lst_jax.spectral.config import SpectralConfig, check_choice
 from lst_jax.spectral.importance import coalitions_for, spectral_importance
@@ -163,7 +164,9 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
     Returns:
         dict with `model`, `label`, `distribution` (M,), `score`, `signed_score`, `shapley`,
         `shapley_se`, `values` (per coalition), `coalitions`, `K`, `M`, `fill`, `seconds`
-        (compute time summed over all sessions), `config`, `checkpoint_digest`, `run_dir`.
+        (compute time summed over all sessions), `config`, `checkpoint_digest`, `run_dir`;
+        None on processes other than 0 of a multi-process run (call it on every process:
+        the coalition blocks are split over the processes, process 0 writes the files).
     """
     from lst_jax.models.registry import checkpoint_digest, get_spec, load_model
 
@@ -180,10 +183,13 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
     config = dataclasses.replace(config, k=k)
     key = run_key(model_name, digest, source.name, config)
     root_dir = model_run_dir(root, model_name, key)
-    if (root_dir / "result.json").is_file():
+    main = dist.is_main_process()    # several processes: only process 0 touches root
+    done = False
+    if main and (root_dir / "result.json").is_file():
         have = RunDir(root_dir).read_json("manifest.json").get("config", {})
-        if {kk: have.get(kk) for kk in key} == json.loads(json.dumps(key)):
-            return load_model_result(root_dir)
+        done = {kk: have.get(kk) for kk in key} == json.loads(json.dumps(key))
+    if dist.broadcast_from_main(np.uint8(done)):
+        return load_model_result(root_dir) if main else None
 
     loaded = load_model(model_name, checkpoint)
     if config.resample:      # every coalition draws its own k of all n images
@@ -194,19 +200,32 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
     if tuple(images.shape[1:]) != tuple(spec.input_size):
         raise ValueError(f"the {config.data} images are {tuple(images.shape[1:])} but "
                          f"{model_name} expects {tuple(spec.input_size)}")
-    run = RunDir(root_dir)
-    manifest = run.ensure_manifest(
-        {**key, "data_digest": data_digest(images, labels, index)}, mode="iaside",
-        model_spec=spec, block_size=block_size, num_images=n)
-    block_size = int(manifest.get("block_size", block_size))
+    digest_images = data_digest(images, labels, index)
+    def open_run():          # process 0 only; a resumed run keeps its own block size
+        run = RunDir(root_dir)
+        manifest = run.ensure_manifest({**key, "data_digest": digest_images}, mode="iaside",
+                                       model_spec=spec, block_size=block_size, num_images=n)
+        return run, int(manifest.get("block_size", block_size))
+
+    run, block_size = dist.on_main(open_run) or (None, block_size)
+    block_size = int(dist.broadcast_from_main(np.int64(block_size)))
+    same = dist.broadcast_from_main(np.frombuffer(bytes.fromhex(digest_images), np.uint8))
+    if bytes(same).hex() != digest_images:
+        import jax
+
+        raise ValueError(f"process {jax.process_index()} read other {config.data} images "
+                         "than process 0 (data digests differ): every host needs the same "
+                         "data")
     spectral = config.spectral()
     coalitions = coalitions_for(spectral)
-    store = _BlockFiles(run, coalitions, block_size)
+    store = _BlockFiles(run, coalitions, block_size) if main else None
     res = spectral_importance(loaded.model_fn, loaded.params, images, labels, spectral,
                               k=k if config.resample else None, mesh=mesh,
                               images_per_call=images_per_call, memory_budget=memory_budget,
                               block_size=block_size, store=store, progress=progress,
                               desc=f"I-ASIDE {model_name}")
+    if not main:
+        return None
     seconds = store.seconds(-(-len(coalitions) // block_size))
     run.save_npz("values.npz", coalitions=res.coalitions, values=res.values,
                  log_probs=res.log_probs, shapley=res.shapley, shapley_se=res.shapley_se,
@@ -260,8 +279,12 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
     `<out>/models`), then writes `<out>/iaside.md`, `iaside.csv`, `summary.json` and
     `figures/iaside_distributions.png`.
 
+    Several processes (`jax.distributed`): call it on every process; the coalition blocks
+    of each model are split over the processes and process 0 writes every file (the same
+    files as one process).
+
     Returns:
-        {"out": Path, "results": [per-model dicts]}.
+        {"out": Path, "results": [per-model dicts]} (results None on processes other than 0).
     """
     from lst_jax.plots.spectral import plot_importance
 
@@ -279,10 +302,18 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
         raise ValueError(f"k={config.k} exceeds the {len(source)} images of {source.name} "
                          "(--k must be at most that)")
     out = Path(out or Path("runs") / f"iaside_{config.data}")
-    run = RunDir(out)
-    run.ensure_manifest({"models": models, "iaside": config.to_dict()}, mode="iaside")
+    main = dist.is_main_process()    # several processes: process 0 writes, all compute
+    def open_run():
+        run = RunDir(out)
+        run.ensure_manifest({"models": models, "iaside": config.to_dict()}, mode="iaside")
+        return run
+
+    run = dist.on_main(open_run)
     root = Path(model_root) if model_root is not None else out / "models"
-    results = [iaside_model_run(m, config, root, progress=progress, **run_kw) for m in models]
+    results = [iaside_model_run(m, config, root, progress=progress and main, **run_kw)
+               for m in models]
+    if not main:
+        return {"out": out, "results": None}
     md, table_csv = results_table(results)
     r0 = results[0]
     caption = (f"I-ASIDE spectral importance (M = {r0['M']} bands, band 0 = lowest frequency), "

@@ -240,13 +240,7 @@ def _pool_on_every_process(load):
     from lst_jax.parallel import distributed as dist
 
     main = dist.is_main_process()
-    pool, error = None, None
-    if main:
-        try:
-            pool = load()
-        except Exception as e:  # every process must stop, not only process 0
-            error = e
-    dist.raise_if_main_failed(error)
+    pool = dist.on_main(load)
     if jax.process_count() == 1:
         return pool
     shape = np.zeros(4, np.int32)

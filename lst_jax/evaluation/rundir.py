@@ -170,20 +170,38 @@ def cached_unit(root, kind: str, name: str, config: dict, compute, *,
     session that finished it (`unit_seconds`), so the result itself stays deterministic. A killed unit therefore restarts from its own
     finished chunks, and a changed config gets its own directory.
 
+    Several processes (`jax.distributed`): call it on every process. Only process 0 touches
+    the directory (it decides whether the result is stored); when it is not, `compute(run)`
+    runs on every process with `run` None on the others (they share its work, e.g. through
+    `distributed.share_work`) and only process 0's result is written.
+
     Returns:
         The result dict (as stored: JSON types) plus `run_dir`, the unit's directory where
-        it is now (not stored, so a moved directory stays valid).
+        it is now (not stored, so a moved directory stays valid); None on processes other
+        than 0.
     """
-    run = RunDir(unit_dir(root, kind, name, config))
-    run.ensure_manifest(config, kind=kind, name=name, **(manifest or {}))
-    if not run.exists("result.json"):
+    from lst_jax.parallel import distributed as dist
+
+    def open_unit():
+        run = RunDir(unit_dir(root, kind, name, config))
+        run.ensure_manifest(config, kind=kind, name=name, **(manifest or {}))
+        return run
+
+    main = dist.is_main_process()
+    run = dist.on_main(open_unit)
+    stored = dist.broadcast_from_main(np.uint8(main and run.exists("result.json")))
+    if not stored:
         import time
 
         t0 = time.perf_counter()
-        result = dict(compute(run))
-        result.pop("run_dir", None)
-        run.write_json("timing.json", {"seconds": round(time.perf_counter() - t0, 2)})
-        run.write_json("result.json", result)
+        result = compute(run)
+        if main:
+            result = dict(result)
+            result.pop("run_dir", None)
+            run.write_json("timing.json", {"seconds": round(time.perf_counter() - t0, 2)})
+            run.write_json("result.json", result)
+    if not main:
+        return None
     return {**run.read_json("result.json"), "run_dir": str(run.root)}
 
 

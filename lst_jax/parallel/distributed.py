@@ -10,6 +10,12 @@ process) uses `process_share` to split item indices and `gather_shares` to assem
 results. `pending_items` makes every process agree on what is left to do (process 0 looks
 at the run directory and broadcasts), which is how an interrupted run resumes.
 
+Work made of independent items (I-ASIDE coalition blocks, connectivity pair chunks) uses
+`share_work`: each process computes whole items alone on its own devices (`process_local`),
+process 0 receives every finished item after each round and writes it (one atomic file per
+item), so only process 0 needs the run directory and a re-launch after a crash recomputes
+only the items whose files are missing.
+
 Failure: the JAX distributed service watches heartbeats. When a process dies, a collective on
 the others fails at once (`ProcessFailure`, raised by the helpers here), and a process that is
 computing is stopped by the service within `heartbeat_timeout` seconds ("Terminating process
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import zlib
 from typing import Callable
@@ -290,7 +297,134 @@ def pending_items(n_items: int, is_done: Callable[[int], bool]) -> list[int]:
     return [int(i) for i in np.flatnonzero(np.asarray(done) == 0)]
 
 
+_LOCAL_DEPTH = [0]
+
+
+@contextlib.contextmanager
+def process_local():
+    """Within: work one process does alone (its `share_work` items). `data_mesh()` (and so
+    every default mesh of the library) covers this process's devices only, so no program
+    waits for the other processes."""
+    _LOCAL_DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        _LOCAL_DEPTH[0] -= 1
+
+
+def default_devices() -> list:
+    """The devices of a default mesh: every device of every process, or this process's own
+    inside `process_local()`."""
+    return list(jax.local_devices() if _LOCAL_DEPTH[0] else jax.devices())
+
+
+def _bucket(n: int) -> int:
+    """Power-of-two buffer sizes (at least 1 KiB), so gathers of varying sizes reuse a few
+    compiled all-gathers."""
+    return max(1024, 1 << max(0, int(n) - 1).bit_length())
+
+
+def gather_bytes(data: bytes) -> list[bytes]:
+    """Every process's `data` (any lengths), in process order, on every process. A collective.
+    """
+    if jax.process_count() == 1:
+        return [bytes(data)]
+    from lst_jax.parallel.mesh import allgather_host
+
+    with collective("gathering results"):
+        sizes = np.asarray(allgather_host(np.int64(len(data)))).reshape(-1)
+        buf = np.zeros(_bucket(int(sizes.max())), np.uint8)
+        buf[:len(data)] = np.frombuffer(data, np.uint8)
+        rows = np.asarray(allgather_host(buf))
+    return [rows[i, :int(n)].tobytes() for i, n in enumerate(sizes)]
+
+
+def arrays_to_bytes(arrays: dict) -> bytes:
+    """A dict of arrays as .npz bytes (no pickle)."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def arrays_from_bytes(data: bytes) -> dict:
+    """Inverse of `arrays_to_bytes`."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def share_work(todo, compute: Callable[[int], dict], save: Callable[[int, dict], None]):
+    """Computes `compute(item) -> {name: array}` for every item of `todo`, spread over the
+    processes, and has process 0 `save(item, arrays)` each result (in `todo` order).
+
+    Round r: process i computes `todo[r * P + i]` alone on its own devices (inside
+    `process_local()`, so its programs never wait for the others); then every result of the
+    round goes to process 0 (`gather_bytes`), which saves it. Items must not depend on each
+    other's results. One process: compute and save item by item. An exception in `compute`
+    on any process stops every process after the round (ValueError "process i: ..." on the
+    others; the failing process re-raises its own); saved items stay saved.
+
+    A collective: call it on every process with the same `todo` (e.g. from `pending_items`).
+    """
+    todo = [int(i) for i in todo]
+    p = jax.process_count()
+    if p == 1:
+        for item in todo:
+            save(item, compute(item))
+        return
+    me = jax.process_index()
+    for r in range(0, len(todo), p):
+        batch = todo[r:r + p]
+        payload, error = b"", None
+        if me < len(batch):
+            try:
+                with process_local():
+                    payload = b"\x00" + arrays_to_bytes(compute(batch[me]))
+            except Exception as e:  # noqa: BLE001 - every process must stop, not only this one
+                error = e
+                payload = b"\x01" + (str(e) if isinstance(e, (ValueError, FileNotFoundError))
+                                      else f"{type(e).__name__}: {e}").encode()[:4096]
+        got = gather_bytes(payload)
+        failed = [(i, g[1:].decode(errors="replace")) for i, g in enumerate(got)
+                  if g[:1] == b"\x01"]
+        if failed:
+            if error is not None:
+                raise error
+            i, msg = failed[0]
+            raise ValueError(f"process {i}: {msg}")
+        if is_main_process():
+            for item, g in zip(batch, got):
+                save(item, arrays_from_bytes(g[1:]))
+
+
+def on_main(fn: Callable[[], object]):
+    """`fn()` on process 0 only (e.g. opening the run directory); when it raises, every
+    process stops (`raise_if_main_failed`). A collective.
+
+    Returns:
+        fn()'s value on process 0, None on the others.
+    """
+    value, error = None, None
+    if is_main_process():
+        try:
+            value = fn()
+        except Exception as e:  # noqa: BLE001 - every process must stop, not only process 0
+            error = e
+    raise_if_main_failed(error)
+    return value
+
+
+def broadcast_arrays_of_main(produce: Callable[[], dict]) -> dict:
+    """`produce()` (a dict of arrays, any shapes) run on process 0 only, its result on every
+    process (e.g. what only process 0 can read from the run directory). A collective."""
+    if jax.process_count() == 1:
+        return produce()
+    payload = on_main(lambda: arrays_to_bytes(produce())) or b""
+    return arrays_from_bytes(gather_bytes(payload)[0])
+
+
 __all__ = ["initialize_distributed", "add_distributed_args", "initialize_from_args",
            "is_main_process", "process_share", "gather_shares", "broadcast_from_main",
            "barrier", "pending_items", "collective", "ProcessFailure",
-           "broadcast_arrays_from_main", "raise_if_main_failed"]
+           "broadcast_arrays_from_main", "raise_if_main_failed", "on_main", "process_local",
+           "default_devices", "gather_bytes", "share_work", "broadcast_arrays_of_main",
+           "arrays_to_bytes", "arrays_from_bytes"]

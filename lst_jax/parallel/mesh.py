@@ -32,7 +32,8 @@ DATA_AXIS = "data"
 
 def data_mesh(devices: Sequence[jax.Device] | None = None, *,
               axis_type: AxisType = AxisType.Auto) -> Mesh:
-    """A 1-D mesh with axis `"data"` over `devices` (default: all devices of all processes).
+    """A 1-D mesh with axis `"data"` over `devices` (default: all devices of all processes;
+    this process's only inside `distributed.process_local()`).
 
     Built with `jax.make_mesh`, which orders the devices for the hardware topology (TPU rings,
     process-contiguous GPU/CPU order). `jax.local_devices()` gives a mesh of this process only.
@@ -40,7 +41,11 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, *,
     Shape:
         -> Mesh with `mesh.shape == {"data": len(devices)}`.
     """
-    devices = list(jax.devices() if devices is None else devices)
+    if devices is None:
+        from lst_jax.parallel.distributed import default_devices
+
+        devices = default_devices()
+    devices = list(devices)
     if not devices:
         raise ValueError("devices must contain at least one device")
     return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(axis_type,),

@@ -61,15 +61,21 @@ class ProfileContext:
         profiled model classifies correctly with confidence > 0.6), built once and cached."""
         if self._pool is None:
             from lst_jax.data.pool import load_pool
-            from lst_jax.evaluation.jobs import pool_job
+            from lst_jax.evaluation.jobs import _pool_on_every_process, pool_job
             from lst_jax.evaluation.rundir import unit_dir
+            from lst_jax.parallel.distributed import process_local
 
             names = sorted(self.profiled)
             key = {"models": names, "digests": [self.digest(n) for n in names], "data": self.data_name}
             root = unit_dir(self.cache, "pool", self.data_name, key)
-            if not (root / "manifest.json").is_file():
-                pool_job(names, data=self.data_name, out=root, progress=self.progress)
-            self._pool = load_pool(root)
+
+            def load():      # several processes: process 0 alone, the pool is broadcast
+                if not (root / "manifest.json").is_file():
+                    with process_local():
+                        pool_job(names, data=self.data_name, out=root, progress=self.progress)
+                return load_pool(root)
+
+            self._pool = _pool_on_every_process(load)
         return self._pool
 
 
@@ -90,6 +96,8 @@ def _cached(kind: str, config: Callable, compute: Callable) -> Callable:
     def run(ctx, name):
         out = cached_unit(ctx.cache, kind, name, config(ctx, name),
                           lambda rd: compute(ctx, name, rd))
+        if out is None:      # not process 0 of a multi-process run
+            return None
         return {**out, "run_dir": ctx.relative(out["run_dir"])}
 
     return run
@@ -128,9 +136,13 @@ def _lst_compute(ctx, name, run):
 
     m = ctx.model(name)
     t0 = time.perf_counter()
-    full_evaluation(m.model_fn, m.params, ctx.pool(), ctx.config.lst, run.path("full_eval"),
+    # Several processes: all traverse (data parallel), process 0 alone has `run` and writes.
+    full_evaluation(m.model_fn, m.params, ctx.pool(), ctx.config.lst,
+                    run.path("full_eval") if run is not None else None,
                     model_name=name, progress=ctx.progress, mesh="auto",
                     distance_fn=basic_distance_fn if ctx.config.lst_metrics == "basic" else None)
+    if run is None:
+        return None
     res = collect_results(run.path("full_eval"), label=name)
     names = list(res.stat_names)
     ps = res.per_source
@@ -164,6 +176,8 @@ def _iaside_run(ctx, name):
     from lst_jax.evaluation.iaside import iaside_model_run
 
     r = iaside_model_run(name, ctx.config.iaside, ctx.cache / "iaside", progress=ctx.progress)
+    if r is None:        # not process 0 of a multi-process run
+        return None
     keep = ("model", "K", "M", "fill", "score", "signed_score", "score_se", "distribution",
             "shapley", "shapley_se", "seconds", "run_dir")
     out = jsonable({k: r[k] for k in keep if k in r})
@@ -189,6 +203,8 @@ def _connectivity_run(ctx, name):
     root = ctx.cache / "connectivity"
     barrier = barrier_model_run(name, ctx.config.barrier, root, progress=ctx.progress)
     detect = detect_model_run(name, ctx.config.detect, root, progress=ctx.progress)
+    if barrier is None:  # not process 0 of a multi-process run
+        return None
     seconds = sum(unit_seconds(r["run_dir"]) or 0.0 for r in (barrier, detect))
     for r in (barrier, detect):
         r["run_dir"] = ctx.relative(r["run_dir"])

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lst_jax.evaluation.rundir import RunDir
+from lst_jax.parallel import distributed as dist
 from lst_jax.profile.analyses import ANALYSES, ProfileContext
 from lst_jax.profile.compare import (ROBUSTNESS_METRICS, add_corruption_errors, correlations,
                                      metric_label)
@@ -57,6 +58,11 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     Every (analysis, model) unit is cached under `<out>/cache/` keyed by the model, its
     checkpoint digest and the analysis' full settings: a second call recomputes nothing, a
     changed setting reruns only the analysis it affects, a killed run resumes.
+
+    Several processes (`jax.distributed`): call it on every process. The units run one
+    after the other, each split over the processes in its own way (LST and robustness data
+    parallel over every device, I-ASIDE by coalition blocks, connectivity by pair chunks);
+    process 0 alone writes (the same files as one process) and the others return None.
     """
     if isinstance(config, str):
         preset_name = config
@@ -73,16 +79,20 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
                          progress=progress)
     for m in specs:    # fail before any work on a missing checkpoint
         ctx.digest(m)
-    run = RunDir(out)
+    main = dist.is_main_process()
+    ctx.progress = progress and main
     units = [(a, m) for a in config.analyses for m in models]
     if "robustness" in config.analyses and config.baseline not in models:
         units.insert(0, ("robustness", config.baseline))
     results: dict = {a: {} for a in config.analyses}
-    with Progress(len(units), desc="profile", unit="unit", enabled=progress) as bar:
+    with Progress(len(units), desc="profile", unit="unit", enabled=ctx.progress) as bar:
         for i, (a, m) in enumerate(units):
             bar.write(f"profile [{i + 1}/{len(units)}] {ANALYSES[a].title}: {m}")
             results[a][m] = ANALYSES[a].run(ctx, m)
             bar.update(1)
+    if not main:
+        return None
+    run = RunDir(out)
     table = {m: {} for m in models}
     for a in config.analyses:
         for m in models:

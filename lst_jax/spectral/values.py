@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lst_jax.parallel import data_mesh, num_shards, put_replicated, sharded_apply
+from lst_jax.parallel import distributed as dist
 from lst_jax.spectral.bands import band_index_map, check_num_bands, check_square_side
 from lst_jax.spectral.config import SpectralConfig
 from lst_jax.spectral.filters import filter_groups, gaussian_fill, image_spectra
@@ -203,8 +204,14 @@ def coalition_log_probs(model_fn, params, images, labels, coalitions,
             memory analysis (`lst_jax.parallel.plan_chunk_size`); replaces the default
             (with `images_per_call` too, the smaller chunk wins).
         block_size: coalitions per block (`store` saves one block at a time).
-        store: resumable storage of finished blocks (see `BlockStore`).
+        store: resumable storage of finished blocks (see `BlockStore`; with several
+            processes only process 0's store is used).
         progress, desc: progress bar over coalition-images (rate and ETA) and its label.
+
+    Several processes (`jax.distributed`): call it on every process with the same
+    arguments; each process computes whole blocks on its own devices (`mesh` must be local;
+    default: `jax.local_devices()`), process 0 stores them (`distributed.share_work`) and
+    every process returns the whole table.
 
     Returns:
         (C, K) float32: entry [c, i] is `log softmax(model(filter(x_i, c)))[y_i]`, images in
@@ -221,7 +228,13 @@ def coalition_log_probs(model_fn, params, images, labels, coalitions,
         raise ValueError(f"coalitions must be a non-empty bool array (C, {m}), got "
                          f"{bits.dtype} {bits.shape}")
     check_positive_int("block_size", block_size)
-    mesh = data_mesh() if mesh is None else mesh
+    multi = jax.process_count() > 1
+    if mesh is None:         # several processes: each computes whole blocks on its devices
+        mesh = data_mesh(jax.local_devices() if multi else None)
+    elif multi and not all(d.process_index == jax.process_index() for d in mesh.devices.flat):
+        raise ValueError("in a multi-process run each process computes whole coalition "
+                         "blocks on its own devices: pass a mesh of jax.local_devices() "
+                         "(or mesh=None)")
     g = config.group_size
     layout = group_layout(k, g)
     n_groups = layout.num_groups
@@ -232,27 +245,50 @@ def coalition_log_probs(model_fn, params, images, labels, coalitions,
         chunk = max(1, DEFAULT_IMAGES_PER_DEVICE // g) * num_shards(mesh)
     fn = UnitLogProbs(model_fn, config.fill, config.post, config.normalize)
     block_size = min(block_size, len(bits))
-    table = None
-    params_dev = put_replicated(params, mesh)
     units = np.arange(block_size * n_groups, dtype=np.int32)
     real = layout.real.reshape(-1)
-    out = np.zeros((len(bits), k), np.float32)
-    with Progress(len(bits) * k, desc=desc, unit="img", enabled=progress) as bar:
-        for b, (s, e) in enumerate(_blocks(len(bits), block_size)):
-            stored = store.load(b) if store is not None else None
-            if stored is None:
-                t0 = time.perf_counter()
-                if table is None:
-                    table = build_table(images, labels, m, config.seed, mesh)
-                block = _block_arrays(bits[s:e], layout, block_size, len(images), config)
-                lp = sharded_apply(fn, (params_dev, table, block), units, mesh,
-                                   chunk_size=chunk, memory_budget=memory_budget)
-                stored = lp.reshape(block_size, n_groups * g)[: e - s, real]
-                if store is not None:
-                    store.save(b, bits[s:e], stored, time.perf_counter() - t0)
-            out[s:e] = stored
+    bounds = _blocks(len(bits), block_size)
+    main = dist.is_main_process()
+    stored = {}
+
+    def load_stored():      # only process 0 has the store (a run directory)
+        for b in range(len(bounds)):
+            z = store.load(b) if store is not None else None
+            if z is not None:
+                stored[b] = np.asarray(z, np.float32)
+
+    dist.on_main(load_stored)
+    todo = dist.pending_items(len(bounds), lambda b: b in stored)
+    cache = {}                        # params and table on this process's devices, once
+
+    def compute(b):
+        s, e = bounds[b]
+        t0 = time.perf_counter()
+        if not cache:
+            cache["params"] = put_replicated(params, mesh)
+            cache["table"] = build_table(images, labels, m, config.seed, mesh)
+        block = _block_arrays(bits[s:e], layout, block_size, len(images), config)
+        lp = sharded_apply(fn, (cache["params"], cache["table"], block), units, mesh,
+                           chunk_size=chunk, memory_budget=memory_budget)
+        return {"log_probs": lp.reshape(block_size, n_groups * g)[: e - s, real],
+                "seconds": np.float64(time.perf_counter() - t0)}
+
+    with Progress(len(bits) * k, desc=desc, unit="img", enabled=progress and main) as bar:
+        bar.update(sum((e - s) * k for b, (s, e) in enumerate(bounds) if b in stored))
+
+        def save(b, arrays):
+            s, e = bounds[b]
+            stored[b] = arrays["log_probs"]
+            if store is not None:
+                store.save(b, bits[s:e], arrays["log_probs"], float(arrays["seconds"]))
             bar.update((e - s) * k)
-    return out
+
+        dist.share_work(todo, compute, save)
+    out = np.zeros((len(bits), k), np.float32)
+    for b, (s, e) in enumerate(bounds):
+        if main:
+            out[s:e] = stored[b]
+    return dist.broadcast_arrays_from_main(out)   # every process gets the whole table
 
 
 def coalition_filter(images, coalition, config: SpectralConfig = SpectralConfig(), *,
