@@ -206,7 +206,9 @@ def cmd_models(args) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if any(r[4] == "no" for r in rows):
         print("\nmissing checkpoints: `lst-jax convert <name> <PyTorch weights file>` "
-              "(docs/models.md, 'Model zoo and converters')")
+              "(docs/models.md, 'Model zoo and converters'); checkpoints kept elsewhere: "
+              "set LST_JAX_CHECKPOINTS to their root, or pass --checkpoints here and "
+              "--checkpoint to the other commands")
     return 0
 
 
