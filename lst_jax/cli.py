@@ -445,10 +445,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupted_line(command: str) -> str:
+    """The one line printed when Ctrl-C or SIGTERM stops `command`: what is kept and where
+    (the outermost run directories the process opened), and how to resume."""
+    from pathlib import Path
+
+    from lst_jax.evaluation.rundir import opened_run_dirs
+
+    dirs = opened_run_dirs()
+    tops = [d for d in dirs if not any(o != d and o in d.parents for o in dirs)]
+    if not tops:
+        return (f"lst-jax {command}: interrupted before any result was written; rerun the "
+                "same command to start again")
+    where = Path(os.path.commonpath(tops)) if len(tops) > 1 else tops[0]
+    try:
+        where = where.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return (f"lst-jax {command}: interrupted; every finished step is kept in {where} (only "
+            "complete files are written); rerun the same command to resume")
+
+
 def main(argv=None) -> int:
+    import signal
+    import threading
+
+    from lst_jax.evaluation.rundir import forget_opened_run_dirs
+
     args = build_parser().parse_args(argv)
+    forget_opened_run_dirs()
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:   # SIGTERM (kill, a job scheduler) stops a command like Ctrl-C
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print(interrupted_line(args.command), file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as e:
         print(f"lst-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -463,6 +501,9 @@ def main(argv=None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(3)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -79,14 +80,98 @@ def jsonable(obj):
     return obj
 
 
+LOCK_NAME = ".lock"
+
+
+class RunDirBusy(ValueError):
+    """The run directory is being written by another process."""
+
+
+# run directory (resolved) -> [open lock file, number of live RunDir objects holding it]
+_LOCKS: dict[Path, list] = {}
+# every run directory this process has opened for writing, in order (for the interrupt line)
+_OPENED: list[Path] = []
+
+
+def _acquire(root: Path) -> bool:
+    """Takes (or re-enters) this process's exclusive lock on `root`; False where the
+    directory is read-only (nothing can be written there anyway).
+
+    The lock is `fcntl.flock` on `root/.lock`: the kernel releases it when the process
+    exits or dies, so a crashed run never leaves a stale lock.
+
+    Raises:
+        RunDirBusy: another process holds it (the message names that process).
+    """
+    key = root.resolve()
+    if key in _LOCKS:
+        _LOCKS[key][1] += 1
+        return True
+    try:
+        f = open(root / LOCK_NAME, "a+")
+    except OSError:          # read-only directory: reading a finished run needs no lock
+        return False
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RunDirBusy(f"run directory {root} is in use by {holder}; wait for it to "
+                         "finish (or stop it), or choose another output directory") from None
+    f.seek(0)
+    f.truncate()
+    what = " ".join([Path(sys.argv[0]).name] + sys.argv[1:2]) if sys.argv else "python"
+    f.write(f"process {os.getpid()} ({what})\n")
+    f.flush()
+    _LOCKS[key] = [f, 1]
+    if key not in _OPENED:
+        _OPENED.append(key)
+    return True
+
+
+def _release(root: Path) -> None:
+    key = root.resolve()
+    held = _LOCKS.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _LOCKS[key]
+        held[0].close()      # closing the file releases the flock
+
+
+def opened_run_dirs() -> list[Path]:
+    """The run directories this process has opened (locked) since `forget_opened_run_dirs`,
+    in order: where an interrupted command's finished work is."""
+    return list(_OPENED)
+
+
+def forget_opened_run_dirs() -> None:
+    _OPENED.clear()
+
+
 class RunDir:
-    """Files of one run under `root`; every write goes to a temporary name, then a rename."""
+    """Files of one run under `root`; every write goes to a temporary name, then a rename.
+
+    A run directory is written by one process at a time: a RunDir holds an exclusive lock
+    on `root/.lock` (`fcntl.flock`, re-entrant within the process) while any RunDir object
+    of that directory is alive; another process gets `RunDirBusy`. The kernel drops the lock
+    when its process exits or crashes, so a lock is never stale.
+    """
 
     def __init__(self, root):
         self.root = Path(root)
+        self._locked = False
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"output path {self.root} exists and is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
+        self._locked = _acquire(self.root)
+
+    def __del__(self):
+        if getattr(self, "_locked", False):
+            self._locked = False
+            _release(self.root)
 
     def path(self, name: str) -> Path:
         return self.root / name
