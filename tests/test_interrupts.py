@@ -57,9 +57,10 @@ CASES = {
                    "basic", "--grid-n", "4", "--quiet"], "--out", "lst/*.npz"),
     "profile": (["profile", "--models", MODEL, "--preset", "quick", "--analyses", "iaside",
                  "--quiet"], "--out", "cache/**/blocks/*.npz"),
-    "connectivity": (["connectivity", "detect", "--quick", "--quiet", "--models", MODEL,
-                      "--attacks", "optimization", "--num-samples", "8",
-                      "--batch-size", "4"], "--root", "connectivity_detect/*/optimization/*.npz"),
+    "connectivity": (["connectivity", "detect", "--quiet", "--models", MODEL, "--attacks",
+                      "optimization", "--num-samples", "8", "--points", "5", "--attack-steps",
+                      "10", "--batch-size", "4", "--folds", "2"],
+                     "--root", "connectivity_detect/*/optimization/*.npz"),
 }
 
 

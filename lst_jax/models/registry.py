@@ -174,16 +174,17 @@ DEFAULT_MODEL = "digits_resnet-normal"
 
 
 def checkpoint_root() -> Path:
-    """Root of the checkpoints: $LST_JAX_CHECKPOINTS; else the shipped checkpoints installed
-    with the package (`lst_jax/checkpoints`, package data of a `pip install .`); else the
-    source tree's checkpoints/ (a checkout or an editable install)."""
+    """Root of the checkpoints: $LST_JAX_CHECKPOINTS; else the shipped checkpoints of the
+    package, `lst_jax/checkpoints` (package data of a `pip install .`; in a checkout a link
+    to the repository's checkpoints/, whose real path is returned); else checkpoints/ beside
+    the package (a checkout without symbolic links)."""
     env = os.environ.get("LST_JAX_CHECKPOINTS")
     if env:
         return Path(env)
     package = Path(__file__).resolve().parents[1]
-    installed = package / "checkpoints"
-    if installed.is_dir():
-        return installed
+    shipped = package / "checkpoints"   # in a checkout: a link to the top-level checkpoints/
+    if shipped.is_dir():
+        return shipped.resolve()
     return package.parent / "checkpoints"
 
 
