@@ -125,3 +125,13 @@ def test_truncated_metadata_files_are_named(copies, tmp_path, name, capsys):
                      "--checkpoint", str(ck), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert str(f) in err and "unreadable" in err, err
+
+
+@pytest.mark.parametrize("name", [MODEL, "resnet50-normal"])
+def test_missing_checkpoint_messages_name_both_ways_to_point_at_one(name, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError) as e:
+        load_model(name, tmp_path)
+    assert "LST_JAX_CHECKPOINTS" in str(e.value) and "--checkpoint" in str(e.value)
+    assert cli.main(["models", "--checkpoints", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "LST_JAX_CHECKPOINTS" in out and "--checkpoint" in out

@@ -90,7 +90,9 @@ def read_metadata(path) -> dict:
     path = Path(path)
     meta_file = path / "metadata.json"
     if not meta_file.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path} (missing {meta_file.name})")
+        raise FileNotFoundError(f"no checkpoint at {path} (missing {meta_file.name}); point "
+                                "--checkpoint at a checkpoint directory, or set "
+                                "LST_JAX_CHECKPOINTS to the root holding it")
     return _read_json_file(meta_file, "checkpoint metadata")
 
 
