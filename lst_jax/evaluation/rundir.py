@@ -108,26 +108,39 @@ def _acquire(root: Path) -> bool:
         _LOCKS[key][1] += 1
         return True
     try:
-        f = open(root / LOCK_NAME, "a+")
+        # never written to: taking the lock changes no byte and no time stamp of the run
+        f = open(root / LOCK_NAME, "a")
     except OSError:          # read-only directory: reading a finished run needs no lock
         return False
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
+        holder = _lock_holder(root / LOCK_NAME)
         f.close()
         raise RunDirBusy(f"run directory {root} is in use by {holder}; wait for it to "
                          "finish (or stop it), or choose another output directory") from None
-    f.seek(0)
-    f.truncate()
-    what = " ".join([Path(sys.argv[0]).name] + sys.argv[1:2]) if sys.argv else "python"
-    f.write(f"process {os.getpid()} ({what})\n")
-    f.flush()
     _LOCKS[key] = [f, 1]
     if key not in _OPENED:
         _OPENED.append(key)
     return True
+
+
+def _lock_holder(lock_file: Path) -> str:
+    """"process PID (command)" of the holder of the flock on `lock_file`, from Linux's
+    /proc/locks; "another process" where that is not available."""
+    try:
+        inode = os.stat(lock_file).st_ino
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "FLOCK" in fields and len(fields) > 5 and fields[5].endswith(f":{inode}"):
+                pid = int(fields[4])
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                args = [a.decode(errors="replace") for a in args if a]
+                what = " ".join([Path(args[0]).name] + args[1:3]) if args else "?"
+                return f"process {pid} ({what[:80]})"
+    except (OSError, ValueError, IndexError):
+        pass
+    return "another process"
 
 
 def _release(root: Path) -> None:
@@ -160,18 +173,22 @@ class RunDir:
     when its process exits or crashes, so a lock is never stale.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, *, lock: bool = True):
+        """`lock=False` for a reader that writes nothing (e.g. `lst-jax tables`)."""
         self.root = Path(root)
         self._locked = False
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"output path {self.root} exists and is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
-        self._locked = _acquire(self.root)
+        self._locked = _acquire(self.root) if lock else False
 
     def __del__(self):
         if getattr(self, "_locked", False):
             self._locked = False
-            _release(self.root)
+            try:
+                _release(self.root)
+            except Exception:   # interpreter shutdown: the kernel releases the lock anyway
+                pass
 
     def path(self, name: str) -> Path:
         return self.root / name
