@@ -481,9 +481,13 @@ def main(argv=None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:   # SIGTERM (kill, a job scheduler) stops a command like Ctrl-C
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous_int = signal.getsignal(signal.SIGINT)
     try:
         return args.func(args)
     except KeyboardInterrupt:
+        if main_thread:   # a second Ctrl-C while the line is printed changes nothing
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         sys.stdout.flush()
         print(interrupted_line(args.command), file=sys.stderr)
         return 130
@@ -504,6 +508,7 @@ def main(argv=None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":
