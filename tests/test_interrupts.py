@@ -76,6 +76,7 @@ def _result(name, out):
     return _without_seconds(json.loads((out / "detect.json").read_text()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_sigint_prints_one_line_exits_130_and_the_rerun_equals_an_uninterrupted_run(
         name, tmp_path):
