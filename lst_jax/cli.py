@@ -234,7 +234,9 @@ def cmd_models(args) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if any(r[4] == "no" for r in rows):
         print("\nmissing checkpoints: `lst-jax convert <name> <PyTorch weights file>` "
-              "(docs/models.md, 'Model zoo and converters')")
+              "(docs/models.md, 'Model zoo and converters'); checkpoints kept elsewhere: "
+              "set LST_JAX_CHECKPOINTS to their root, or pass --checkpoints here and "
+              "--checkpoint to the other commands")
     return 0
 
 
@@ -514,11 +516,53 @@ def check_output_dirs(args) -> None:
                              "(it is created if missing)")
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupted_line(command: str) -> str:
+    """The one line printed when Ctrl-C or SIGTERM stops `command`: what is kept and where
+    (the outermost run directories the process opened), and how to resume."""
+    from pathlib import Path
+
+    from lst_jax.evaluation.rundir import opened_run_dirs
+
+    dirs = opened_run_dirs()
+    tops = [d for d in dirs if not any(o != d and o in d.parents for o in dirs)]
+    if not tops:
+        return (f"lst-jax {command}: interrupted before any result was written; rerun the "
+                "same command to start again")
+    where = Path(os.path.commonpath(tops)) if len(tops) > 1 else tops[0]
+    try:
+        where = where.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return (f"lst-jax {command}: interrupted; every finished step is kept in {where} (only "
+            "complete files are written); rerun the same command to resume")
+
+
 def main(argv=None) -> int:
+    import signal
+    import threading
+
+    from lst_jax.evaluation.rundir import forget_opened_run_dirs
+
     args = build_parser().parse_args(argv)
+    forget_opened_run_dirs()
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:   # SIGTERM (kill, a job scheduler) stops a command like Ctrl-C
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous_int = signal.getsignal(signal.SIGINT)
     try:
         check_output_dirs(args)
         return args.func(args)
+    except KeyboardInterrupt:
+        if main_thread:   # a second Ctrl-C while the line is printed changes nothing
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.stdout.flush()
+        print(interrupted_line(args.command), file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as e:
         print(f"lst-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -533,6 +577,10 @@ def main(argv=None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(3)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":

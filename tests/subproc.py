@@ -95,6 +95,58 @@ def kill_cli_when(args, ready, timeout: float = 300) -> None:
         proc.stderr.close()
 
 
+# Runs `lst_jax.cli.main(sys.argv[1:])` with every `RunDir.save_npz` followed by a pause of
+# LST_JAX_TEST_SAVE_PAUSE seconds: a signal sent once a chunk file exists then lands while
+# the command still has work to do, whatever the machine's speed.
+_PAUSED_CLI = """
+import os, sys, time
+from lst_jax.evaluation import rundir
+_save = rundir.RunDir.save_npz
+def _paused(self, *a, **k):
+    out = _save(self, *a, **k)
+    time.sleep(float(os.environ["LST_JAX_TEST_SAVE_PAUSE"]))
+    return out
+rundir.RunDir.save_npz = _paused
+from lst_jax.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_cli(args, *, pause: float = 0.0) -> subprocess.Popen:
+    """Starts `lst-jax *args` in a child process (stdout, stderr piped, text); with `pause`,
+    every finished chunk file (`RunDir.save_npz`) is followed by that many seconds of
+    sleep, so that a test can signal it mid-run deterministically."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+               LST_JAX_TEST_SAVE_PAUSE=str(pause))
+    return subprocess.Popen([sys.executable, "-c", _PAUSED_CLI, *map(str, args)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def signal_cli_when(args, ready, sig, *, pause: float = 2.0, timeout: float = 300):
+    """Runs `lst-jax *args` (`start_cli` with `pause`), sends `sig` as soon as `ready()`
+    holds (polled every 20 ms) and returns (exit status, stderr); fails if the command
+    ends first or `ready` never holds."""
+    import time
+
+    proc = start_cli(args, pause=pause)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            raise AssertionError(f"the command ended (status {proc.returncode}) before it "
+                                 f"was signalled:\n{proc.stderr.read()[-3000:]}")
+        assert ready(), f"not ready after {timeout} s"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        return proc.returncode, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:

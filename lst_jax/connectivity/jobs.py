@@ -161,8 +161,8 @@ def load_digits_model(model: str, checkpoint=None):
 
 def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> dict:
     """Opens the cached unit of (kind, model, checkpoint digest, config) and runs
-    `compute(loaded, digest, run, fn, space)` unless its result is stored (the checkpoint is
-    only restored then: the digest comes from its metadata)."""
+    `compute(loaded, digest, run, fn, space)` unless its result is stored (the model is only
+    built then; the digest is the verified one of the restored parameters)."""
     if not isinstance(config, config_type):
         raise ValueError(f"config must be a {config_type.__name__}, got "
                          f"{type(config).__name__}")

@@ -534,7 +534,7 @@ def read_results(root, label: str | None = None) -> FullEvalResult:
     if not (root / "manifest.json").is_file() or not (root / "plan.npz").is_file():
         raise FileNotFoundError(f"{root} is not a full-evaluation run directory (no "
                                 "manifest.json / plan.npz)")
-    run = RunDir(root)
+    run = RunDir(root, lock=False)   # only read: `lst-jax tables` never writes into a run
     manifest = run.read_json("manifest.json")
     cfg = manifest["config"]
     plan = run.load_npz("plan.npz")

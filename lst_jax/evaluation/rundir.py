@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -79,14 +80,115 @@ def jsonable(obj):
     return obj
 
 
-class RunDir:
-    """Files of one run under `root`; every write goes to a temporary name, then a rename."""
+LOCK_NAME = ".lock"
 
-    def __init__(self, root):
+
+class RunDirBusy(ValueError):
+    """The run directory is being written by another process."""
+
+
+# run directory (resolved) -> [open lock file, number of live RunDir objects holding it]
+_LOCKS: dict[Path, list] = {}
+# every run directory this process has opened for writing, in order (for the interrupt line)
+_OPENED: list[Path] = []
+
+
+def _acquire(root: Path) -> bool:
+    """Takes (or re-enters) this process's exclusive lock on `root`; False where the
+    directory is read-only (nothing can be written there anyway).
+
+    The lock is `fcntl.flock` on `root/.lock`: the kernel releases it when the process
+    exits or dies, so a crashed run never leaves a stale lock.
+
+    Raises:
+        RunDirBusy: another process holds it (the message names that process).
+    """
+    key = root.resolve()
+    if key in _LOCKS:
+        _LOCKS[key][1] += 1
+        return True
+    try:
+        # never written to: taking the lock changes no byte and no time stamp of the run
+        f = open(root / LOCK_NAME, "a")
+    except OSError:          # read-only directory: reading a finished run needs no lock
+        return False
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = _lock_holder(root / LOCK_NAME)
+        f.close()
+        raise RunDirBusy(f"run directory {root} is in use by {holder}; wait for it to "
+                         "finish (or stop it), or choose another output directory") from None
+    _LOCKS[key] = [f, 1]
+    if key not in _OPENED:
+        _OPENED.append(key)
+    return True
+
+
+def _lock_holder(lock_file: Path) -> str:
+    """"process PID (command)" of the holder of the flock on `lock_file`, from Linux's
+    /proc/locks; "another process" where that is not available."""
+    try:
+        inode = os.stat(lock_file).st_ino
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "FLOCK" in fields and len(fields) > 5 and fields[5].endswith(f":{inode}"):
+                pid = int(fields[4])
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                args = [a.decode(errors="replace") for a in args if a]
+                what = " ".join([Path(args[0]).name] + args[1:3]) if args else "?"
+                return f"process {pid} ({what[:80]})"
+    except (OSError, ValueError, IndexError):
+        pass
+    return "another process"
+
+
+def _release(root: Path) -> None:
+    key = root.resolve()
+    held = _LOCKS.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _LOCKS[key]
+        held[0].close()      # closing the file releases the flock
+
+
+def opened_run_dirs() -> list[Path]:
+    """The run directories this process has opened (locked) since `forget_opened_run_dirs`,
+    in order: where an interrupted command's finished work is."""
+    return list(_OPENED)
+
+
+def forget_opened_run_dirs() -> None:
+    _OPENED.clear()
+
+
+class RunDir:
+    """Files of one run under `root`; every write goes to a temporary name, then a rename.
+
+    A run directory is written by one process at a time: a RunDir holds an exclusive lock
+    on `root/.lock` (`fcntl.flock`, re-entrant within the process) while any RunDir object
+    of that directory is alive; another process gets `RunDirBusy`. The kernel drops the lock
+    when its process exits or crashes, so a lock is never stale.
+    """
+
+    def __init__(self, root, *, lock: bool = True):
+        """`lock=False` for a reader that writes nothing (e.g. `lst-jax tables`)."""
         self.root = Path(root)
+        self._locked = False
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"output path {self.root} exists and is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
+        self._locked = _acquire(self.root) if lock else False
+
+    def __del__(self):
+        if getattr(self, "_locked", False):
+            self._locked = False
+            try:
+                _release(self.root)
+            except Exception:   # interpreter shutdown: the kernel releases the lock anyway
+                pass
 
     def path(self, name: str) -> Path:
         return self.root / name

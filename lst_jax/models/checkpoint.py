@@ -64,36 +64,117 @@ def save_checkpoint(path, variables, metadata: dict) -> Path:
     return path
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be trusted: unreadable files, or restored parameters whose
+    digest differs from the one recorded when it was saved."""
+
+
+def _read_json_file(file: Path, what: str):
+    try:
+        obj = json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{what} {file} is unreadable (truncated or corrupt?): "
+                              f"{e}") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{what} {file} does not hold a JSON object")
+    return obj
+
+
 def read_metadata(path) -> dict:
+    """The metadata.json of the checkpoint at `path`.
+
+    Raises:
+        FileNotFoundError: no metadata.json; CheckpointError: it is not a JSON object
+        (the message names the file).
+    """
     path = Path(path)
     meta_file = path / "metadata.json"
     if not meta_file.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path} (missing {meta_file.name})")
-    return json.loads(meta_file.read_text())
+        raise FileNotFoundError(f"no checkpoint at {path} (missing {meta_file.name}); point "
+                                "--checkpoint at a checkpoint directory, or set "
+                                "LST_JAX_CHECKPOINTS to the root holding it")
+    return _read_json_file(meta_file, "checkpoint metadata")
 
 
-def load_checkpoint(path, abstract_variables=None):
+# fingerprint of a checkpoint's files -> the verified digest of its restored parameters
+_VERIFIED: dict[tuple, str] = {}
+
+
+def _fingerprint(path: Path) -> tuple:
+    """(path, size and mtime of every file): changes whenever a file of the checkpoint does."""
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return (str(path), tuple((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                             for p in files))
+
+
+def load_checkpoint(path, abstract_variables=None, *, verify: bool = True):
     """Restores the variables of a checkpoint written by `save_checkpoint`.
+
+    The digest of the restored variables (`tree_digest`) is compared with the one recorded in
+    metadata.json at save time, so a corrupted or edited weight file is refused instead of
+    giving silently different numbers. The returned metadata's `digest` is always the digest
+    of the variables actually restored (what caches and run manifests key on).
 
     Args:
         abstract_variables: optional pytree of `jax.ShapeDtypeStruct` (e.g. from
             `jax.eval_shape(module.init, ...)`); when given, the stored tree must match it
             exactly and a mismatch raises a ValueError listing the differing keys.
+        verify: False skips the comparison with the recorded digest (for checkpoints edited
+            by hand on purpose; re-save them with `save_checkpoint` to record the new digest).
 
     Returns:
         (variables as nested dicts of numpy-backed jax arrays, metadata dict)
+
+    Raises:
+        FileNotFoundError: no metadata.json or state/; CheckpointError: an unreadable file
+        (named), or a digest mismatch (the message names the checkpoint and both digests).
     """
     path = Path(path).absolute()
     meta = read_metadata(path)
     state = path / "state"
     if not state.is_dir():
         raise FileNotFoundError(f"checkpoint {path} has no state/ directory")
+    for name in ("_METADATA", "_CHECKPOINT_METADATA"):   # orbax's own JSON files
+        if (state / name).is_file():
+            _read_json_file(state / name, "orbax metadata file")
+    fingerprint = _fingerprint(path)
     ck = _checkpointer(process_local=True)
-    restored = ck.restore(state)
+    try:
+        restored = ck.restore(state)
+    except (ValueError, OSError) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be restored (corrupt or truncated "
+                              f"file?): {e}") from e
     if abstract_variables is not None:
         check_tree_matches(restored, abstract_variables, what=f"checkpoint {path}")
     restored = jax.tree.map(np.asarray, restored)
-    return restored, meta
+    digest = tree_digest(restored)
+    recorded = meta.get("digest")
+    if verify and recorded and recorded != digest:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or was modified: its parameters have digest "
+            f"{digest}, but {path / 'metadata.json'} records {recorded} (restore the "
+            "checkpoint from its source; if you changed the weights on purpose, re-save them "
+            "with lst_jax.models.checkpoint.save_checkpoint to record the new digest)")
+    if verify or not recorded or recorded == digest:
+        _VERIFIED[fingerprint] = digest
+    return restored, {**meta, "digest": digest}
+
+
+def verified_digest(path) -> str:
+    """The digest of the parameters of the checkpoint at `path`, restored and verified
+    against its metadata (`load_checkpoint`); remembered per process while no file of the
+    checkpoint changes, so asking again costs a directory listing.
+
+    Raises:
+        as `load_checkpoint`.
+    """
+    path = Path(path).absolute()
+    if not (path / "metadata.json").is_file():
+        read_metadata(path)   # raises the FileNotFoundError
+    hit = _VERIFIED.get(_fingerprint(path))
+    if hit is not None:
+        return hit
+    return load_checkpoint(path)[1]["digest"]
 
 
 def _flat(tree) -> dict[str, tuple]:

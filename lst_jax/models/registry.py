@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from lst_jax.models import digits, googlenet, resnet, vit, wide_resnet
-from lst_jax.models.checkpoint import load_checkpoint, read_metadata
+from lst_jax.models.checkpoint import CheckpointError, load_checkpoint, read_metadata
 from lst_jax.models.wrapper import IMAGENET_NORMALIZATION, Classifier, Normalization
 
 # architecture name -> module factory(**kwargs)
@@ -174,11 +174,18 @@ DEFAULT_MODEL = "digits_resnet-normal"
 
 
 def checkpoint_root() -> Path:
-    """Root of the checkpoints: $LST_JAX_CHECKPOINTS, else the repository's checkpoints/."""
+    """Root of the checkpoints: $LST_JAX_CHECKPOINTS; else the shipped checkpoints of the
+    package, `lst_jax/checkpoints` (package data of a `pip install .`; in a checkout a link
+    to the repository's checkpoints/, whose real path is returned); else checkpoints/ beside
+    the package (a checkout without symbolic links)."""
     env = os.environ.get("LST_JAX_CHECKPOINTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "checkpoints"
+    package = Path(__file__).resolve().parents[1]
+    shipped = package / "checkpoints"   # in a checkout: a link to the top-level checkpoints/
+    if shipped.is_dir():
+        return shipped.resolve()
+    return package.parent / "checkpoints"
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -209,7 +216,7 @@ def checkpoint_path(name: str, root=None) -> Path:
 
 
 def load_model(name: str, checkpoint: str | os.PathLike | None = None,
-               compute_dtype=None) -> LoadedModel:
+               compute_dtype=None, *, verify: bool = True) -> LoadedModel:
     """Builds the named model and restores its checkpoint.
 
     Args:
@@ -219,10 +226,13 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None,
         compute_dtype: None / "float32" (default), or "bfloat16" (or a dtype) for the
             opt-in bfloat16 forward/backward (`Classifier.compute_dtype`; parameters stay
             float32 in memory, logits are float32). Meant for GPU/TPU.
+        verify: compare the restored parameters' digest with the one recorded at save time
+            (`load_checkpoint`); `metadata["digest"]` is the restored parameters' digest.
 
     Raises:
         ValueError: unknown name; FileNotFoundError: the checkpoint is missing (the message
-        says which file to provide and how to create it).
+        says which file to provide and how to create it); CheckpointError (a ValueError):
+        corrupt or unreadable checkpoint.
     """
     spec = get_spec(name)
     path = checkpoint_path(name, checkpoint)
@@ -231,7 +241,9 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None,
     model_fn = spec.build()
     abstract = jax.eval_shape(lambda: model_fn.init(jax.random.key(0), spec.input_size))
     try:
-        params, meta = load_checkpoint(path, abstract)
+        params, meta = load_checkpoint(path, abstract, verify=verify)
+    except CheckpointError:
+        raise
     except ValueError as err:
         _refuse_legacy_layout(spec, path, err)
         raise
@@ -257,14 +269,18 @@ def _refuse_legacy_layout(spec: ModelSpec, path: Path, err: Exception) -> None:
 
 
 def missing_checkpoint_message(spec: ModelSpec, path: Path) -> str:
+    where = ("point --checkpoint at its directory (or at a root holding "
+             f"{spec.checkpoint}/), or set LST_JAX_CHECKPOINTS to that root")
     if spec.dataset == "digits":
-        how = (f"train it with `python experiments/train_digits.py --name {spec.name}` "
-               "(the shipped checkpoints live in the repository's checkpoints/ folder)")
+        how = ("it ships with lst_jax (the repository's checkpoints/, installed as package "
+               f"data by `pip install .`): {where}; or train it with "
+               f"`python experiments/train_digits.py --name {spec.name}` from a checkout")
     else:
         weights = spec.weights or "<weights file>"
         how = (f"provide the original PyTorch weights file {weights}"
                + (f" ({spec.source})" if spec.source else "")
-               + f" and convert it with `lst-jax convert {spec.name} {weights}`")
+               + f" and convert it with `lst-jax convert {spec.name} {weights}`; "
+               f"or, if it is converted elsewhere, {where}")
     return f"no checkpoint for model {spec.name!r} at {path}: {how}"
 
 
@@ -276,22 +292,22 @@ def is_available(name: str, root=None) -> bool:
 
 
 def checkpoint_digest(name: str, checkpoint=None) -> str:
-    """The sha256 parameter digest of a model's checkpoint, read from its metadata (no
-    restore; checkpoints without a recorded digest are restored and hashed).
+    """The sha256 digest of a model's parameters as restored from its checkpoint and
+    verified against the digest recorded at save time (`checkpoint.verified_digest`): the
+    key of every cache, so a cache made from other weights is never served. The checkpoint
+    is restored (not the model built) once per process while its files are unchanged.
 
     Raises:
-        ValueError: unknown name; FileNotFoundError: the checkpoint is missing.
+        ValueError: unknown name; FileNotFoundError: the checkpoint is missing;
+        CheckpointError: corrupt or unreadable checkpoint.
     """
-    spec = get_spec(name)
-    meta = checkpoint_metadata(name, checkpoint)
-    if meta is None:
-        raise FileNotFoundError(missing_checkpoint_message(spec, checkpoint_path(name,
-                                                                                 checkpoint)))
-    if meta.get("digest"):
-        return meta["digest"]
-    from lst_jax.models.checkpoint import tree_digest
+    from lst_jax.models.checkpoint import verified_digest
 
-    return tree_digest(load_model(name, checkpoint).params)
+    spec = get_spec(name)
+    path = checkpoint_path(name, checkpoint)
+    if not (path / "metadata.json").is_file():
+        raise FileNotFoundError(missing_checkpoint_message(spec, path))
+    return verified_digest(path)
 
 
 def checkpoint_metadata(name: str, root=None) -> dict | None:

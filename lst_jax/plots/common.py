@@ -29,8 +29,12 @@ def save_png(fig: Figure, path, dpi: int = 100) -> Path:
         raise ValueError(f"cannot write figure {path}: a parent path is not a directory "
                          f"({e})") from e
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=dpi, format="png")
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    except BaseException:   # an interrupt leaves no partial file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

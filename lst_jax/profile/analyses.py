@@ -34,8 +34,8 @@ class ProfileContext:
     _loaded: dict = dataclasses.field(default_factory=dict)
 
     def model(self, name: str):
-        """The loaded registry model (restored on first use only: a fully cached profile
-        restores no checkpoint)."""
+        """The loaded registry model (built on first use only: a fully cached profile
+        builds no model)."""
         if name not in self._loaded:
             from lst_jax.models.registry import load_model
 
@@ -43,7 +43,8 @@ class ProfileContext:
         return self._loaded[name]
 
     def digest(self, name: str) -> str:
-        """The checkpoint digest of `name`, from its metadata (no restore)."""
+        """The verified digest of `name`'s restored parameters (`checkpoint_digest`: one
+        restore per process, no model build)."""
         from lst_jax.models.registry import checkpoint_digest
 
         return checkpoint_digest(name)
