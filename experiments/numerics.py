@@ -66,7 +66,7 @@ def make_case(name: str, pairs: int, logit_scale: float = 6.0):
 
         def make_torch():
             from benchmark import TorchNormalized
-            from torch_twins import digits_twin
+            from lst_jax.bench.torch_twins import digits_twin
 
             return TorchNormalized(digits_twin(m.model_fn.module, m.params),
                                    m.model_fn.normalization).eval()
