@@ -45,7 +45,7 @@ def test_quick_suite_writes_both_files(quick):
         assert r["compile_s"] and all(v >= 0 for v in r["compile_s"].values()), name
     lst = results["lst tiny_resnet float32"]
     assert lst["torch_agreement"]["ok"] and lst["torch_agreement"]["accept_agreement"] == 1.0
-    assert lst["memory_check"]["ok"]
+    assert lst["memory"]["peak"] > 0           # XLA's buffer assignment of the program
     for k in ("jax_pair_it_per_s", "torch_pair_it_per_s", "jax_over_torch", "efficiency"):
         assert math.isfinite(lst[k]) and lst[k] > 0, k
     assert results["iaside tiny_resnet float32"]["agreement"]["max_value_diff"] < 1e-4

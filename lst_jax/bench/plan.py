@@ -114,7 +114,7 @@ DIGITS_LST = Fill(per_example_mib=3, min=32, cap=1024, cpu=32)
 def suite(name: str) -> list[Workload]:
     if name == "quick":
         return [
-            _lst("tiny_resnet", "float32", 4, iters=3, reps=1, check_memory=True),
+            _lst("tiny_resnet", "float32", 4, iters=3, reps=1, loop_limit=False),
             _iaside("tiny_resnet", "float32", 20, bands=2, k=10, reps=1),
             Workload("connectivity", "tiny_resnet", "float32", 0,
                      dict(pairs=2, points=16, steps=40, reps=1)),
