@@ -14,6 +14,7 @@ torch is imported only when a twin is built.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -55,13 +56,18 @@ class Case:
         model's predictions."""
         if self.name in DIGITS or self.name == TINY:
             return digits_data(batch)
-        import jax.numpy as jnp
-
         rng = np.random.default_rng(seed)
         xs = rng.uniform(size=(batch,) + tuple(self.image_shape)).astype(np.float32)
         xt = rng.uniform(size=(batch,) + tuple(self.image_shape)).astype(np.float32)
-        ys = np.asarray(jnp.argmax(self.model_fn(self.params, jnp.asarray(xs)), -1))
+        ys = np.asarray(self.forward(self.params, xs)).argmax(-1)
         return xs, xt, ys.astype(np.int32)
+
+    @functools.cached_property
+    def forward(self):
+        """The jitted `model_fn` (one compilation per input shape, shared by the workloads)."""
+        import jax
+
+        return jax.jit(self.model_fn)
 
 
 def digits_data(batch: int):

@@ -42,7 +42,7 @@ class Fill:
     def resolve(self, memory_bytes: int | None, dtype: str = "float32") -> tuple[int, str]:
         if memory_bytes is None:
             return self.cpu, "CPU (fixed)"
-        per = self.per_example_mib * 2 ** 20 * (0.5 if dtype == "bfloat16" else 1.0)
+        per = self.per_example_mib * 2 ** 20   # bfloat16: the float32 batch (compared at it)
         fit = int(self.fraction * memory_bytes // per)
         b = self.min
         while b * 2 <= min(fit, self.cap):

@@ -59,6 +59,18 @@ def _headline(r: dict) -> str:
     return ""
 
 
+def _release_torch_memory(dev) -> None:
+    """Returns PyTorch's cached CUDA blocks, so that JAX (which allocates on demand here) can
+    use them in the next workload."""
+    if dev is not None and dev.type == "cuda":
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
 def run(args, log=None) -> int:
     """Runs `args.suite`; returns the exit status (0 ok, 1 a disagreement or an error)."""
     log = log or (lambda s: print(s, flush=True))
@@ -140,6 +152,7 @@ def run(args, log=None) -> int:
                                                 "message": str(e)[:2000],
                                                 "traceback": tb[-12:]})
             r["seconds"] = time.perf_counter() - t0
+            _release_torch_memory(dev)
             report["results"].append(r)
             save()
             detail = (r.get("skipped") if r["status"] == "skipped" else

@@ -19,7 +19,7 @@ tests/torch_reference.py); imported only where torch is used.
 from __future__ import annotations
 
 import math
-import numpy as np
+
 import torch
 import torch.nn.functional as F
 from torch import nn

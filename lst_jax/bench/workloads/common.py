@@ -9,7 +9,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from lst_jax.bench.timing import Budget
+from lst_jax.bench.timing import Budget, interleave, timed
 
 
 @dataclasses.dataclass
@@ -64,3 +64,22 @@ def aot(fn, *args, **kw):
 
 def block(x):
     return jax.block_until_ready(x)
+
+
+def time_jobs(ctx: Context, jobs: dict, reps: int, res: dict, *, unwarmed=(),
+              unwarmed_s: float = 0.0):
+    """Warms every job up (one untimed call; `unwarmed` jobs excepted, their time given as
+    `unwarmed_s`), then times as many of `reps` interleaved repetitions as the budget allows.
+
+    Records `reps`, `times_s` and `speed_reported` in `res`; returns the times ({name:
+    [seconds]}) or None when not one repetition fits (`res["skipped"]` says so).
+    """
+    one = unwarmed_s + sum(timed(f)[0] for k, f in jobs.items() if k not in unwarmed)
+    n = ctx.budget.reps(reps, one)
+    res["reps"] = n
+    if n == 0:
+        res.update(speed_reported=False, skipped="budget: no time for one timed repetition")
+        return None
+    times = interleave(jobs, n, ctx.log)
+    res.update(times_s=times, speed_reported=True)
+    return times

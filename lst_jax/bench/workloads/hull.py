@@ -17,7 +17,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from lst_jax.bench.timing import interleave, median, ratio, timed
+from lst_jax.bench.timing import median, ratio, timed
+from lst_jax.bench.workloads.common import time_jobs
 from lst_jax.geometry import multi_hull_confidences, round_pairs, triangle_grid
 from lst_jax.geometry.hull import pair_weights
 from lst_jax.parallel import ShardedEvaluator, data_mesh
@@ -86,13 +87,10 @@ def run(w, case, ctx) -> dict:
     if not ok:
         res["speed_reported"] = False
         return res
-    nrep = ctx.budget.reps(reps, sum(timed(f)[0] for f in jobs.values()))
-    if nrep == 0:
-        return {**res, "speed_reported": False,
-                "skipped": "budget: no time for one timed repetition"}
-    times = interleave(jobs, nrep, ctx.log)
-    res.update({"reps": nrep, "times_s": times, "speed_reported": True,
-                "jax_points_per_s": n / median(times["jax"]),
+    times = time_jobs(ctx, jobs, reps, res)
+    if times is None:
+        return res
+    res.update({"jax_points_per_s": n / median(times["jax"]),
                 "limit_points_per_s": n / median(times["limit"]),
                 "efficiency": ratio(times, "limit", "jax")})
     if "torch" in times:

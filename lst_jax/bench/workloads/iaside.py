@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-import jax
 import jax.numpy as jnp
 
-from lst_jax.bench.timing import interleave, median, ratio, timed
-from lst_jax.bench.workloads.common import block, with_dtype
+from lst_jax.bench.timing import median, ratio, timed
+from lst_jax.bench.workloads.common import block, time_jobs, with_dtype
 from lst_jax.spectral import (SpectralConfig, all_coalitions, coalition_log_probs,
                               exact_shapley, importance_distribution)
 from lst_jax.spectral.sampling import crn_partners, group_layout
@@ -60,19 +59,15 @@ def run(w, case, ctx) -> dict:
         res["change_vs_float32"] = {
             "max_value_diff": float(np.abs(lp32.astype(np.float64).mean(1) - values).max()),
             "max_distribution_diff": float(np.abs(d32 - dist).max())}
-        jobs = {"jax_bf16": run_jax, "jax_f32": run_f32}
-        n = ctx.budget.reps(reps, sum(timed(f)[0] for f in jobs.values()))
-        if n == 0:
-            return {**res, "speed_reported": False,
-                    "skipped": "budget: no time for one timed repetition"}
-        times = interleave(jobs, n, ctx.log)
-        res.update({"reps": n, "times_s": times, "speed_reported": True,
-                    "jax_evals_per_s": n_evals / median(times["jax_bf16"]),
+        times = time_jobs(ctx, {"jax_bf16": run_jax, "jax_f32": run_f32}, reps, res)
+        if times is None:
+            return res
+        res.update({"jax_evals_per_s": n_evals / median(times["jax_bf16"]),
                     "float32_evals_per_s": n_evals / median(times["jax_f32"]),
                     "speedup_over_float32": ratio(times, "jax_f32", "jax_bf16")})
         return res
 
-    fwd = jax.jit(case.model_fn)
+    fwd = case.forward
     xb = {b: jnp.asarray(np.resize(x, (b,) + x.shape[1:])) for b in (10, batch)}
 
     def run_limit(b=batch):
@@ -131,15 +126,11 @@ def run(w, case, ctx) -> dict:
         jobs.update({"torch": run_torch, "torch_fwd10": lambda: torch_forward(10),
                      "torch_fwd_batch": lambda: torch_forward(batch)})
 
-    one_rep = sum(timed(f)[0] for name, f in jobs.items() if name != "torch") + \
-        res.get("torch_first_run_s", 0.0)
-    n = ctx.budget.reps(reps, one_rep)
-    if n == 0:
-        return {**res, "speed_reported": False,
-                "skipped": "budget: no time for one timed repetition"}
-    times = interleave(jobs, n, ctx.log)
-    res.update({"reps": n, "times_s": times, "speed_reported": True,
-                "jax_evals_per_s": n_evals / median(times["jax"]),
+    times = time_jobs(ctx, jobs, reps, res, unwarmed=("torch",),
+                      unwarmed_s=res.get("torch_first_run_s", 0.0))
+    if times is None:
+        return res
+    res.update({"jax_evals_per_s": n_evals / median(times["jax"]),
                 "limit_evals_per_s": n_evals / median(times["limit"]),
                 "efficiency": ratio(times, "limit", "jax")})
     if "torch" in times:

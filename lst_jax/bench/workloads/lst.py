@@ -20,8 +20,9 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from lst_jax.bench.timing import interleave, median, ratio, timed
-from lst_jax.bench.workloads.common import aot, block, memory_profile, with_dtype
+from lst_jax.bench.timing import median, ratio, timed
+from lst_jax.bench.workloads.common import (aot, block, memory_profile, time_jobs,
+                                            with_dtype)
 from lst_jax.traversal import preset
 from lst_jax.traversal import run as run_mod
 from lst_jax.traversal.step import forward_backward
@@ -58,7 +59,7 @@ def _program(case, ctx, dtype, batch, iters, inputs):
 def _inputs(case, batch):
     xs_np, xt_np, ys_np = case.data(batch)
     xs, xt, ys = jnp.asarray(xs_np), jnp.asarray(xt_np), jnp.asarray(ys_np, jnp.int32)
-    yt = jnp.argmax(jax.jit(case.model_fn)(case.params, xt), -1).astype(jnp.int32)
+    yt = jnp.argmax(case.forward(case.params, xt), -1).astype(jnp.int32)
     return (xs_np, xt_np, ys_np), (xs, xt, ys, yt, jax.random.key(0))
 
 
@@ -116,18 +117,11 @@ def run(w, case, ctx) -> dict:
         ctx.log("    JAX and PyTorch DISAGREE: no speed reported")
         return res
 
-    jobs = {"jax": run_jax, **limits, **sides}
-    one_rep = sum(timed(f)[0] for f in jobs.values())   # also a warm-up of every job
-    n = ctx.budget.reps(reps, one_rep, reserve=p.get("reserve_s", 0))
-    res["reps"] = n
-    if n == 0:
-        res["speed_reported"] = False
-        res["skipped"] = "budget: no time for one timed repetition"
+    times = time_jobs(ctx, {"jax": run_jax, **limits, **sides}, reps, res)
+    if times is None:
         return res
-    times = interleave(jobs, n, ctx.log)
     pairs = batch * iters
-    res.update({"times_s": times, "speed_reported": True,
-                "jax_pair_it_per_s": pairs / median(times["jax"]),
+    res.update({"jax_pair_it_per_s": pairs / median(times["jax"]),
                 "jax_fwd_bwd_s": median(times["fwd_bwd"]),
                 "efficiency": median([iters * f / t for f, t in
                                       zip(times["fwd_bwd"], times["jax"])]),
@@ -229,17 +223,10 @@ def _bf16(w, case, ctx, res, run_bf, bres, inputs, batch, iters, reps, ys_np) ->
                                              - np.asarray(fres.images)).max()),
         "accept_agreement": float((np.asarray(bres.record.accepted)
                                    == np.asarray(fres.record.accepted)).mean())}
-    jobs = {"jax_bf16": run_bf, "jax_f32": run_f32}
-    one_rep = sum(timed(f)[0] for f in jobs.values())
-    n = ctx.budget.reps(reps, one_rep)
-    res["reps"] = n
-    if n == 0:
-        res["speed_reported"] = False
-        res["skipped"] = "budget: no time for one timed repetition"
+    times = time_jobs(ctx, {"jax_bf16": run_bf, "jax_f32": run_f32}, reps, res)
+    if times is None:
         return res
-    times = interleave(jobs, n, ctx.log)
-    res.update({"times_s": times, "speed_reported": True,
-                "jax_pair_it_per_s": batch * iters / median(times["jax_bf16"]),
+    res.update({"jax_pair_it_per_s": batch * iters / median(times["jax_bf16"]),
                 "float32_pair_it_per_s": batch * iters / median(times["jax_f32"]),
                 "speedup_over_float32": ratio(times, "jax_f32", "jax_bf16")})
     return res
