@@ -23,7 +23,8 @@ from typing import Union
 
 @dataclasses.dataclass(frozen=True)
 class Fill:
-    """A batch size that fills the device.
+    """A batch size that fills the device: the largest `min x 2^n` (at most `cap`) whose
+    estimated memory fits `fraction` of the device memory.
 
     Attributes:
         per_example_mib: estimated device memory per example of the workload's biggest
@@ -48,8 +49,8 @@ class Fill:
         while b * 2 <= min(fit, self.cap):
             b *= 2
         return b, (f"{self.fraction:.0%} of {memory_bytes / 2**30:.0f} GiB / "
-                   f"~{per / 2**20:.0f} MiB per example -> {fit}, power of two in "
-                   f"[{self.min}, {self.cap}]")
+                   f"~{per / 2**20:.0f} MiB per example -> {fit}; largest {self.min} x 2^n "
+                   f"<= {self.cap}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,7 @@ def suite(name: str) -> list[Workload]:
         ]
     if name == "device":
         return [
-            _lst("resnet50", "float32", R50_LST, compile_=True),
+            _lst("resnet50", "float32", R50_LST, compile_=True, loop_limit=False),
             _iaside("resnet50", "float32", R50_FWD, bands=6, k=100),
             Workload("connectivity", "digits_resnet", "float32", 0,
                      dict(pairs=64, points=250, reps=2)),
@@ -131,7 +132,7 @@ def suite(name: str) -> list[Workload]:
                      dict(sources=64, rounds=5, reps=3)),
             _lst("resnet50", "bfloat16", R50_LST),
             _iaside("resnet50", "bfloat16", R50_FWD, bands=6, k=100),
-            _lst("deit_small", "float32", DEIT_LST, compile_=True),
+            _lst("deit_small", "float32", DEIT_LST, compile_=True, loop_limit=False),
             _lst("deit_small", "bfloat16", DEIT_LST),
             _lst("digits_resnet", "float32", DIGITS_LST, compile_=True),
             _lst("digits_vit", "float32", DIGITS_LST),

@@ -28,6 +28,7 @@ from lst_jax.traversal import run as run_mod
 from lst_jax.traversal.step import forward_backward
 
 RECORD_BYTES_PER_PAIR_ITER = 4 + 4 + 1 + 4   # LSTRecord: two confidences, accepted, distance
+MAX_MEMORY_SHARE = 0.45   # of the device memory for JAX's program; PyTorch needs the rest
 
 
 def forward_backward_loop(model_fn, params, xs, ys, n: int):
@@ -67,13 +68,21 @@ def run(w, case, ctx) -> dict:
     p = w.params
     batch, iters, reps = w.batch, p["iters"], p["reps"]
     atol = p.get("atol", 1 / 255)
-    (xs_np, xt_np, ys_np), inputs = _inputs(case, batch)
-    res = {"input": "x".join(map(str, case.image_shape)), "batch": batch, "iters": iters,
+    res = {"input": "x".join(map(str, case.image_shape)), "iters": iters,
            "weights": case.weights, "compile_s": {}}
-    ctx.budget.check(p.get("min_s", 0), "LST traversal")
-    compiled, t_c, cfg = _program(case, ctx, w.dtype, batch, iters, inputs)
+    while True:   # on an accelerator: halve the batch while XLA's buffers exceed the share
+        (xs_np, xt_np, ys_np), inputs = _inputs(case, batch)
+        compiled, t_c, cfg = _program(case, ctx, w.dtype, batch, iters, inputs)
+        res["memory"] = memory_profile(compiled)
+        peak, limit = res["memory"].get("peak", 0), ctx.memory_bytes
+        if limit is None or peak <= MAX_MEMORY_SHARE * limit or batch < 2:
+            break
+        res.setdefault("batch_halved", []).append(
+            f"batch {batch}: the compiled traversal needs {peak / 2**30:.1f} GiB, more than "
+            f"{MAX_MEMORY_SHARE:.0%} of {limit / 2**30:.0f} GiB")
+        batch //= 2
+    res["batch"] = batch
     res["compile_s"][f"jax_traversal_{w.dtype}"] = t_c
-    res["memory"] = memory_profile(compiled)
     model_fn, params = with_dtype(case.model_fn, w.dtype), case.params
 
     def run_jax(c=compiled):
