@@ -49,7 +49,8 @@ def set_precision(tf32: bool) -> dict:
 
     tf32 False: full float32 on both sides (`jax_default_matmul_precision="highest"`, torch
     `allow_tf32=False` for matmuls and cuDNN); True: TF32 allowed on both ("tensorfloat32",
-    `allow_tf32=True`). JAX's own default before the change is recorded too.
+    `allow_tf32=True`). JAX's own default before the change is recorded too (None: the
+    backend's default, which on NVIDIA GPUs lets float32 matmuls and convolutions use TF32).
     """
     import jax
 

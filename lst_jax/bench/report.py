@@ -93,7 +93,8 @@ def markdown(report: dict) -> str:
              + (f" ({m['torch_device_name']})" if m.get("torch_device_name") else "")
              + f"; {m.get('cpu')}, {m.get('cores')} cores. Precision: "
              f"{report.get('precision', {}).get('policy')}. Budget "
-             f"{report.get('budget_s')} s, used {report.get('elapsed_s', 0):.0f} s.", ""]
+             + ("none" if report.get("budget_s") is None else f"{report['budget_s']:.0f} s")
+             + f", used {report.get('elapsed_s', 0):.0f} s.", ""]
     results = report["results"]
     for kind, (title, rows) in TABLES.items():
         rs = [r for r in results if r.get("kind") == kind]

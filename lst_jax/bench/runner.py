@@ -15,8 +15,8 @@ from lst_jax.bench.timing import Budget, BudgetExhausted
 DEFAULT_BUDGET = {"quick": None, "device": 360.0, "full": None}
 # Seconds of budget a workload needs before it starts on an accelerator (compilation of the
 # ImageNet-size programs dominates); on the CPU the quick suite starts whatever fits.
-MIN_START_S = {"resnet50": 60.0, "deit_small": 60.0, "wrn28_10": 45.0}
-MIN_START_DEFAULT_S = 15.0
+MIN_START_S = {"resnet50": 60.0, "deit_small": 60.0, "wrn28_10": 45.0, "connectivity": 90.0}
+MIN_START_DEFAULT_S = 20.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -134,7 +134,8 @@ def run(args, log=None) -> int:
         for i, (w, why) in enumerate(plan, 1):
             r = {"name": w.name, "kind": w.kind, "model": w.model, "dtype": w.dtype,
                  "batch_reason": why}
-            need = (MIN_START_S.get(w.model, MIN_START_DEFAULT_S) if accel else 0.0)
+            need = (MIN_START_S.get(w.model, MIN_START_S.get(w.kind, MIN_START_DEFAULT_S))
+                    if accel else 0.0)
             t0 = time.perf_counter()
             try:
                 budget.check(max(need, 1e-9), "start")
