@@ -114,89 +114,101 @@ def run(w, case, ctx) -> dict:
     if p.get("check_memory"):
         res["memory_check"] = _memory_check(case, ctx, batch, iters, inputs, res["memory"])
 
-    # The PyTorch side: the first run of each variant is the agreement check.
-    sides = {}
+    # The PyTorch side: the first run of each variant is the agreement check. Eager first,
+    # timed against JAX before `torch.compile` (minutes on a GPU) is started at all.
+    check = (jax_img, np.asarray(jres.record.accepted), atol)
+    eager = {}
     if ctx.torch_device is None:
         res["torch_skipped"] = "torch is not installed (pip install -e '.[torch]')"
     else:
-        sides = _torch_sides(w, case, ctx, res, cfg, xs_np, xt_np, ys_np, jax_img,
-                             np.asarray(jres.record.accepted), atol)
+        eager = _torch_variant("torch", case.make_torch(ctx.torch_device), ctx, res, cfg,
+                               xs_np, xt_np, ys_np, check)
     if not res.get("agree", True):
         res["speed_reported"] = False
         ctx.log("    JAX and PyTorch DISAGREE: no speed reported")
         return res
 
-    times = time_jobs(ctx, {"jax": run_jax, **limits, **sides}, reps, res)
+    times = time_jobs(ctx, {"jax": run_jax, **limits, **eager}, reps, res)
     if times is None:
         return res
     pairs = batch * iters
     res.update({"jax_pair_it_per_s": pairs / median(times["jax"]),
                 "jax_fwd_bwd_s": median(times["fwd_bwd"]),
                 "efficiency": median([iters * f / t for f, t in
-                                      zip(times["fwd_bwd"], times["jax"])]),
-                })
+                                      zip(times["fwd_bwd"], times["jax"])])})
     if "fwd_bwd_loop" in times:
         res.update({"jax_fwd_bwd_loop_s": median(times["fwd_bwd_loop"]) / iters,
                     "efficiency_loop": ratio(times, "fwd_bwd_loop", "jax")})
-    for k in sides:
-        res[f"{k}_pair_it_per_s"] = pairs / median(times[k])
-        res[f"jax_over_{k}"] = ratio(times, k, "jax")
+    if eager:
+        res["torch_pair_it_per_s"] = pairs / median(times["torch"])
+        res["jax_over_torch"] = ratio(times, "torch", "jax")
+    if p.get("torch_compile") and eager:
+        _torch_compile(case, ctx, res, cfg, xs_np, xt_np, ys_np, check, run_jax, reps, pairs)
     return res
 
 
-def _torch_sides(w, case, ctx, res, cfg, xs_np, xt_np, ys_np, jax_img, jax_acc, atol):
-    """{name: timed job} of the PyTorch variants whose first run agrees with JAX; sets
-    res["agree"] False when one disagrees."""
+def _torch_compile(case, ctx, res, cfg, xs_np, xt_np, ys_np, check, run_jax, reps, pairs):
+    """`torch.compile` of the twin inside the same loop: compiled (first run, checked against
+    JAX) when the budget leaves `ctx.torch_compile_estimate_s`, then timed against JAX."""
+    import torch
+
+    try:
+        ctx.budget.check(ctx.torch_compile_estimate_s, "torch.compile")
+        f = torch.compile(case.make_torch(ctx.torch_device))
+        job = _torch_variant("torch_compile", f, ctx, res, cfg, xs_np, xt_np, ys_np, check)
+    except Exception as e:      # budget, or torch.compile unavailable here (no compiler, ...)
+        res["torch_compile_skipped"] = f"{type(e).__name__}: {str(e)[:500]}"
+        ctx.log(f"    torch.compile skipped: {type(e).__name__}: {str(e)[:200]}")
+        return
+    if not res.get("agree", True):
+        ctx.log("    JAX and torch.compile DISAGREE: no torch.compile speed reported")
+        return
+    sub = {}
+    times = time_jobs(ctx, {"jax": run_jax, **job}, reps, sub)
+    if times is None:
+        res["torch_compile_skipped"] = sub["skipped"]
+        return
+    res["times_s_torch_compile"] = times
+    res["torch_compile_pair_it_per_s"] = pairs / median(times["torch_compile"])
+    res["jax_over_torch_compile"] = ratio(times, "torch_compile", "jax")
+
+
+def _torch_variant(name, f, ctx, res, cfg, xs_np, xt_np, ys_np, check) -> dict:
+    """{name: timed job} of the PyTorch loop with model `f`, after its first run (the
+    agreement check: every acceptance decision equal, final images within atol); sets
+    res["agree"] False when it disagrees."""
     import torch
 
     from lst_jax.bench.torch_procedures import nchw, synchronize, torch_traversal
 
+    jax_img, jax_acc, atol = check
     dev = ctx.torch_device
     txs, txt = nchw(xs_np, dev), nchw(xt_np, dev)
     tys = torch.from_numpy(ys_np.astype(np.int64)).to(dev)
     hyper = dict(step_size=cfg.step_size, iters=cfg.iters, pthresh=cfg.pthresh,
                  adv_pert=cfg.adv_pert, adv_step_size=cfg.adv_step_size)
-    variants = {"torch": case.make_torch(dev)}
-    if w.params.get("torch_compile"):
-        try:
-            ctx.budget.check(ctx.torch_compile_estimate_s, "torch.compile")
-            variants["torch_compile"] = torch.compile(case.make_torch(dev))
-        except Exception as e:      # budget, or torch.compile unavailable
-            res["torch_compile_skipped"] = f"{type(e).__name__}: {e}"
-            ctx.log(f"    torch.compile skipped: {e}")
-    jobs = {}
-    batch = len(xs_np)
-    for name, f in variants.items():
-        def job(f=f):
-            out = torch_traversal(f, txs, txt, tys, **hyper)
-            synchronize(dev)
-            return out
 
-        try:
-            t_first, (tx, tacc) = timed(job)
-        except Exception as e:
-            if name == "torch":
-                raise
-            res[f"{name}_skipped"] = f"{type(e).__name__}: {str(e)[:500]}"
-            ctx.log(f"    {name} failed: {type(e).__name__}: {str(e)[:200]}")
-            continue
-        diff = np.abs(tx.cpu().numpy().transpose(0, 2, 3, 1) - jax_img)
-        per_pair = diff.reshape(batch, -1).max(1)
-        acc = float((tacc.cpu().numpy() == jax_acc).mean())
-        agree = {"max_abs_diff": float(diff.max()), "atol": atol,
-                 "pairs_differing": int((per_pair > atol).sum()), "accept_agreement": acc,
-                 "ok": bool(diff.max() <= atol and acc == 1.0)}
-        res[f"{name}_agreement"] = agree
-        res[f"{name}_first_run_s"] = t_first
-        if name == "torch_compile":   # first run = compilation + one run
-            res["compile_s"]["torch_compile"] = max(
-                0.0, t_first - res.get("torch_first_run_s", 0.0))
-        res["agree"] = res.get("agree", True) and agree["ok"]
-        ctx.log(f"    {name}: first run {t_first:.1f} s; final images max |diff| "
-                f"{agree['max_abs_diff']:.1e} ({'ok' if agree['ok'] else 'DISAGREE'}), accept "
-                f"decisions equal {100 * acc:.2f}%")
-        jobs[name] = job
-    return jobs
+    def job():
+        out = torch_traversal(f, txs, txt, tys, **hyper)
+        synchronize(dev)
+        return out
+
+    t_first, (tx, tacc) = timed(job)
+    diff = np.abs(tx.cpu().numpy().transpose(0, 2, 3, 1) - jax_img)
+    per_pair = diff.reshape(len(xs_np), -1).max(1)
+    acc = float((tacc.cpu().numpy() == jax_acc).mean())
+    agree = {"max_abs_diff": float(diff.max()), "atol": atol,
+             "pairs_differing": int((per_pair > atol).sum()), "accept_agreement": acc,
+             "ok": bool(diff.max() <= atol and acc == 1.0)}
+    res[f"{name}_agreement"] = agree
+    res[f"{name}_first_run_s"] = t_first
+    if name == "torch_compile":   # first run = compilation + one run
+        res["compile_s"]["torch_compile"] = max(0.0, t_first - res.get("torch_first_run_s", 0))
+    res["agree"] = res.get("agree", True) and agree["ok"]
+    ctx.log(f"    {name}: first run {t_first:.1f} s; final images max |diff| "
+            f"{agree['max_abs_diff']:.1e} ({'ok' if agree['ok'] else 'DISAGREE'}), accept "
+            f"decisions equal {100 * acc:.2f}%")
+    return {name: job}
 
 
 def _memory_check(case, ctx, batch, iters, inputs, a) -> dict:
