@@ -44,7 +44,7 @@ class _Terminated(BaseException):
 
 
 def _on_sigterm(signum, frame):
-    raise _Terminated(f"signal {signum}")
+    raise _Terminated("SIGTERM")
 
 
 def _disagrees(r: dict) -> bool:
@@ -129,7 +129,10 @@ def run(args, log=None) -> int:
 
     save()
     old = signal.signal(signal.SIGTERM, _on_sigterm)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)   # also when inherited
+    # as ignored (a background job): Ctrl-C / SIGINT writes the partial reports too
     cases = {}
+    r, t0 = {}, time.perf_counter()
     try:
         for i, (w, why) in enumerate(plan, 1):
             r = {"name": w.name, "kind": w.kind, "model": w.model, "dtype": w.dtype,
@@ -163,11 +166,16 @@ def run(args, log=None) -> int:
                 f"budget left {budget.remaining():.0f} s)")
         save("done")
     except (KeyboardInterrupt, _Terminated) as e:
-        save(f"interrupted ({type(e).__name__} {e})".strip())
+        why = "SIGTERM" if isinstance(e, _Terminated) else "SIGINT"
+        if r.get("name") and not any(x is r for x in report["results"]):   # in progress
+            report["results"].append({**r, "status": "interrupted",
+                                      "seconds": time.perf_counter() - t0})
+        save(f"interrupted ({why})")
         log(f"interrupted: partial reports in {out}")
         return 130 if isinstance(e, KeyboardInterrupt) else 143
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
     log(f"wrote {os.path.join(out, 'bench.json')} and bench.md")
     bad = [r["name"] for r in report["results"] if r["status"] in ("DISAGREE", "error")]
     if bad:
