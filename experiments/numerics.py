@@ -3,7 +3,7 @@
     python experiments/numerics.py                        # both models, 32 pairs, 10/50/100
     python experiments/numerics.py --models digits_resnet --pairs 64 --out runs/numerics
 
-The `paper` preset (zero start noise, as in experiments/benchmark.py, so that the PyTorch loop
+The `paper` preset (zero start noise, as in `lst-jax bench`, so that the PyTorch loop
 walks the same trajectory) on the same weights and pairs, run
 - by lst_jax in float64 (`level_set_traversal(..., precision="float64")`): the ground truth;
 - by lst_jax in float32 with its default arithmetic (the CE gradient without cancellation,
@@ -56,7 +56,7 @@ def make_case(name: str, pairs: int, logit_scale: float = 6.0):
     Shape:
         sources, targets: (pairs, 32, 32, 3) float32 in [0, 1]; labels: (pairs,) int32.
     """
-    from benchmark import digits_data
+    from lst_jax.bench.cases import digits_data
 
     xs, xt, ys = digits_data(pairs)
     if name == "digits_resnet":
@@ -65,8 +65,8 @@ def make_case(name: str, pairs: int, logit_scale: float = 6.0):
         m = load_model("digits_resnet-normal")
 
         def make_torch():
-            from benchmark import TorchNormalized
-            from torch_twins import digits_twin
+            from lst_jax.bench.torch_twins import TorchNormalized
+            from lst_jax.bench.torch_twins import digits_twin
 
             return TorchNormalized(digits_twin(m.model_fn.module, m.params),
                                    m.model_fn.normalization).eval()
@@ -176,7 +176,7 @@ def torch_snapshots(make_torch, xs, xt, ys, config, iters, dtype):
     """The benchmark's PyTorch loop in `dtype`: iterates x_k (NHWC float64) for k in `iters`
     and the acceptance decisions (T, B)."""
     import torch
-    from benchmark import _nchw, torch_traversal
+    from lst_jax.bench.torch_procedures import nchw as _nchw, torch_traversal
 
     f = make_torch().to(dtype)
     t = lambda a: _nchw(a).to(dtype)

@@ -12,6 +12,7 @@
     lst-jax convert NAME WEIGHTS [--out DIR] [--overwrite]
     lst-jax profile [--models A B ...] [--preset quick|paper] [--out DIR]
     lst-jax connectivity {barrier,bypass,synthetic,detect} ...
+    lst-jax bench [--suite quick|device|full] [--out DIR] [--budget SECONDS] [--dry-run]
 """
 
 from __future__ import annotations
@@ -501,8 +502,22 @@ def build_parser() -> argparse.ArgumentParser:
     from lst_jax.connectivity.command import add_parser as add_connectivity_parser
 
     add_connectivity_parser(sub)
+
+    from lst_jax.bench.runner import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", help="lst_jax vs PyTorch side by side on the devices found "
+                       "(LST, I-ASIDE, connectivity, hull grid; bench.json, bench.md)")
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
     show_defaults(parser)
     return parser
+
+
+def cmd_bench(args) -> int:
+    from lst_jax.bench.runner import run
+
+    return run(args)
 
 
 def check_output_dirs(args) -> None:

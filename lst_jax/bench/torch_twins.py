@@ -5,28 +5,36 @@
   conv, BN, 1x1 conv + BN shortcut when the shape changes), global average pool, linear head;
   the Flax variables are copied in (kernels HWIO -> OIHW, dense kernels transposed, BatchNorm
   statistics to running buffers);
-- the digits ViT (`vit.DigitsViT`, a configuration of the zoo's timm-layout ViT): the tests'
-  independent timm-layout `TorchViT` (tests/torch_reference.py), loaded with the state dict
+- the digits ViT (`vit.DigitsViT`, a configuration of the zoo's timm-layout ViT): the
+  independent timm-layout `TorchViT` (`lst_jax.bench.torch_models`), loaded with the state dict
   `lst_jax.convert.export_state_dict` writes (torch's LayerNorm is two-pass where the digits
   ViT's is flax's one-pass variance: equal to float32 round-off).
 
-`digits_twin(module, variables)` builds the twin in eval mode.
-Used by experiments/benchmark.py and its smoke test.
+`digits_twin(module, variables)` builds the twin in eval mode; `TorchNormalized` puts a
+model's input normalisation in front of a twin (pixels in [0, 1], as lst_jax's `Classifier`).
+The PyTorch side of `lst-jax bench`; imported only where torch is used.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_TESTS = str(Path(__file__).resolve().parents[1] / "tests")   # torch_reference.TorchViT
-if _TESTS not in sys.path:
-    sys.path.append(_TESTS)
+class TorchNormalized(nn.Module):
+    """`module((x - mean) / std)` on NCHW pixels in [0, 1] (identity without mean/std)."""
+
+    def __init__(self, module, normalization):
+        super().__init__()
+        self.module = module
+        self.has_norm = normalization.mean is not None
+        if self.has_norm:
+            self.register_buffer("mean", torch.tensor(normalization.mean).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(normalization.std).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return self.module((x - self.mean) / self.std if self.has_norm else x)
 
 
 class _Block(nn.Module):
@@ -113,8 +121,7 @@ def _resnet_from_flax(module, variables) -> TorchDigitsResNet:
 
 
 def _vit_from_flax(module, variables, image_size) -> nn.Module:
-    from torch_reference import TorchViT   # tests/torch_reference.py: the timm-layout twin
-
+    from lst_jax.bench.torch_models import TorchViT   # the timm-layout twin
     from lst_jax.convert import export_state_dict
 
     if module.stem != "patch":

@@ -1,0 +1,1 @@
+"""The workloads of `lst-jax bench`, one module each: `run(workload, case, ctx) -> dict`."""
