@@ -17,6 +17,7 @@ import numpy as np
 from lst_jax.geometry.paths import linear_path_confidences, path_points
 from lst_jax.geometry.probes import DEFAULT_CHUNK, Evaluator
 from lst_jax.utils import checks
+from lst_jax.utils.compiles import ladder_size
 
 _NUM_CLASSES: dict = {}
 
@@ -81,7 +82,9 @@ def path_losses(model_fn, params, starts, ends, labels, num_points: int = 250, *
             argument); False skips the host-side checks.
 
     Returns:
-        numpy float32 (B, num_points), entry [b, i] = CE at `a_i`.
+        numpy float32 (B, num_points), entry [b, i] = CE at `a_i`. The pairs are padded to
+        `lst_jax.utils.compiles.ladder_size(B)` rows, so any B up to N compiles at most
+        2 log2(N) evaluation programs.
 
     Shape:
         starts, ends: (B, H, W, C) float32, any range; labels: (B,) int in [0, K).
@@ -89,10 +92,19 @@ def path_losses(model_fn, params, starts, ends, labels, num_points: int = 250, *
     path_points(num_points)
     if validate:
         starts, ends, labels = validate_pairs(model_fn, params, starts, ends, labels)
+    # Rows padded (copies of the last pair) to a fixed ladder of sizes: pairs counts that
+    # differ from call to call (connect's rounds) share a few compiled programs.
+    starts, ends = np.asarray(starts, np.float32), np.asarray(ends, np.float32)
+    labels = np.asarray(labels)
+    b = len(starts)
+    extra = ladder_size(max(b, 1)) - b
+    if extra:
+        pad = lambda a: np.concatenate([a, np.repeat(a[-1:], extra, axis=0)])
+        starts, ends, labels = pad(starts), pad(ends), pad(labels)
     logp = linear_path_confidences(model_fn, params, starts, ends, labels, num_points,
                                    chunk_size=chunk_size, evaluate_fn=evaluate_fn,
                                    score="log_prob")
-    return -np.asarray(logp, np.float32)
+    return -np.asarray(logp, np.float32)[:b]
 
 
 class Barrier(NamedTuple):

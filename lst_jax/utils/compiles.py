@@ -68,3 +68,13 @@ def compile_count():
         yield count
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def ladder_size(n: int) -> int:
+    """The smallest size `2**k` or `3 * 2**k` that is >= n (n >= 1): padding a batch to it
+    costs at most half again the work and leaves at most 2 log2(N) distinct batch sizes, so
+    at most that many compiled programs, for any data up to N rows."""
+    if n < 1:
+        raise ValueError(f"n must be a positive integer, got {n}")
+    p = 1 << (int(n) - 1).bit_length()          # 2**k >= n
+    return 3 * p // 4 if p >= 4 and 3 * p // 4 >= n else p
