@@ -263,6 +263,12 @@ def cmd_profile(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lst-jax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--matmul-precision", default="default",
+                        choices=("default", "high", "highest"),
+                        help="float32 matmul/convolution precision of every program (JAX's "
+                        "jax_default_matmul_precision; 'default': TF32 on recent NVIDIA GPUs, "
+                        "bfloat16 passes on TPUs, full float32 on CPUs; 'highest': full float32 "
+                        "everywhere, as the parity tests; docs/scaling.md)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("examples", help="K x K LST examples grid (the main job)")
@@ -445,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.matmul_precision != "default":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", args.matmul_precision)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

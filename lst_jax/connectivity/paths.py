@@ -17,28 +17,8 @@ import numpy as np
 from lst_jax.geometry.paths import linear_path_confidences, path_points
 from lst_jax.geometry.probes import DEFAULT_CHUNK, Evaluator
 from lst_jax.utils import checks
+from lst_jax.utils.checks import num_classes_of
 from lst_jax.utils.compiles import ladder_size
-
-_NUM_CLASSES: dict = {}
-
-
-def num_classes(model_fn, params, image_shape) -> int:
-    """Output size of `model_fn` on images of shape (H, W, C) (traced once, not compiled)."""
-    key = None
-    try:
-        key = (model_fn, tuple(image_shape), jax.tree.structure(params),
-               tuple((np.shape(a), str(a.dtype)) for a in jax.tree.leaves(params)))
-        if key in _NUM_CLASSES:
-            return _NUM_CLASSES[key]
-    except TypeError:   # an unhashable model_fn: no cache
-        key = None
-    out = jax.eval_shape(model_fn, params,
-                         jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32))
-    k = int(out.shape[-1])
-    if key is not None:
-        _NUM_CLASSES[key] = k
-    return k
-
 
 def check_inputs(name: str, x, *, like=None, like_name: str = ""):
     """A finite NHWC float batch in any range (connectivity inputs may live in normalised
@@ -51,7 +31,7 @@ def check_inputs(name: str, x, *, like=None, like_name: str = ""):
 
 def check_class_labels(name: str, labels, model_fn, params, image_shape, batch: int):
     """Integer labels (B,) in [0, K) for the model's K classes ("unknown class" otherwise)."""
-    k = num_classes(model_fn, params, image_shape)
+    k = num_classes_of(model_fn, params, image_shape)
     return np.asarray(checks.check_labels(name, labels, batch=batch, num_classes=k))
 
 

@@ -30,7 +30,8 @@ from lst_jax.spectral.bands import band_index_map, check_num_bands, check_square
 from lst_jax.spectral.config import SpectralConfig
 from lst_jax.spectral.filters import filter_groups, gaussian_fill, image_spectra
 from lst_jax.spectral.sampling import GroupLayout, group_layout, sample_block
-from lst_jax.utils.checks import check_images, check_labels, check_positive_int
+from lst_jax.utils.checks import (check_images, check_labels, check_positive_int,
+                                   num_classes_of)
 from lst_jax.utils.progress import Progress
 
 DEFAULT_BLOCK = 16             # coalitions per block (one store file)
@@ -120,13 +121,6 @@ class BlockStore(Protocol):
 
 def _fft_images(_, x):
     return image_spectra(x)
-
-
-def num_classes_of(model_fn, params, image_shape) -> int:
-    """Logit count of `model_fn` (shape inference only, no compilation)."""
-    out = jax.eval_shape(model_fn, params, jax.ShapeDtypeStruct((1,) + tuple(image_shape),
-                                                                jnp.float32))
-    return int(out.shape[-1])
 
 
 def check_value_inputs(model_fn, params, images, labels, config: SpectralConfig,
