@@ -66,5 +66,5 @@ def test_iaside_under_transfer_guard(placed):
 
     model, params, x, y = placed
     with jax.transfer_guard("disallow"):
-        imp = spectral_importance(model, params, x, y, SpectralConfig(num_bands=4), k=4)
+        imp = spectral_importance(model, params, x, y, SpectralConfig(num_bands=4))
     assert np.asarray(imp.distribution).shape == (4,)

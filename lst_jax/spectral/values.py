@@ -159,7 +159,8 @@ def build_table(images, labels, num_bands: int, seed: int, mesh) -> SpectralTabl
                             chunk_size=DEFAULT_IMAGES_PER_DEVICE * num_shards(mesh))
     table = SpectralTable(spectra, np.asarray(labels, np.int32),
                           band_index_map(images.shape[1], num_bands),
-                          np.asarray(jax.random.key_data(jax.random.key(seed)), np.uint32))
+                          np.asarray(jax.device_get(jax.random.key_data(
+                              jax.random.key(jax.device_put(np.uint32(seed))))), np.uint32))
     return put_replicated(table, mesh)
 
 
