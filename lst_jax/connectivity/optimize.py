@@ -192,14 +192,16 @@ def _last_k(spec: LoopSpec) -> int:
 def _init_jit(problem: Problem, spec: LoopSpec) -> LoopState:
     x0, b = problem.x0, problem.x0.shape[0]
     opt = jax.vmap(make_optimizer(1.0, 0.0).init)(x0)     # Adam's state: zeros, count 0
-    return LoopState(k=jnp.zeros((), jnp.int32), x=x0, opt=opt,
-                     done=problem.done, steps=jnp.zeros((b,), jnp.int32), best_x=x0,
+    # Fresh buffers (copies), not the problem's: the loop donates its state.
+    return LoopState(k=jnp.zeros((), jnp.int32), x=jnp.copy(x0), opt=opt,
+                     done=jnp.copy(problem.done), steps=jnp.zeros((b,), jnp.int32),
+                     best_x=jnp.copy(x0),
                      best_ce=jnp.full((b,), jnp.inf, jnp.float32),
                      trace=jnp.full((spec.steps + 1 if spec.record else 0, b), jnp.nan,
                                     jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn", "spec"))
+@functools.partial(jax.jit, static_argnames=("model_fn", "spec"), donate_argnames=("state",))
 def _run_jit(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSpec,
              state: LoopState, min_active) -> LoopState:
     """Iterates until the last step, or until at most `min_active` samples are still active
@@ -288,10 +290,10 @@ def _store(out: _Out, st: LoopState, rows, spec: LoopSpec) -> _Out:
                 out.trace.at[:, rows].set(st.trace, mode="drop") if spec.record else out.trace)
 
 
-_store_jit = jax.jit(_store, static_argnames=("spec",))
+_store_jit = jax.jit(_store, static_argnames=("spec",), donate_argnames=("out",))
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "mesh"))
+@functools.partial(jax.jit, static_argnames=("spec", "mesh"), donate_argnames=("out",))
 def _compact_jit(out: _Out, state: LoopState, problem: Problem, hyper: Hyper, done_rows, idx,
                  pad, spec: LoopSpec, mesh):
     """Stores the finished slots (`done_rows`), then gathers slots `idx` into a smaller batch
