@@ -309,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = LstParser(prog="lst-jax", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--matmul-precision", default="default",
+                        choices=("default", "high", "highest"),
+                        help="float32 matmul/convolution precision of every program (JAX's "
+                        "jax_default_matmul_precision; 'default': TF32 on recent NVIDIA GPUs, "
+                        "bfloat16 passes on TPUs, full float32 on CPUs; 'highest': full float32 "
+                        "everywhere, as the parity tests; docs/scaling.md)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ex, widths = defaults_of(examples_job), WidthSettings()
@@ -563,6 +569,10 @@ def main(argv=None) -> int:
     from lst_jax.evaluation.rundir import forget_opened_run_dirs
 
     args = build_parser().parse_args(argv)
+    if args.matmul_precision != "default":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", args.matmul_precision)
     forget_opened_run_dirs()
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:   # SIGTERM (kill, a job scheduler) stops a command like Ctrl-C

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import tiny_cnn
+from lst_jax.utils.compiles import compile_count
 from lst_jax.geometry import (embed_grid, hull_confidences, linear_path_confidences,
                               multi_hull_confidences, path_widths, per_source_statistics,
                               round_pairs, triangle_embedding, triangle_grid,
                               triangle_statistics, width_directions)
-from lst_jax.geometry import probes as probes_mod
 from lst_jax.geometry.probes import class_confidence
 from lst_jax.geometry.widths import unit_orthogonal_vector
 
@@ -116,9 +116,9 @@ def test_chunked_evaluator_compiles_once_and_ignores_chunking(model):
     xs, x1, x2 = _images(2, 5), _images(2, 6), _images(2, 7)
     labels = jnp.array([1, 2])
     a = hull_confidences(model_fn, params, xs, x1, x2, labels, chunk_size=32)
-    n = probes_mod._evaluate_jit._cache_size()
-    b = hull_confidences(model_fn, params, x2, xs, x1, labels, chunk_size=32)
-    assert probes_mod._evaluate_jit._cache_size() == n
+    with compile_count() as count:
+        b = hull_confidences(model_fn, params, x2, xs, x1, labels, chunk_size=32)
+    assert count.matching("_evaluate_jit") == 0
     c = hull_confidences(model_fn, params, xs, x1, x2, labels, chunk_size=128)
     np.testing.assert_allclose(a, c, atol=1e-6)
     assert not np.allclose(a, b)

@@ -26,8 +26,8 @@ The samples are one batch: one forward and one backward of the model per iterati
 them, a vmapped optax state (each sample has its own Adam moments and step count), and a
 `done` mask that freezes finished samples (`jnp.where`: no update, state unchanged). The loop
 is a `lax.while_loop` that ends after the last step, once every sample is done, or once at
-most three quarters of the batch still run: the host then continues the running samples in a
-smaller batch (compaction), so with early stopping the cost follows the row-steps actually
+most half of the batch still runs: the running samples then continue, on the device, in the next
+smaller batch of a fixed ladder (compaction), so with early stopping the cost follows the row-steps actually
 needed. A sample's result depends neither on the others in its batch nor on compaction
 (tested against single-sample runs and fixed batches).
 """
@@ -192,14 +192,16 @@ def _last_k(spec: LoopSpec) -> int:
 def _init_jit(problem: Problem, spec: LoopSpec) -> LoopState:
     x0, b = problem.x0, problem.x0.shape[0]
     opt = jax.vmap(make_optimizer(1.0, 0.0).init)(x0)     # Adam's state: zeros, count 0
-    return LoopState(k=jnp.zeros((), jnp.int32), x=x0, opt=opt,
-                     done=problem.done, steps=jnp.zeros((b,), jnp.int32), best_x=x0,
+    # Fresh buffers (copies), not the problem's: the loop donates its state.
+    return LoopState(k=jnp.zeros((), jnp.int32), x=jnp.copy(x0), opt=opt,
+                     done=jnp.copy(problem.done), steps=jnp.zeros((b,), jnp.int32),
+                     best_x=jnp.copy(x0),
                      best_ce=jnp.full((b,), jnp.inf, jnp.float32),
                      trace=jnp.full((spec.steps + 1 if spec.record else 0, b), jnp.nan,
                                     jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn", "spec"))
+@functools.partial(jax.jit, static_argnames=("model_fn", "spec"), donate_argnames=("state",))
 def _run_jit(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSpec,
              state: LoopState, min_active) -> LoopState:
     """Iterates until the last step, or until at most `min_active` samples are still active
@@ -251,61 +253,110 @@ def _ce_jit(model_fn, params, x, labels):
     return cross_entropy(model_fn(params, x), labels)
 
 
-def _take(tree, idx):
-    return jax.tree.map(lambda a: np.take(np.asarray(a), idx, axis=0), tree)
+def _ladder(chunk: int, g: int) -> list[int]:
+    """Batch sizes compaction may use for a chunk of `chunk` rows, largest first: the chunk,
+    then `g * 2**k` below it (at most 1 + log2(chunk / g) sizes, whatever the data)."""
+    sizes, s = [chunk], g
+    while s < chunk:
+        sizes.append(s)
+        s *= 2
+    return sorted(set(sizes), reverse=True)
+
+
+class _Out(NamedTuple):
+    """Per-row results of a chunk, kept on the device until the chunk ends."""
+
+    x: jax.Array
+    steps: jax.Array
+    stopped: jax.Array
+    trace: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _out_init_jit(problem: Problem, spec: LoopSpec) -> _Out:
+    b = problem.x0.shape[0]
+    return _Out(jnp.zeros_like(problem.x0), jnp.zeros((b,), jnp.int32),
+                jnp.zeros((b,), bool),
+                jnp.full((spec.steps + 1 if spec.record else 0, b), jnp.nan, jnp.float32))
+
+
+def _store(out: _Out, st: LoopState, rows, spec: LoopSpec) -> _Out:
+    """Writes state slots into result rows `rows` (-1: not stored; scattered out of range)."""
+    rows = jnp.where(rows < 0, out.x.shape[0], rows)
+    x = st.best_x if spec.keep_best else st.x
+    return _Out(out.x.at[rows].set(x, mode="drop"),
+                out.steps.at[rows].set(st.steps, mode="drop"),
+                out.stopped.at[rows].set(st.done, mode="drop"),   # only the rules set `done`
+                out.trace.at[:, rows].set(st.trace, mode="drop") if spec.record else out.trace)
+
+
+_store_jit = jax.jit(_store, static_argnames=("spec",), donate_argnames=("out",))
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "mesh"), donate_argnames=("out",))
+def _compact_jit(out: _Out, state: LoopState, problem: Problem, hyper: Hyper, done_rows, idx,
+                 pad, spec: LoopSpec, mesh):
+    """Stores the finished slots (`done_rows`), then gathers slots `idx` into a smaller batch
+    (`pad`: slots that repeat the last active row, frozen). All on the device; with `mesh`
+    the new batch stays split over its "data" axis."""
+    out = _store(out, state, done_rows, spec)
+    if mesh is not None:
+        from lst_jax.parallel.mesh import batch_sharding, constrain
+
+        split = lambda t: constrain(t, batch_sharding(mesh))
+    else:
+        split = lambda t: t
+    take = lambda a: jnp.take(a, idx, axis=0)
+    rows = split(jax.tree.map(take, state._replace(k=jnp.zeros(state.done.shape),
+                                                   trace=state.trace.T)))
+    state = rows._replace(k=state.k, trace=rows.trace.T, done=rows.done | pad)
+    problem = split(jax.tree.map(take, problem))
+    return (out, state, problem._replace(done=problem.done | pad),
+            split(jax.tree.map(take, hyper)))
 
 
 def _run_chunk(model_fn, params, problem: Problem, hyper: Hyper, spec: LoopSpec,
                min_batch: int | None, mesh):
-    """One chunk of rows (host numpy inputs). Whenever at most three quarters of the batch
-    are still active, the active rows are compacted into a batch of the next multiple of
-    `min_batch` rows (and of the device count; `min_batch=None`: never). Rows are
-    independent, so compaction changes no result; it stops paying for frozen rows (one
-    compiled program per batch size: at most batch / min_batch of them)."""
-    d, put = 1, (lambda t: t)
+    """One chunk of rows (host numpy inputs), placed on the device once; returns the device
+    `_Out` and the labels. Whenever at most half of the batch is still active, the active
+    rows are compacted, on the device, into the next smaller size of a fixed ladder (the
+    chunk, then `min_batch * 2**k`, multiples of the device count; `min_batch=None`: never).
+    Rows are independent, so compaction changes no result; it stops paying for frozen rows.
+    Programs: one loop per ladder size, one compaction per step down, whatever the data."""
+    d, put = 1, jax.device_put
     if mesh is not None:
         from lst_jax.parallel.mesh import num_shards, put_batch
 
         d, put = num_shards(mesh), (lambda t: put_batch(t, mesh))
     b = len(problem.x0)
-    slot_row = np.where(problem.done, -1, np.arange(b))         # -1: a padding slot
-    out_x = np.zeros_like(problem.x0)
-    out_steps = np.zeros(b, np.int32)
-    out_stopped = np.zeros(b, bool)
-    out_trace = np.full((spec.steps + 1 if spec.record else 0, b), np.nan, np.float32)
-
-    def store(st, slots):
-        rows = slot_row[slots]
-        slots, rows = slots[rows >= 0], rows[rows >= 0]
-        out_x[rows] = np.asarray(st.best_x if spec.keep_best else st.x)[slots]
-        out_steps[rows] = np.asarray(st.steps)[slots]
-        out_stopped[rows] = np.asarray(st.done)[slots]        # only the rules set `done`
-        if spec.record:
-            out_trace[:, rows] = np.asarray(st.trace)[:, slots]
-
-    state = _init_jit(put(problem), spec)
+    g = -(-max(min_batch or 1, d) // d) * d
+    ladder = _ladder(b, g) if min_batch is not None else [b]
+    slot_row = np.where(problem.done, -1, np.arange(b)).astype(np.int32)   # -1: padding slot
+    problem, hyper = put(problem), put(hyper)
+    labels = problem.labels
+    state = _init_jit(problem, spec)
+    out = _out_init_jit(problem, spec)
+    below = ladder[1:]
     while True:
-        size = len(slot_row)
-        g = max(min_batch or 1, d)
-        shrink = min_batch is not None and size > g
-        limit = (3 * size) // 4 // g * g if shrink else 0
-        state = _run_jit(model_fn, params, put(problem), put(hyper), spec, state,
-                         np.int32(limit))
-        st = jax.device_get(state)
-        if not shrink or int(st.k) > _last_k(spec) or st.done.all():
-            store(st, np.arange(size))
-            return out_x, out_steps, out_stopped, out_trace
-        store(st, np.flatnonzero(st.done))
-        active = np.flatnonzero(~st.done)
-        new = -(-len(active) // g) * g
-        idx = np.concatenate([active, np.repeat(active[-1:], new - len(active))])
-        pad = np.arange(new) >= len(active)
-        slot_row = np.where(pad, -1, slot_row[idx])
-        problem, hyper = _take(problem, idx), _take(hyper, idx)
-        problem = problem._replace(done=problem.done | pad)
-        rows = _take(st._replace(k=np.zeros(size), trace=st.trace.T), idx)
-        state = put(rows._replace(k=st.k, trace=np.ascontiguousarray(rows.trace.T),
-                                  done=rows.done | pad))
+        limit = below[0] if below else 0
+        state = _run_jit(model_fn, params, problem, hyper, spec, state,
+                         jax.device_put(np.int32(limit)))
+        k, done = jax.device_get((state.k, state.done))   # explicit: B flags
+        while True:
+            if int(k) > _last_k(spec) or done.all():
+                return _store_jit(out, state, put(slot_row), spec), labels
+            active = np.flatnonzero(~done)
+            if not below or len(active) > below[0]:
+                break
+            new = below[0]                           # one step down the ladder at a time
+            idx = np.concatenate([active, np.repeat(active[-1:], new - len(active))])
+            pad = np.arange(new) >= len(active)
+            out, state, problem, hyper = _compact_jit(
+                out, state, problem, hyper, put(np.where(done, slot_row, -1).astype(np.int32)),
+                jax.device_put(idx.astype(np.int32)), jax.device_put(pad), spec, mesh)
+            slot_row = np.where(pad, -1, slot_row[idx]).astype(np.int32)
+            done = done[idx] | pad
+            below = [r for r in ladder if r < new]
 
 
 def _as_batch(name, value, b: int) -> np.ndarray:
@@ -331,11 +382,14 @@ def optimize_inputs(model_fn, params, x0, labels, spec: LoopSpec, *, lr=1e-3,
     """Runs the per-sample optimisations `spec` on every row of `x0` (no input validation
     beyond shapes; the public wrappers check their arguments).
 
-    Rows are processed in chunks of `batch_size` (default: all at once), the last chunk padded
-    with frozen copies. Inside a chunk, once at most three quarters of the rows are still
-    running, the running rows continue in a smaller batch (the next multiple of `min_batch`
-    rows; `None` disables this): with early stopping the cost follows the number of
-    row-steps actually needed, not batch size x the slowest row. Results do not depend on
+    Rows are processed in chunks of exactly `batch_size` rows (default: all at once), short
+    chunks padded with frozen copies, so calls with the same `batch_size` reuse one set of
+    compiled programs whatever N. Inside a chunk, once at most half of the rows are still
+    running, the running rows continue in a smaller batch (a fixed ladder: the chunk, then
+    `min_batch * 2**k` rows; `None` disables this): with early stopping the cost follows the
+    number of row-steps actually needed, not batch size x the slowest row. Compaction happens
+    on the device (the optimiser state never visits the host); at most 1 + log2(chunk /
+    min_batch) loop programs are compiled. Results do not depend on
     chunking or compaction (rows are independent). With `mesh`, each batch is split over the mesh's
     `"data"` axis (params replicated); batch sizes are then multiples of the device count.
 
@@ -371,12 +425,16 @@ def optimize_inputs(model_fn, params, x0, labels, spec: LoopSpec, *, lr=1e-3,
             raise ValueError(f"{name} must be non-negative")
     if min_batch is not None:
         check_positive_int("min_batch", min_batch)
-    chunk = n if batch_size is None else min(check_positive_int("batch_size", batch_size), n)
+    # A fixed chunk: every call with the same batch_size runs the same programs, whatever n
+    # (short chunks are padded with frozen rows, which the first compaction drops).
+    chunk = n if batch_size is None else check_positive_int("batch_size", batch_size)
     if mesh is not None:
         from lst_jax.parallel.mesh import num_shards, put_replicated
 
         chunk = -(-chunk // num_shards(mesh)) * num_shards(mesh)
         params = put_replicated(params, mesh)
+    else:
+        params = jax.device_put(params)
     rows = {"x0": x0, "anchor": anchor, "labels": labels, "direction": direction, **per_row}
     outs = []
     with Progress(n, desc=desc, unit="inputs", enabled=progress) as bar:
@@ -390,9 +448,9 @@ def optimize_inputs(model_fn, params, x0, labels, spec: LoopSpec, *, lr=1e-3,
                               np.arange(chunk) >= m)
             hyper = Hyper(*(part[k] for k in ("lr", "weight_decay", "mse_weight",
                                               "tv_weight", "threshold")))
-            x, steps, stopped, trace = _run_chunk(model_fn, params, problem, hyper, spec,
-                                                  min_batch, mesh)
-            ce = np.asarray(_ce_jit(model_fn, params, x, problem.labels))
+            out, labels = _run_chunk(model_fn, params, problem, hyper, spec, min_batch, mesh)
+            x, steps, stopped, trace, ce = jax.device_get(
+                (*out, _ce_jit(model_fn, params, out.x, labels)))
             outs.append((x[:m], ce[:m], steps[:m], stopped[:m],
                          trace[:, :m] if spec.record else None))
             bar.update(m)

@@ -17,27 +17,8 @@ import numpy as np
 from lst_jax.geometry.paths import linear_path_confidences, path_points
 from lst_jax.geometry.probes import DEFAULT_CHUNK, Evaluator
 from lst_jax.utils import checks
-
-_NUM_CLASSES: dict = {}
-
-
-def num_classes(model_fn, params, image_shape) -> int:
-    """Output size of `model_fn` on images of shape (H, W, C) (traced once, not compiled)."""
-    key = None
-    try:
-        key = (model_fn, tuple(image_shape), jax.tree.structure(params),
-               tuple((np.shape(a), str(a.dtype)) for a in jax.tree.leaves(params)))
-        if key in _NUM_CLASSES:
-            return _NUM_CLASSES[key]
-    except TypeError:   # an unhashable model_fn: no cache
-        key = None
-    out = jax.eval_shape(model_fn, params,
-                         jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32))
-    k = int(out.shape[-1])
-    if key is not None:
-        _NUM_CLASSES[key] = k
-    return k
-
+from lst_jax.utils.checks import num_classes_of
+from lst_jax.utils.compiles import ladder_size
 
 def check_inputs(name: str, x, *, like=None, like_name: str = ""):
     """A finite NHWC float batch in any range (connectivity inputs may live in normalised
@@ -50,7 +31,7 @@ def check_inputs(name: str, x, *, like=None, like_name: str = ""):
 
 def check_class_labels(name: str, labels, model_fn, params, image_shape, batch: int):
     """Integer labels (B,) in [0, K) for the model's K classes ("unknown class" otherwise)."""
-    k = num_classes(model_fn, params, image_shape)
+    k = num_classes_of(model_fn, params, image_shape)
     return np.asarray(checks.check_labels(name, labels, batch=batch, num_classes=k))
 
 
@@ -81,7 +62,9 @@ def path_losses(model_fn, params, starts, ends, labels, num_points: int = 250, *
             argument); False skips the host-side checks.
 
     Returns:
-        numpy float32 (B, num_points), entry [b, i] = CE at `a_i`.
+        numpy float32 (B, num_points), entry [b, i] = CE at `a_i`. The pairs are padded to
+        `lst_jax.utils.compiles.ladder_size(B)` rows, so any B up to N compiles at most
+        2 log2(N) evaluation programs.
 
     Shape:
         starts, ends: (B, H, W, C) float32, any range; labels: (B,) int in [0, K).
@@ -89,10 +72,19 @@ def path_losses(model_fn, params, starts, ends, labels, num_points: int = 250, *
     path_points(num_points)
     if validate:
         starts, ends, labels = validate_pairs(model_fn, params, starts, ends, labels)
+    # Rows padded (copies of the last pair) to a fixed ladder of sizes: pairs counts that
+    # differ from call to call (connect's rounds) share a few compiled programs.
+    starts, ends = np.asarray(starts, np.float32), np.asarray(ends, np.float32)
+    labels = np.asarray(labels)
+    b = len(starts)
+    extra = ladder_size(max(b, 1)) - b
+    if extra:
+        pad = lambda a: np.concatenate([a, np.repeat(a[-1:], extra, axis=0)])
+        starts, ends, labels = pad(starts), pad(ends), pad(labels)
     logp = linear_path_confidences(model_fn, params, starts, ends, labels, num_points,
                                    chunk_size=chunk_size, evaluate_fn=evaluate_fn,
                                    score="log_prob")
-    return -np.asarray(logp, np.float32)
+    return -np.asarray(logp, np.float32)[:b]
 
 
 class Barrier(NamedTuple):

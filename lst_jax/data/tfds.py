@@ -49,7 +49,11 @@ class TfdsSource:
                  interpolation: str = "bilinear"):
         if name not in DEFAULTS:
             raise ValueError(f"unsupported tfds dataset {name!r}; supported: {sorted(DEFAULTS)}")
-        import tensorflow_datasets as tfds
+        try:
+            import tensorflow_datasets as tfds  # optional: only these data sources use it
+        except ImportError as e:
+            raise ImportError(f"--data {name} reads prepared tensorflow-datasets splits; install "
+                              "the optional extra: pip install 'lst_jax[tfds]'") from e
 
         dsplit, dsize, dresize = DEFAULTS[name]
         self.split = split or dsplit

@@ -8,6 +8,7 @@ source that fails the argmax filter is reported instead of shifting the grid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +18,12 @@ import numpy as np
 
 from lst_jax.evaluation.rundir import RunDir, markdown_table
 from lst_jax.traversal import LSTConfig, level_set_traversal
+
+
+@functools.partial(jax.jit, static_argnames=("model_fn",))
+def _softmax_jit(model_fn, params, images):
+    """Class probabilities; one program per (model_fn, shapes), reused across calls."""
+    return jax.nn.softmax(model_fn(params, images), -1)
 
 
 @dataclasses.dataclass
@@ -84,8 +91,7 @@ def run_examples(model_fn, params, images, labels, config: LSTConfig, key, *,
     res = jax.device_get(res)
     seconds = time.perf_counter() - t0
 
-    probs = np.asarray(jax.device_get(jax.jit(
-        lambda p, x: jax.nn.softmax(model_fn(p, x), -1))(params, images)))
+    probs = np.asarray(jax.device_get(_softmax_jit(model_fn, params, jax.device_put(images))))
     outputs = np.repeat(images[None], k, axis=0).copy()      # diagonal: clean image j
     conf = np.zeros((k, k), np.float32)
     target_conf = np.zeros((k, k), np.float32)

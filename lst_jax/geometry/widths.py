@@ -12,6 +12,7 @@ vectors come from explicit keys, one per (point, direction).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Sequence
 
 import jax
@@ -87,9 +88,15 @@ def width_directions(model_fn, params, x, targets, labels):
     Shape:
         x, targets: (B, H, W, C); labels: (B,) -> (B, H, W, C).
     """
-    x = jnp.asarray(x, jnp.float32)
-    _, grad = forward_backward(model_fn, params, x, jnp.asarray(labels, jnp.int32))
-    v = jax.vmap(project_orthogonal)(grad, jnp.asarray(targets, jnp.float32) - x)
+    return _width_directions_jit(model_fn, params, jnp.asarray(x, jnp.float32),
+                                 jnp.asarray(targets, jnp.float32),
+                                 jnp.asarray(labels, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("model_fn",))
+def _width_directions_jit(model_fn, params, x, targets, labels):
+    _, grad = forward_backward(model_fn, params, x, labels)
+    v = jax.vmap(project_orthogonal)(grad, targets - x)
     n = jnp.sqrt(jnp.sum(v * v, axis=(1, 2, 3), keepdims=True))
     return jnp.where(n > 0, v / jnp.where(n > 0, n, 1.0), 0.0)
 
@@ -125,13 +132,28 @@ def path_widths(model_fn, params, x, direction, labels, radii: Sequence[float], 
     if isinstance(num_dirs, bool) or not isinstance(num_dirs, (int, np.integer)) or num_dirs < 2:
         raise ValueError(f"num_dirs must be an integer >= 2, got {num_dirs!r}")
     b = x.shape[0]
-    keys = jax.vmap(lambda k: jax.random.split(k, num_dirs))(jax.random.split(key, b))
+    keys = _width_keys_jit(key, b, int(num_dirs))
     data = WidthProbes(x, direction, jnp.asarray(radii_np), keys, labels)
     evaluate_fn = evaluate_fn or default_evaluator(chunk_size)
     total = b * num_dirs * radii_np.size
     conf = evaluate_fn(model_fn, params, width_probes, data, total)
-    conf = conf.reshape(b, num_dirs, radii_np.size)
-    q = jnp.quantile(conf, jnp.asarray(quantiles, jnp.float32), axis=1)   # (Q, B, R)
+    return _finish_widths_jit(model_fn, params, x, direction, labels, conf,
+                              jnp.asarray(quantiles, jnp.float32),
+                              None if gate is None else jnp.float32(gate), num_dirs,
+                              int(radii_np.size))
+
+
+@functools.partial(jax.jit, static_argnames=("b", "num_dirs"))
+def _width_keys_jit(key, b: int, num_dirs: int):
+    return jax.vmap(lambda k: jax.random.split(k, num_dirs))(jax.random.split(key, b))
+
+
+@functools.partial(jax.jit, static_argnames=("model_fn", "num_dirs", "num_radii"))
+def _finish_widths_jit(model_fn, params, x, direction, labels, conf, quantiles, gate,
+                       num_dirs: int, num_radii: int) -> WidthResult:
+    b = x.shape[0]
+    conf = conf.reshape(b, num_dirs, num_radii)
+    q = jnp.quantile(conf, quantiles, axis=1)                              # (Q, B, R)
     q = jnp.transpose(q, (1, 2, 0))                                        # (B, R, Q)
     p0 = class_confidence(model_fn, params, jnp.clip(x, 0.0, 1.0), labels)
     row0 = jnp.broadcast_to(p0[:, None, None], (b, 1, q.shape[-1]))

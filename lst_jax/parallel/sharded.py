@@ -14,6 +14,7 @@ one and two examples per device gives the fixed cost (parameters) and the cost p
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from typing import Any, Callable, NamedTuple
 
@@ -24,8 +25,11 @@ from jax.sharding import Mesh, NamedSharding
 from lst_jax.parallel.mesh import (batch_sharding, constrain, data_mesh, leading_size, num_shards,
                                    pad_to_multiple, put_batch, put_replicated, replicated,
                                    round_up, to_host)
+from lst_jax.utils.cache import ModelCache
 from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 # Examples per device and chunk when neither chunk_size nor memory_budget is given.
 DEFAULT_CHUNK_PER_DEVICE = 128
@@ -72,13 +76,15 @@ def _specs(tree, size: int | None, sharding):
     return jax.tree.map(f, tree)
 
 
-_CHECKED: set = set()   # (fn, shapes, chunk) already checked: eval_shape traces the model
+# (shapes, chunk) already checked per fn (eval_shape traces the model): weakly keyed by fn
+# and bounded, so it neither grows without limit nor keeps models alive.
+_CHECKED = ModelCache()
 
 
 def _check_outputs(fn, params, batch, chunk: int):
     """fn must map a (chunk, ...) batch to per-example outputs (leading axis chunk)."""
-    key = (fn, _params_key(params), _tree_key(batch), chunk)
-    if key in _CHECKED:
+    key = (_params_key(params), _tree_key(batch), chunk)
+    if _CHECKED.get(fn, key):
         return
     try:
         out = jax.eval_shape(fn, _specs(params, None, None), _specs(batch, chunk, None))
@@ -90,7 +96,7 @@ def _check_outputs(fn, params, batch, chunk: int):
             raise ValueError(
                 f"fn must return per-example outputs with leading axis {chunk} (the chunk), got "
                 f"an output of shape {tuple(leaf.shape)}")
-    _CHECKED.add(key)
+    _CHECKED.put(fn, key, True)
 
 
 class MemoryEstimate(NamedTuple):
@@ -108,7 +114,7 @@ class MemoryEstimate(NamedTuple):
         return self.fixed + self.per_example * per_device
 
 
-_ESTIMATES: dict = {}
+_ESTIMATES = ModelCache()   # per fn (weak, bounded): (mesh, shapes) -> MemoryEstimate
 
 
 def _tree_key(tree):
@@ -133,22 +139,29 @@ def estimate_memory(fn: Callable, params, batch, mesh: Mesh) -> MemoryEstimate:
     Shape:
         batch: leaves (N, ...) (only shapes and dtypes are used).
     """
-    key = (fn, mesh, _params_key(params), _tree_key(batch))
-    if key in _ESTIMATES:
-        return _ESTIMATES[key]
+    key = (mesh, _params_key(params), _tree_key(batch))
+    cached = _ESTIMATES.get(fn, key)
+    if cached is not None:
+        return cached
     d = num_shards(mesh)
     p_specs = _specs(params, None, replicated(mesh))
     totals = []
     for per_device in (1, 2):
         x_specs = _specs(batch, per_device * d, batch_sharding(mesh))
+        # A model that fails to lower or compile is an error of the caller's: it propagates.
+        compiled = _apply.lower(fn, p_specs, x_specs, batch_sharding(mesh)).compile()
         try:
-            m = _apply.lower(fn, p_specs, x_specs, batch_sharding(mesh)).compile() \
-                .memory_analysis()
-            totals.append(int(m.argument_size_in_bytes + m.output_size_in_bytes
-                              + m.temp_size_in_bytes - m.alias_size_in_bytes))
-        except Exception:  # backend without a memory analysis
+            m = compiled.memory_analysis()
+        except (NotImplementedError, jax.errors.JaxRuntimeError) as e:
+            # Only a backend without a memory analysis (XLA answers UNIMPLEMENTED) falls back.
+            logger.info("no XLA memory analysis on %s (%s): heuristic memory estimate",
+                        jax.default_backend(), e)
+            m = None
+        if m is None:
             totals = None
             break
+        totals.append(int(m.argument_size_in_bytes + m.output_size_in_bytes
+                          + m.temp_size_in_bytes - m.alias_size_in_bytes))
     if totals is not None and totals[1] > totals[0]:
         per_example = totals[1] - totals[0]
         est = MemoryEstimate(max(totals[0] - per_example, 0), per_example, "xla")
@@ -158,7 +171,7 @@ def estimate_memory(fn: Callable, params, batch, mesh: Mesh) -> MemoryEstimate:
         out = jax.eval_shape(fn, _specs(params, None, None), _specs(batch, 1, None))
         per_example = 4 * (nbytes(_specs(batch, 1, None)) + nbytes(out))
         est = MemoryEstimate(nbytes(params), per_example, "heuristic")
-    _ESTIMATES[key] = est
+    _ESTIMATES.put(fn, key, est)
     return est
 
 

@@ -33,24 +33,26 @@ class _Correct:
 
 @dataclasses.dataclass(frozen=True)
 class _PGDImages:
-    """`fn((params, key_data), (images, labels, index)) -> adversarial images` of L-inf PGD
-    with a random start drawn from `fold_in(key, index)` per example."""
+    """`fn((params, key_data, eps, step_size), (images, labels, index)) -> adversarial images`
+    of L-inf PGD with a random start drawn from `fold_in(key, index)` per example.
+
+    eps and step_size are traced (float32 scalars beside the parameters): a sweep over radii
+    runs one compiled program. `steps` is the scan's length, so it is static: each number of
+    steps (PGD-10, PGD-20) is its own program."""
 
     model_fn: Callable
-    eps: float
-    step_size: float
     steps: int
 
     def attack(self, params_key, batch):
-        params, key_data = params_key
+        params, key_data, eps, step_size = params_key
         images, labels, index = batch
         key = jax.random.wrap_key_data(key_data)
         # Random start per example from fold_in(key, index): independent of the chunking.
         noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i),
                                                       images.shape[1:], images.dtype,
-                                                      -self.eps, self.eps))(index)
-        return pgd_linf(self.model_fn, params, images, labels, None, eps=self.eps,
-                        step_size=self.step_size, steps=self.steps, start=images + noise)
+                                                      -eps, eps))(index)
+        return pgd_linf(self.model_fn, params, images, labels, None, eps=eps,
+                        step_size=step_size, steps=self.steps, start=images + noise)
 
     def __call__(self, params_key, batch):
         return self.attack(params_key, batch)
@@ -97,9 +99,10 @@ def _pgd_sharded(fn_type, model_fn, params, images, labels, key, eps, step_size,
         raise ValueError(f"eps must be in (0, 1] (pixel units, e.g. 8/255), got {eps!r}")
     steps = check_positive_int("steps", steps)
     step_size = float(eps) / 8 if step_size is None else float(step_size)
-    fn = fn_type(model_fn, float(eps), step_size, steps)
+    fn = fn_type(model_fn, steps)
     index = np.arange(len(images), dtype=np.uint32)
-    return sharded_apply(fn, (params, jax.random.key_data(key)), (images, labels, index), mesh,
+    traced = (params, jax.random.key_data(key), np.float32(eps), np.float32(step_size))
+    return sharded_apply(fn, traced, (images, labels, index), mesh,
                          chunk_size=chunk_size, progress=progress, desc=f"PGD-{steps}")
 
 

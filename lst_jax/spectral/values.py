@@ -31,7 +31,8 @@ from lst_jax.spectral.bands import band_index_map, check_num_bands, check_square
 from lst_jax.spectral.config import SpectralConfig
 from lst_jax.spectral.filters import filter_groups, gaussian_fill, image_spectra
 from lst_jax.spectral.sampling import GroupLayout, group_layout, sample_block
-from lst_jax.utils.checks import check_images, check_labels, check_positive_int
+from lst_jax.utils.checks import (check_images, check_labels, check_positive_int,
+                                   num_classes_of)
 from lst_jax.utils.progress import Progress
 
 DEFAULT_BLOCK = 16             # coalitions per block (one store file)
@@ -123,13 +124,6 @@ def _fft_images(_, x):
     return image_spectra(x)
 
 
-def num_classes_of(model_fn, params, image_shape) -> int:
-    """Logit count of `model_fn` (shape inference only, no compilation)."""
-    out = jax.eval_shape(model_fn, params, jax.ShapeDtypeStruct((1,) + tuple(image_shape),
-                                                                jnp.float32))
-    return int(out.shape[-1])
-
-
 def check_value_inputs(model_fn, params, images, labels, config: SpectralConfig,
                        k: int | None):
     """Validates everything before any compilation; returns (images, labels, K) on the host.
@@ -166,7 +160,8 @@ def build_table(images, labels, num_bands: int, seed: int, mesh) -> SpectralTabl
                             chunk_size=DEFAULT_IMAGES_PER_DEVICE * num_shards(mesh))
     table = SpectralTable(spectra, np.asarray(labels, np.int32),
                           band_index_map(images.shape[1], num_bands),
-                          np.asarray(jax.random.key_data(jax.random.key(seed)), np.uint32))
+                          np.asarray(jax.device_get(jax.random.key_data(
+                              jax.random.key(jax.device_put(np.uint32(seed))))), np.uint32))
     return put_replicated(table, mesh)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lst_jax.utils.checks import check_nonnegative, check_positive_int
 
@@ -73,7 +75,7 @@ class LSTConfig:
     def hyper_as(self, dtype) -> "Hyper":
         """The traced hyperparameters as scalars of `dtype` (float64 for ground-truth runs:
         converted from the Python floats, not from their float32 roundings)."""
-        f = lambda v: jnp.asarray(v, dtype)
+        f = lambda v: jax.device_put(np.asarray(v, dtype))   # explicit: no implicit transfer
         return Hyper(f(self.step_size), f(self.pthresh), f(self.adv_step_size), f(self.noise))
 
     def replace(self, **changes) -> "LSTConfig":

@@ -22,6 +22,7 @@ from lst_jax.traversal.state import LSTRecord, LSTResult, LSTState
 from lst_jax.traversal.step import (ModelFn, Pairs, _take, input_gradient, lst_step,
                                     record_of, softmax_probs)
 from lst_jax.utils import checks
+from lst_jax.utils.checks import num_classes_of
 from lst_jax.utils.progress import Progress
 
 
@@ -149,22 +150,6 @@ def _traverse_chunked(model_fn, params, sources, targets, labels, target_labels,
     logged = jnp.stack(imgs) if static.log_images else None
     return LSTResult(images=state.x, valid=valid, clean_conf=pairs.clean_conf, start=start,
                      initial=initial, record=rec, logged_images=logged)
-
-
-def num_classes_of(model_fn: ModelFn, params, image_shape) -> int:
-    """Number of classes of `model_fn`, from an abstract evaluation (no compute)."""
-    try:
-        out = jax.eval_shape(model_fn, params,
-                             jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32))
-    except Exception as e:  # shape errors of the model itself
-        raise ValueError(f"model_fn(params, images) fails on images of shape "
-                         f"(B, {', '.join(map(str, image_shape))}): {type(e).__name__}: "
-                         f"{str(e).splitlines()[0]}") from e
-    if not hasattr(out, "shape") or out.ndim != 2:
-        raise ValueError(
-            "model_fn(params, images) must return logits of shape (B, num_classes), got "
-            f"{getattr(out, 'shape', type(out).__name__)}")
-    return int(out.shape[-1])
 
 
 def validate_pairs(model_fn: ModelFn, params, sources, targets, labels, target_labels=None):

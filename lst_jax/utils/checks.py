@@ -92,3 +92,41 @@ def check_nonnegative(name: str, value) -> float:
     if not np.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
     return v
+
+
+_NUM_CLASSES = None   # ModelCache, created on first use
+
+
+def num_classes_of(model_fn, params, image_shape) -> int:
+    """Number of classes (logits) of `model_fn` on images of shape (H, W, C), from an abstract
+    evaluation (`jax.eval_shape`: traced, never compiled); cached per model, weakly and
+    bounded (`lst_jax.utils.cache.ModelCache`).
+
+    Raises:
+        ValueError: the model fails on such images or does not return (B, num_classes) logits.
+    """
+    global _NUM_CLASSES
+    from lst_jax.utils.cache import ModelCache
+
+    if _NUM_CLASSES is None:
+        _NUM_CLASSES = ModelCache()
+    key = (tuple(image_shape), jax.tree.structure(params),
+           tuple((tuple(np.shape(a)), str(a.dtype if hasattr(a, "dtype") else np.result_type(a)))
+                 for a in jax.tree.leaves(params)))
+    k = _NUM_CLASSES.get(model_fn, key)
+    if k is not None:
+        return k
+    try:
+        out = jax.eval_shape(model_fn, params,
+                             jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32))
+    except Exception as e:  # shape errors of the model itself, re-raised naming the input
+        raise ValueError(f"model_fn(params, images) fails on images of shape "
+                         f"(B, {', '.join(map(str, image_shape))}): {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    if not hasattr(out, "shape") or out.ndim != 2:
+        raise ValueError(
+            "model_fn(params, images) must return logits of shape (B, num_classes), got "
+            f"{getattr(out, 'shape', type(out).__name__)}")
+    k = int(out.shape[-1])
+    _NUM_CLASSES.put(model_fn, key, k)
+    return k
