@@ -14,7 +14,7 @@ published architectures with the original state-dict key names:
 
 These twins do not use torchvision or timm. Where torchvision's own classes are the reference
 (GoogLeNet, its VisionTransformer), `import_torchvision` imports torchvision 0.28 next to the
-CPU torch 2.13 build with the stub workaround of spec/dependencies.md.
+CPU torch 2.13 build (`lst_jax.convert.torchvision_import`, docs/models.md).
 Every model records named intermediates in `self.feats` during `forward` (NCHW / NLD) for
 layer-by-layer comparisons. Used by tests/test_zoo_*.py and experiments/benchmark_models.py.
 """
@@ -22,14 +22,15 @@ layer-by-layer comparisons. Used by tests/test_zoo_*.py and experiments/benchmar
 from __future__ import annotations
 
 import math
-import sys
-import types
 
 import jax
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# torchvision next to the CPU torch (docs/models.md, "torchvision")
+from lst_jax.convert.torchvision_import import import_torchvision  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- ResNet
@@ -335,22 +336,6 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
 def state_dict_numpy(model: nn.Module) -> dict:
     """The model's state dict as numpy arrays (what `read_state_dict` returns)."""
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-
-
-def import_torchvision():
-    """torchvision, imported next to the pinned CPU torch. The torchvision 0.28 wheel fails to
-    import its compiled operator registrations there (they reference CUDA symbols), so two
-    registration modules are stubbed first; only torchvision's C++ ops (nms, roi_align, ...)
-    become unusable, the model classes are unaffected.
-
-    Raises:
-        ImportError (or the import's own error): torchvision is not importable.
-    """
-    for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
-        sys.modules.setdefault(name, types.ModuleType(name))
-    import torchvision
-
-    return torchvision
 
 
 def torchvision_googlenet(num_classes: int = 1000, aux_logits: bool = False):
