@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import HAVE_TORCH
+from tolerances import reduction_atol
 from lst_jax import cli
 from lst_jax.convert import ConversionError, convert_state_dict, export_state_dict, job
 from lst_jax.models import REGISTRY, ModelSpec, load_model
@@ -157,7 +158,9 @@ def test_max_pool_ceil_matches_torch(n, k, s, p):
     assert got.shape == tuple(yt.shape[i] for i in (0, 2, 3, 1))
     np.testing.assert_array_equal(got, yt.detach().numpy().transpose(0, 2, 3, 1))
     grad = vjp(g.transpose(0, 2, 3, 1))[0]
-    np.testing.assert_allclose(grad, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=0, atol=1e-6)
+    shared = -(-k // s) ** 2            # windows that share an input pixel, summed in any order
+    np.testing.assert_allclose(grad, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=0,
+                               atol=max(reduction_atol(shared * np.abs(g).max(), shared), 1e-7))
 
 
 def test_googlenet_export_loads_strictly_into_torchvision():
