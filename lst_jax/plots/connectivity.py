@@ -89,6 +89,7 @@ def bypass_profiles(rows, path, title: str = ""):
         ax.set_title(f"bypassed, {int(nv) - 2} bypass point(s) (max "
                      f"{np.nanmax(seg[:int(nv) - 1]):.3g})", fontsize=9)
         ax.set_xlabel("position on the primary path")
+        ax.set_ylim(bottom=0)                  # each round's scale from 0: its max in the title
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -160,6 +161,7 @@ def round_profiles(primary, round_curves, path, title: str = ""):
     ax = fig.add_subplot(1, k, 1)
     ax.plot(np.linspace(0, 1, len(primary)), primary, color=REAL)
     ax.set_title(f"primary (max {np.max(primary):.3g})", fontsize=9)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("alpha")
     ax.set_ylabel("cross-entropy")
     names = ["secondary", "tertiary", "quaternary"]
@@ -174,6 +176,7 @@ def round_profiles(primary, round_curves, path, title: str = ""):
         ax.set_title(f"{names[r] if r < len(names) else f'round {r + 1}'} "
                      f"(max {top:.3g})", fontsize=9)
         ax.set_xlabel("position on the primary path")
+        ax.set_ylim(bottom=0)                  # each round's scale from 0: its max in the title
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
