@@ -19,9 +19,9 @@ LADDER = Path(__file__).resolve().parents[1] / "docs" / "profile" / "ladder" / "
 
 def test_format_estimate_rounds_to_the_error():
     assert format_estimate(0.0030922293663024902) == "0.00309"
-    assert format_estimate(0.9075041532516479, 0.0123) == "0.908 +- 0.012"
-    assert format_estimate(0.3218002887, 0.0038477) == "0.3218 +- 0.0038"
-    assert format_estimate(12.0, 3.0) == "12.0 +- 3.0"
+    assert format_estimate(0.9075041532516479, 0.0123) == "0.908 ± 0.012"
+    assert format_estimate(0.3218002887, 0.0038477) == "0.3218 ± 0.0038"
+    assert format_estimate(12.0, 3.0) == "12.0 ± 3.0"
     assert format_estimate(None) == "-" and format_estimate(float("nan")) == "nan"
 
 
@@ -40,7 +40,7 @@ def test_metric_errors_from_a_committed_profile():
     # no per-pair barrier values without the run's cache: no made-up error
     assert not any(k.startswith("barrier_") for k in err[m])
     md = render_markdown(profile, {}, err)
-    assert "0.912 +- 0.016" in md                  # PGD robust accuracy of linf, to its SE
+    assert "0.912 ± 0.016" in md                  # PGD robust accuracy of linf, to its SE
     assert "0.9124579124579124" not in md
 
 

@@ -71,7 +71,7 @@ def plot_metrics_against(table: dict, models: Sequence[str], metrics: Sequence[s
                          errors: dict | None = None, unit_interval=()):
     """One panel per metric: its value (y) against `x` for every model, points labelled by
     model; models of one architecture (the name before "-") are joined in the given order
-    (e.g. the robustness ladder), one marker per architecture. Error bars (+- 1 SE) where
+    (e.g. the robustness ladder), one marker per architecture. Error bars (± 1 SE) where
     `errors` has one; every axis starts at 0 (metrics in `unit_interval` end at 1), so a
     difference looks as large as it is, and each panel's subtitle gives the spread of its values.
 

@@ -128,7 +128,7 @@ def _figures(run: RunDir, profile: dict, results: dict, config: ProfileConfig) -
     labels = {k: metric_label(k) for m in models for k in table[m]}
     errors = metric_errors(profile, run.root)
 
-    def plot_metrics_against(*args, **kw):   # +- 1 SE bars; axes from 0 (to 1 where bounded)
+    def plot_metrics_against(*args, **kw):   # ± 1 SE bars; axes from 0 (to 1 where bounded)
         return plots.plot_metrics_against(*args, errors=errors,
                                           unit_interval=UNIT_INTERVAL_METRICS, **kw)
     geometry = [k for k in scalar_metrics(table, models) if k not in ROBUSTNESS_METRICS]

@@ -145,7 +145,7 @@ def _correlation_rows(corr: dict):
 
 def render_markdown(profile: dict, figures: dict, errors: dict | None = None) -> str:
     """The report page; `figures` maps a caption to a path relative to the report; `errors`
-    (`metric_errors`) puts "+- SE" beside the values that have one, rounded to it."""
+    (`metric_errors`) puts "± SE" beside the values that have one, rounded to it."""
     models, table = profile["models"], profile["metrics"]
     errors = errors or {}
 
@@ -167,7 +167,7 @@ def render_markdown(profile: dict, figures: dict, errors: dict | None = None) ->
                            [[metric_label(c)] + [cell(m, c) for m in models]
                             for c in cols]), ""]
     if errors:
-        out += ["+- one standard error where the results give one (binomial for accuracies; "
+        out += ["± one standard error where the results give one (binomial for accuracies; "
                 "SE of the mean over pairs/sources for LST; I-ASIDE's own; Hanley-McNeil for "
                 "AUROCs; bootstrap over pairs for barrier medians when the barrier run's "
                 "per-pair values are present); values are rounded to their error.", ""]

@@ -13,7 +13,7 @@ def decimals_for(se: float, sig: int = 2) -> int:
 
 
 def format_estimate(value, se=None, sig: int = 3) -> str:
-    """`value` rounded to its error: "0.907 +- 0.012" (two significant digits of the standard
+    """`value` rounded to its error: "0.907 ± 0.012" (two significant digits of the standard
     error, the value to the same decimal place); without an error, `sig` significant digits.
     None -> "-", non-finite -> "nan"."""
     if value is None:
@@ -23,7 +23,7 @@ def format_estimate(value, se=None, sig: int = 3) -> str:
         return "nan"
     if se is not None and math.isfinite(float(se)) and float(se) > 0:
         d = decimals_for(float(se))
-        return f"{value:.{d}f} +- {float(se):.{d}f}"
+        return f"{value:.{d}f} ± {float(se):.{d}f}"
     return f"{value:.0f}" if abs(value) >= 10 ** sig else f"{value:.{sig}g}"
 
 
