@@ -23,7 +23,11 @@ RESULT_MARK = "@@RESULT@@"
 def device_env(devices: int, **extra) -> dict:
     """Environment of a child process with `devices` fake CPU devices and the repo importable."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    # Other XLA flags of the parent (e.g. --xla_cpu_max_isa=AVX, to run the suite at another
+    # vector width) are kept; only the device count is replaced.
+    kept = [f for f in env.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(kept + [f"--xla_force_host_platform_device_count={devices}"])
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS)] +
                                         ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))

@@ -44,8 +44,8 @@ def pairs():
 
 
 def _import_lpips():
-    """The `lpips` package imports torchvision, which needs the stub workaround next to the
-    CPU torch (`torch_reference.import_torchvision`; AlexNet is unaffected)."""
+    """The `lpips` package imports torchvision, which needs importing next to the
+    CPU torch (`lst_jax.convert.torchvision_import.import_torchvision`; AlexNet is unaffected)."""
     from torch_reference import import_torchvision
 
     try:

@@ -47,7 +47,10 @@ c1 = sh_mod._apply._cache_size()
 y_again = par.sharded_apply(hull_conf, hp, w[::-1].copy(), mesh, chunk_size=64)
 out["apply"] = {"diff": diff(y, ref), "shape": list(y["conf"].shape),
                 "compiles": c1 - c0, "compiles_second_call": sh_mod._apply._cache_size() - c1,
-                "reversed_equal": bool(np.array_equal(y_again["conf"][::-1], y["conf"]))}
+                # rows in other chunks and positions: equal up to round-off, not bitwise (an
+                # XLA:CPU kernel may sum a row differently at another position, e.g. with
+                # --xla_cpu_max_isa=AVX)
+                "reversed": diff({"conf": y_again["conf"][::-1]}, {"conf": y["conf"]})}
 y1 = par.sharded_apply(hull_conf, hp, w, par.data_mesh(jax.devices()[:1]), chunk_size=64)
 out["apply_1dev"] = {"diff": diff(y1, ref)}
 from jax.sharding import AxisType
@@ -128,7 +131,7 @@ def test_sharded_apply_equals_one_device_and_compiles_once(child):
     _close(child["apply_explicit"]["diff"])     # opt-in Explicit axes work too
     assert a["compiles"] == 1                 # one program for all 6 chunks
     assert a["compiles_second_call"] == 0     # new data, same shapes: no recompilation
-    assert a["reversed_equal"]
+    _close(a["reversed"])
 
 
 def test_memory_budget_chunks_a_grid_far_larger_than_the_budget(child):

@@ -2,15 +2,12 @@
 (`lst_jax.bench.torch_models`: `TorchResNet`, `TorchWideResNet`, `TorchViT`, `randomize_`,
 `state_dict_numpy`, one copy shared with `lst-jax bench`), re-exported here, plus
 - `torch_tiny_cnn(params)`: the twin of the tests' `TinyCNN`, with its Flax weights copied;
-- `import_torchvision`: torchvision 0.28 next to the CPU torch 2.13 build with the stub
-  workaround of spec/dependencies.md, where torchvision's own classes are the reference
-  (GoogLeNet, its VisionTransformer).
+- `import_torchvision`: torchvision 0.28 next to the CPU torch 2.13 build
+  (`lst_jax.convert.torchvision_import`, docs/models.md), where torchvision's own classes are
+  the reference (GoogLeNet, its VisionTransformer).
 """
 
 from __future__ import annotations
-
-import sys
-import types
 
 import jax
 import numpy as np
@@ -19,6 +16,8 @@ from torch import nn
 
 from lst_jax.bench.torch_models import *  # noqa: F401,F403  (the zoo twins)
 from lst_jax.bench.torch_models import LayerNormChannelsFirst, randomize_, state_dict_numpy  # noqa: F401
+# torchvision next to the CPU torch (docs/models.md, "torchvision")
+from lst_jax.convert.torchvision_import import import_torchvision  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- tiny CNN
@@ -48,23 +47,6 @@ def torch_tiny_cnn(params):
         m.fc.weight.copy_(torch.from_numpy(p["fc"]["kernel"].T.copy()))
         m.fc.bias.copy_(torch.from_numpy(p["fc"]["bias"]))
     return m
-
-
-
-def import_torchvision():
-    """torchvision, imported next to the pinned CPU torch. The torchvision 0.28 wheel fails to
-    import its compiled operator registrations there (they reference CUDA symbols), so two
-    registration modules are stubbed first; only torchvision's C++ ops (nms, roi_align, ...)
-    become unusable, the model classes are unaffected.
-
-    Raises:
-        ImportError (or the import's own error): torchvision is not importable.
-    """
-    for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
-        sys.modules.setdefault(name, types.ModuleType(name))
-    import torchvision
-
-    return torchvision
 
 
 def torchvision_googlenet(num_classes: int = 1000, aux_logits: bool = False):

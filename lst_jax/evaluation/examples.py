@@ -18,6 +18,7 @@ import numpy as np
 
 from lst_jax.evaluation.rundir import RunDir, markdown_table
 from lst_jax.traversal import LSTConfig, level_set_traversal
+from lst_jax.utils.rounding import format_estimate
 
 
 @functools.partial(jax.jit, static_argnames=("model_fn",))
@@ -151,7 +152,14 @@ def summarize(result: ExamplesResult, names: Sequence[str]) -> tuple[dict, str]:
         [[r["source"], r["target"], f"{r['clean_conf']:.3f}", f"{r['final_conf']:.3f}",
           f"{r['final_target_class_conf']:.3f}", f"{r['rmse_to_target_start']:.3f}",
           f"{r['rmse_to_target_final']:.3f}", f"{r['accepted_fraction']:.2f}"] for r in rows]))
-    md.append(markdown_table(["aggregate", "value"], [[k2, v] for k2, v in agg.items()]))
+    # means with their standard error over the valid pairs, printed to the digits it supports
+    src = {"mean_clean_conf": "clean_conf", "mean_final_conf": "final_conf",
+           "mean_rmse_start": "rmse_to_target_start", "mean_rmse_final": "rmse_to_target_final"}
+    se = {k2: (float(np.std([r[f] for r in ok], ddof=1) / np.sqrt(len(ok)))
+               if len(ok) > 1 else None) for k2, f in src.items()}
+    md.append(markdown_table(["aggregate", "value"],
+                             [[k2, format_estimate(v, se.get(k2)) if isinstance(v, float) else v]
+                              for k2, v in agg.items()]))
     return {"pairs": rows, "aggregate": agg}, "\n".join(md)
 
 

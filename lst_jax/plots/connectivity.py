@@ -40,10 +40,12 @@ def barrier_boxplots(stats: dict, path, title: str = "Barrier statistics"):
     from matplotlib.patches import Patch
 
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    # the legend in a strip of its own below the panels: it covers no title and no data
+    strip = 0.35 / fig.get_figheight()
+    fig.tight_layout(rect=(0, strip, 1, 0.95))
     fig.legend(handles=[Patch(facecolor=REAL, edgecolor="black", label="real-real"),
                         Patch(facecolor=ADV, edgecolor="black", label="real-adversarial")],
-               fontsize=8, loc="upper right", ncols=2)
+               fontsize=8, loc="lower center", ncols=2, frameon=False)
     return save_png(fig, path)
 
 
@@ -87,6 +89,7 @@ def bypass_profiles(rows, path, title: str = ""):
         ax.set_title(f"bypassed, {int(nv) - 2} bypass point(s) (max "
                      f"{np.nanmax(seg[:int(nv) - 1]):.3g})", fontsize=9)
         ax.set_xlabel("position on the primary path")
+        ax.set_ylim(bottom=0)                  # each round's scale from 0: its max in the title
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -150,24 +153,30 @@ def round_profiles(primary, round_curves, path, title: str = ""):
         round_curves: list over rounds >= 1 of (segment_losses (S, n), segment boundaries
             (S + 1,)); rows of NaN (segments not measured in that round) are skipped.
     """
-    k = 1 + len(round_curves)
+    # rounds in which no segment was measured (nothing left to bypass) get no empty panel
+    rounds = [r for r, (seg, _) in enumerate(round_curves)
+              if np.any(np.all(np.isfinite(np.asarray(seg)), axis=-1))]
+    k = 1 + len(rounds)
     fig = new_figure(4.2 * k, 3.2)
     ax = fig.add_subplot(1, k, 1)
     ax.plot(np.linspace(0, 1, len(primary)), primary, color=REAL)
     ax.set_title(f"primary (max {np.max(primary):.3g})", fontsize=9)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("alpha")
     ax.set_ylabel("cross-entropy")
     names = ["secondary", "tertiary", "quaternary"]
-    for r, (seg, alpha) in enumerate(round_curves):
-        ax = fig.add_subplot(1, k, r + 2)
+    for i, r in enumerate(rounds):
+        seg, alpha = round_curves[r]
+        ax = fig.add_subplot(1, k, i + 2)
         n = seg.shape[1]
         for j in range(len(seg)):
             if np.all(np.isfinite(seg[j])):        # measured in this round
                 ax.plot(np.linspace(alpha[j], alpha[j + 1], n), seg[j])
-        top = np.nanmax(seg) if np.any(np.isfinite(seg)) else float("nan")
+        top = np.nanmax(seg)
         ax.set_title(f"{names[r] if r < len(names) else f'round {r + 1}'} "
                      f"(max {top:.3g})", fontsize=9)
         ax.set_xlabel("position on the primary path")
+        ax.set_ylim(bottom=0)                  # each round's scale from 0: its max in the title
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

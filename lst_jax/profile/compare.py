@@ -33,6 +33,12 @@ METRIC_INFO = {
     "detect_auroc_optimization": ("detector AUROC, the paper's attack", None),
     "detect_auroc_pgd": ("detector AUROC, PGD", None),
 }
+# Metrics that lie in [0, 1] by definition (figures draw them on [0, 1]).
+UNIT_INTERVAL_METRICS = ("clean_accuracy", "robust_accuracy", "mean_corruption_accuracy",
+                         "lst_rmse", "lst_linf", "lst_ssim", "hull_mean_conf",
+                         "hull_frac_above_delta", "star_min_conf", "iaside_score",
+                         "iaside_low_band_importance", "detect_auroc_optimization",
+                         "detect_auroc_pgd")
 # Metrics that measure robustness itself (the x axes), not input-space geometry.
 ROBUSTNESS_METRICS = ("clean_accuracy", "robust_accuracy", "mean_corruption_accuracy", "mce")
 

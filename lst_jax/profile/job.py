@@ -129,11 +129,18 @@ def _config_dict(config: ProfileConfig) -> dict:
 
 
 def _figures(run: RunDir, profile: dict, results: dict, config: ProfileConfig) -> dict:
-    from lst_jax.plots.profile import plot_corruption_curves, plot_metrics_against
-    from lst_jax.profile.report import scalar_metrics
+    from lst_jax.plots import profile as plots
+    from lst_jax.plots.profile import plot_corruption_curves
+    from lst_jax.profile.compare import UNIT_INTERVAL_METRICS
+    from lst_jax.profile.report import metric_errors, scalar_metrics
 
     models, table = profile["models"], profile["metrics"]
     labels = {k: metric_label(k) for m in models for k in table[m]}
+    errors = metric_errors(profile, run.root)
+
+    def plot_metrics_against(*args, **kw):   # ± 1 SE bars; axes from 0 (to 1 where bounded)
+        return plots.plot_metrics_against(*args, errors=errors,
+                                          unit_interval=UNIT_INTERVAL_METRICS, **kw)
     geometry = [k for k in scalar_metrics(table, models) if k not in ROBUSTNESS_METRICS]
     figs = {}
     key = [k for k in KEY_METRICS if k in geometry]

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from lst_jax.evaluation.rundir import RunDir, markdown_table
-from lst_jax.profile.compare import (ROBUSTNESS_METRICS, describe, metric_label,
+from lst_jax.profile.compare import (METRIC_INFO, ROBUSTNESS_METRICS, describe, metric_label,
                                      significance_threshold)
+from lst_jax.utils.rounding import format_estimate
 
 
 def _fmt(v) -> str:
@@ -34,8 +35,89 @@ def scalar_metrics(table: dict, models) -> list[str]:
     names = [k for k in dict.fromkeys(k for m in models for k in table[m])
              if all(table[m].get(k) is None or np.isscalar(table[m][k]) for m in models)
              and any(table[m].get(k) is not None for m in models)]
-    return ([k for k in ROBUSTNESS_METRICS if k in names]
-            + [k for k in names if k not in ROBUSTNESS_METRICS])
+    order = {k: i for i, k in enumerate(METRIC_INFO)}    # the same order after a JSON round trip
+    rest = sorted((k for k in names if k not in ROBUSTNESS_METRICS),
+                  key=lambda k: (order.get(k, len(order)), k))
+    return [k for k in ROBUSTNESS_METRICS if k in names] + rest
+
+
+def _binomial_se(p, n):
+    return float(np.sqrt(p * (1 - p) / n)) if p is not None and n else None
+
+
+def _mean_se(entry):
+    """SE of a [mean, std, n] table entry (LST Tables 1-2)."""
+    if entry is None or len(entry) < 3 or not entry[2] or entry[2] < 2:
+        return None
+    return float(entry[1] / np.sqrt(entry[2]))
+
+
+def _auroc_se(a, n_pos, n_neg):
+    """Hanley & McNeil (1982) standard error of an AUROC from n_pos positives, n_neg negatives."""
+    if a is None or not n_pos or not n_neg:
+        return None
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    v = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    return float(np.sqrt(max(v, 0.0)))
+
+
+def _bootstrap_median_se(values, draws: int = 2000, seed: int = 0):
+    v = np.asarray(values, np.float64)
+    if v.size < 2:
+        return None
+    idx = np.random.default_rng(seed).integers(0, v.size, (draws, v.size))
+    return float(np.std(np.median(v[idx], axis=1), ddof=1))
+
+
+def metric_errors(profile: dict, root=None) -> dict:
+    """Standard errors of the profile's metrics, where the saved results give one: binomial for
+    accuracies (n test images; for the mean corruption accuracy n images, an upper bound since
+    every corruption and severity reuses them), SE of the mean for LST Tables 1-2 metrics,
+    I-ASIDE's own score SE, Hanley-McNeil for detector AUROCs, and a bootstrap over pairs for
+    barrier medians when the barrier run's per-pair values (`stats.npz`) are under `root`.
+
+    Returns:
+        model -> {metric: se} (metrics without an SE are absent).
+    """
+    res = profile.get("results", {})
+    out = {}
+    for m in profile["models"]:
+        e = {}
+        rob = res.get("robustness", {}).get(m)
+        if rob:
+            n = rob.get("num_images")
+            for k in ("clean_accuracy", "robust_accuracy", "mean_corruption_accuracy"):
+                if k in rob:
+                    e[k] = _binomial_se(rob[k], n)
+        lst = res.get("lst", {}).get(m)
+        if lst:
+            for k, v in lst.get("table1", {}).items():
+                e[f"lst_{k}"] = _mean_se(v)
+            t2 = lst.get("table2", {})
+            e["hull_mean_conf"] = _mean_se(t2.get("mean"))
+            frac = [k for k in t2 if k.startswith("frac_")
+                    and t2[k][0] == lst.get("hull_frac_above_delta")]
+            e["hull_frac_above_delta"] = _mean_se(t2[frac[0]]) if frac else None
+        ia = res.get("iaside", {}).get(m)
+        if ia:
+            e["iaside_score"] = e["iaside_signed_score"] = ia.get("score_se")
+        con = res.get("connectivity", {}).get(m)
+        if con:
+            det = con.get("detect", {})
+            for attack, d in det.get("attacks", {}).items():
+                e[f"detect_auroc_{attack}"] = _auroc_se(d.get("auroc"), d.get("n_adversarial"),
+                                                        det.get("n_clean"))
+            run_dir = con.get("barrier", {}).get("run_dir")
+            stats = Path(root) / run_dir / "stats.npz" if root and run_dir else None
+            if stats is not None and stats.is_file():
+                with np.load(stats) as z:
+                    for g, short in (("real", "real"), ("adversarial", "adv")):
+                        for q in ("max", "gap"):
+                            if f"{g}_{q}" in z:
+                                e[f"barrier_{short}_{q}_median"] = _bootstrap_median_se(
+                                    z[f"{g}_{q}"])
+        out[m] = {k: v for k, v in e.items() if v is not None and np.isfinite(v)}
+    return out
 
 
 def write_csv(run: RunDir, table: dict, models) -> Path:
@@ -61,9 +143,16 @@ def _correlation_rows(corr: dict):
     return rows
 
 
-def render_markdown(profile: dict, figures: dict) -> str:
-    """The report page; `figures` maps a caption to a path relative to the report."""
+def render_markdown(profile: dict, figures: dict, errors: dict | None = None) -> str:
+    """The report page; `figures` maps a caption to a path relative to the report; `errors`
+    (`metric_errors`) puts "± SE" beside the values that have one, rounded to it."""
     models, table = profile["models"], profile["metrics"]
+    errors = errors or {}
+
+    def cell(m, c):
+        v, se = table[m].get(c), errors.get(m, {}).get(c)
+        return format_estimate(v, se) if se else _fmt(v)
+
     n = len(models)
     cols = scalar_metrics(table, models)
     out = [f"# Model profile: {', '.join(models)}", "",
@@ -75,8 +164,13 @@ def render_markdown(profile: dict, figures: dict) -> str:
            + f"; {n} models.", ""]
     out += ["## All metrics", "",
             markdown_table(["metric"] + [f"`{m}`" for m in models],
-                           [[metric_label(c)] + [_fmt(table[m].get(c)) for m in models]
+                           [[metric_label(c)] + [cell(m, c) for m in models]
                             for c in cols]), ""]
+    if errors:
+        out += ["± one standard error where the results give one (binomial for accuracies; "
+                "SE of the mean over pairs/sources for LST; I-ASIDE's own; Hanley-McNeil for "
+                "AUROCs; bootstrap over pairs for barrier medians when the barrier run's "
+                "per-pair values are present); values are rounded to their error.", ""]
     if profile["correlations"] and n >= 3:
         thr = significance_threshold(n)
         power = (f"with {n} models only |rho| >= {thr:.2f} reaches p < 0.05" if thr else
@@ -173,7 +267,7 @@ def write_report(run: RunDir, profile: dict, figures: dict) -> dict:
     rel = {c: str(Path(p).resolve().relative_to(run.root.resolve())) for c, p in figures.items()}
     run.write_json("profile.json", profile)
     write_csv(run, profile["metrics"], profile["models"])
-    md = render_markdown(profile, rel)
+    md = render_markdown(profile, rel, metric_errors(profile, run.root))
     run.write_text("report.md", md)
     images = {r: run.path(r).read_bytes() for r in rel.values()}
     page = markdown_to_html(md, images, f"Model profile: {', '.join(profile['models'])}")
@@ -182,4 +276,5 @@ def write_report(run: RunDir, profile: dict, figures: dict) -> dict:
             "markdown": run.path("report.md"), "html": run.path("report.html")}
 
 
-__all__ = ["write_report", "render_markdown", "markdown_to_html", "scalar_metrics"]
+__all__ = ["write_report", "render_markdown", "markdown_to_html", "scalar_metrics",
+           "metric_errors"]
