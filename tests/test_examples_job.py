@@ -102,8 +102,36 @@ a, b = ({k: v.astype(float) for k, v in r.items() if v.dtype.kind in "fb"}
 # unmeasured geometry entries are NaN on both paths
 diff = {k: float(np.max(np.abs(np.nan_to_num(a[k] - b[k]))))
         if np.array_equal(np.isnan(a[k]), np.isnan(b[k])) else float("inf") for k in b}
-emit({"diff": diff, "keys": sorted(res["off"])})
+# The traversed images' own float32 error: the same traversal (same pairs, key and config as
+# the job) in float64. The two float32 runs differ in their per-device batch sizes, so each
+# carries its own round-off, amplified along the trajectory; their difference is bounded by
+# about twice that error.
+import jax
+from lst_jax.evaluation.examples import off_diagonal_pairs
+from lst_jax.models import load_model
+from lst_jax.traversal import level_set_traversal, preset
+m = load_model("digits_resnet-normal")
+k = res["off"]["outputs"].shape[0]
+imgs = np.stack([res["off"]["outputs"][j, j] for j in range(k)])   # the diagonal: clean j
+import json
+man = json.load(open(ROOT_DIR + "/off/manifest.json"))
+labels = np.asarray(man["labels"])
+pairs = off_diagonal_pairs(k)
+ti, sj = pairs[:, 0], pairs[:, 1]
+cfg = preset("paper").replace(iters=6, log_step=3)
+key = jax.random.split(jax.random.key(0))[0]
+runs = {p: np.asarray(level_set_traversal(m.model_fn, m.params, imgs[sj], imgs[ti], labels[sj],
+                                          key, cfg, target_labels=labels[ti], precision=p).images,
+                      np.float64) for p in ("float32", "float64")}
+got = res["off"]["outputs"][ti, sj].astype(np.float64)
+emit({"diff": diff, "keys": sorted(res["off"]),
+      "job_vs_direct": float(np.abs(got - runs["float32"]).max()),
+      "f32_error": float(np.abs(runs["float32"] - runs["float64"]).max())})
 """.replace("ROOT_DIR", repr(str(tmp_path))), devices=3)
     assert out["keys"]
+    # the job's traversal is the direct one (same program, same process: bitwise)
+    assert out["job_vs_direct"] == 0.0
+    # images: within 4x the float32 error of one run (float64 reference), and at least 1e-5
+    tol_images = max(1e-5, 4 * out["f32_error"])
     for k, v in out["diff"].items():
-        assert v <= 1e-5, (k, v)
+        assert v <= (tol_images if k == "outputs" else 1e-5), (k, v, out["f32_error"])
