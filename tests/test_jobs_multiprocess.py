@@ -126,7 +126,9 @@ def two_processes(tmp_path_factory):
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    """Result files under `root` (the run directories' `.lock` files are not results)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and p.name != ".lock")
 
 
 def _same_json(a, b, where):
