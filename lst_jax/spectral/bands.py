@@ -52,7 +52,7 @@ def _square_bounds(dim: int, side: int) -> tuple[int, int]:
     return start, start + side
 
 
-def band_index_map(side: int, num_bands: int = 8, *, centred: bool = False) -> np.ndarray:
+def band_index_map(side: int, *, num_bands: int = 8, centred: bool = False) -> np.ndarray:
     """The band (0 = lowest frequency) of every frequency bin of a `side` x `side` spectrum.
 
     Args:
@@ -63,6 +63,11 @@ def band_index_map(side: int, num_bands: int = 8, *, centred: bool = False) -> n
 
     Shape:
         -> (side, side) int32 with values in [0, M).
+
+    Examples:
+        >>> from lst_jax.spectral import band_index_map
+        >>> band_index_map(16, num_bands=2, centred=True)[8].tolist()   # the centre row
+        [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
     """
     side = int(side)
     if side < MIN_SIDE:
@@ -76,37 +81,54 @@ def band_index_map(side: int, num_bands: int = 8, *, centred: bool = False) -> n
     return out if centred else np.fft.ifftshift(out)
 
 
-def band_masks(side: int, num_bands: int = 8, *, centred: bool = False) -> np.ndarray:
+def band_masks(side: int, *, num_bands: int = 8, centred: bool = False) -> np.ndarray:
     """One boolean mask per band (the bands partition the spectrum).
 
     Shape:
         -> (M, side, side) bool; `masks.sum(0) == 1` everywhere.
+
+    Examples:
+        >>> from lst_jax.spectral import band_masks
+        >>> masks = band_masks(16, num_bands=4)
+        >>> masks.shape, bool((masks.sum(0) == 1).all()), bool(masks[0, 0, 0])   # DC: band 0
+        ((4, 16, 16), True, True)
     """
-    idx = band_index_map(side, num_bands, centred=centred)
+    idx = band_index_map(side, num_bands=num_bands, centred=centred)
     return idx[None] == np.arange(check_num_bands(num_bands), dtype=np.int32)[:, None, None]
 
 
-def band_sizes(side: int, num_bands: int = 8) -> np.ndarray:
+def band_sizes(side: int, *, num_bands: int = 8) -> np.ndarray:
     """Frequency bins per band and channel (224, M = 8: 784, 2352, ..., 11760).
 
     Shape:
         -> (M,) int64.
+
+    Examples:
+        >>> from lst_jax.spectral import band_sizes
+        >>> band_sizes(16, num_bands=4).tolist()
+        [16, 48, 80, 112]
     """
-    return band_masks(side, num_bands).reshape(num_bands, -1).sum(1).astype(np.int64)
+    return band_masks(side, num_bands=num_bands).reshape(num_bands, -1).sum(1).astype(np.int64)
 
 
-def coalition_mask(bits, side: int, num_bands: int | None = None, *,
+def coalition_mask(bits, *, side: int, num_bands: int | None = None,
                    centred: bool = False) -> np.ndarray:
-    """The union of the selected bands (the frequencies a coalition keeps).
+    """The union of the selected bands (the frequencies a coalition keeps; `num_bands`
+    default: `len(bits)`).
 
     Shape:
         bits: (M,) bool (index 0 = lowest band) -> (side, side) bool.
+
+    Examples:
+        >>> from lst_jax.spectral import coalition_mask
+        >>> int(coalition_mask([True, False, False, False], side=16).sum())   # band 0: 4x4
+        16
     """
     bits = np.asarray(bits, bool)
     m = bits.shape[-1] if num_bands is None else num_bands
     if bits.shape != (m,):
         raise ValueError(f"bits must have shape ({m},), got {bits.shape}")
-    return bits[band_index_map(side, m, centred=centred)]
+    return bits[band_index_map(side, num_bands=m, centred=centred)]
 
 
 __all__ = ["MIN_SIDE", "band_index_map", "band_masks", "band_sizes", "coalition_mask",

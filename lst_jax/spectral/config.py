@@ -36,13 +36,24 @@ class SpectralConfig:
         group_size: images per normalisation / random-fill group (the reference's batch of
             10). Independent of the compute batch, which never changes the numbers.
         beta: decay of the score's weights (reference 0.75).
-        seed: images, pairings and noise (reference 42).
         resample: False (default, [ours]): one fixed set of K images, random-fill pairing
             and noise shared by all coalitions (common random numbers); True: a fresh random
             subset, pairing and noise per coalition, as the reference.
         estimator: "exact" (all 2^M coalitions, M <= 16) or "sampled" (antithetic
             permutation sampling, only the coalitions it visits).
         num_permutations: permutations of the sampled estimator (each walked both ways).
+        k: images per coalition. None (default): all images passed (with common random
+            numbers the images passed are the sample, so k, if given, must equal their
+            number); required with `resample=True`, where each coalition draws k of them.
+
+    The randomness (random-fill pairings, noise, resampled images, permutations, bootstrap)
+    comes from the `key` passed to the functions, never from the config.
+
+    Examples:
+        >>> from lst_jax.spectral import SpectralConfig
+        >>> cfg = SpectralConfig(num_bands=4).replace(fill="zero")
+        >>> cfg.num_bands, cfg.fill, SpectralConfig.preset("reference", k=100).resample
+        (4, 'zero', True)
     """
 
     num_bands: int = 8
@@ -51,10 +62,10 @@ class SpectralConfig:
     normalize: str = "group"
     group_size: int = 10
     beta: float = DEFAULT_BETA
-    seed: int = 42
     resample: bool = False
     estimator: str = "exact"
     num_permutations: int = 64
+    k: int | None = None
 
     def __post_init__(self):
         check_positive_int("num_bands", self.num_bands)
@@ -63,8 +74,6 @@ class SpectralConfig:
         check_choice("normalize", self.normalize, NORMALIZATIONS)
         check_positive_int("group_size", self.group_size)
         object.__setattr__(self, "beta", check_beta(self.beta))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.resample, bool):
             raise ValueError(f"resample must be True or False, got {self.resample!r}")
         check_choice("estimator", self.estimator, ESTIMATORS)
@@ -79,12 +88,26 @@ class SpectralConfig:
                 raise ValueError(f"num_bands={self.num_bands} is too many for the exact "
                                  f"estimator (2^{self.num_bands} coalitions, at most "
                                  f"{MAX_EXACT_PLAYERS} bands): use estimator='sampled'")
+        if self.k is not None:
+            check_positive_int("k", self.k)
 
     def replace(self, **changes):
+        """A copy with `changes` (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name: str, **overrides):
+        """A named preset with overrides: "default" ([ours]: common random numbers) or
+        "reference" (the authors' code: a fresh random subset of k images, pairing and noise
+        per coalition; pass `k`)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown I-ASIDE preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-__all__ = ["SpectralConfig", "FILLS", "POSTS", "NORMALIZATIONS", "ESTIMATORS"]
+PRESETS = {"default": {}, "reference": {"resample": True}}
+
+__all__ = ["SpectralConfig", "PRESETS", "FILLS", "POSTS", "NORMALIZATIONS", "ESTIMATORS"]

@@ -24,6 +24,13 @@ def image_spectra(images: jax.Array) -> jax.Array:
 
     Shape:
         images: (B, H, W, C) float -> (B, H, W, C) complex64.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from lst_jax.spectral import image_spectra
+        >>> s = image_spectra(jnp.ones((1, 16, 16, 3)))
+        >>> s.shape, s.dtype, float(s[0, 0, 0, 0].real)         # DC: the sum of the pixels
+        ((1, 16, 16, 3), dtype('complex64'), 256.0)
     """
     return jnp.fft.fft2(jnp.asarray(images, jnp.float32), axes=(1, 2)).astype(jnp.complex64)
 
@@ -57,6 +64,15 @@ def filter_groups(spectra: jax.Array, fill: jax.Array | None, keep: jax.Array, *
     Shape:
         spectra, fill: (n, g, H, W, C) complex64; keep: (n, H, W) bool
         -> (n, g, H, W, C) float32 in [0, 1].
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from lst_jax.spectral import coalition_mask, filter_groups, image_spectra
+        >>> x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+        >>> keep = jnp.asarray(coalition_mask([True, True], side=16))[None]   # all bands
+        >>> y = filter_groups(image_spectra(x)[None], None, keep, post="real")
+        >>> bool(jnp.allclose(y[0], (x - x.min()) / (x.max() - x.min()), atol=1e-5))
+        True
     """
     m = keep[:, None, :, :, None]
     mixed = jnp.where(m, spectra, fill if fill is not None else jnp.zeros((), spectra.dtype))

@@ -8,22 +8,26 @@ authors' code in `../shared/spec/iaside.md`.
 from __future__ import annotations
 
 import math
-import time
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lst_jax.spectral.config import SpectralConfig
-from lst_jax.spectral.sampling import group_layout
+from lst_jax.spectral.sampling import group_layout, numpy_seed
 from lst_jax.spectral.score import (importance_distribution, signed_robustness_score,
                                     spectral_robustness_score)
-from lst_jax.spectral.shapley import (all_coalitions, permutation_plan, permutation_shapley,
-                                      shapley_matrix)
-from lst_jax.spectral.values import DEFAULT_BLOCK, check_value_inputs, coalition_log_probs
+from lst_jax.spectral.shapley import (_permutation_estimate, _plan, all_coalitions,
+                                      permutation_plan, shapley_matrix)
+from lst_jax.spectral.values import (DEFAULT_BLOCK, check_config, check_value_inputs,
+                                     coalition_log_probs, coalition_log_probs_unchecked)
 
 
 class SpectralImportance(NamedTuple):
-    """Result of `spectral_importance`.
+    """Result of `spectral_importance` (every leaf a `jax.Array`: the float64 host
+    statistics of `importance_statistics` in jax's default float, float32 unless x64 is
+    enabled).
 
     Attributes:
         shapley: Shapley value of each band (0 = lowest frequency), in nats.
@@ -37,12 +41,29 @@ class SpectralImportance(NamedTuple):
         coalitions: the coalitions evaluated (exact: index order).
         values: v(S) = mean log-probability of the true label, per coalition.
         log_probs: per coalition and image.
-        seconds: wall time of this call.
 
     Shape:
-        shapley, shapley_se, distribution: (M,); coalitions: (C, M) bool; values: (C,)
-        float64; log_probs: (C, K) float32.
+        shapley, shapley_se, distribution: (M,); score, signed_score, score_se,
+        signed_score_se: (); coalitions: (C, M) bool; values: (C,); log_probs: (C, K)
+        float32.
     """
+
+    shapley: jax.Array
+    shapley_se: jax.Array
+    distribution: jax.Array
+    score: jax.Array
+    signed_score: jax.Array
+    score_se: jax.Array
+    signed_score_se: jax.Array
+    coalitions: jax.Array
+    values: jax.Array
+    log_probs: jax.Array
+
+
+class ImportanceStatistics(NamedTuple):
+    """The statistics of `SpectralImportance` as float64 host (numpy) values, for jobs that
+    store them exactly (`importance_statistics`). Same fields and shapes; scores are
+    Python floats, values float64, log_probs float32."""
 
     shapley: np.ndarray
     shapley_se: np.ndarray
@@ -54,19 +75,26 @@ class SpectralImportance(NamedTuple):
     coalitions: np.ndarray
     values: np.ndarray
     log_probs: np.ndarray
-    seconds: float
 
 
-def coalitions_for(config: SpectralConfig) -> np.ndarray:
-    """The coalitions the estimator needs (exact: all 2^M in index order; sampled: those
-    the permutation walks visit, seeded by `config.seed`).
+def coalitions_for(*, key, config: SpectralConfig) -> np.ndarray:
+    """The coalitions the estimator needs (host plan): exact, all 2^M in index order;
+    sampled, those the permutation walks of `permutation_plan(key=key)` visit.
 
     Shape:
         -> (C, M) bool.
+
+    Examples:
+        >>> import jax
+        >>> from lst_jax.spectral import SpectralConfig, coalitions_for
+        >>> coalitions_for(key=jax.random.key(0), config=SpectralConfig(num_bands=3)).shape
+        (8, 3)
     """
+    check_config(config)
     if config.estimator == "exact":
         return all_coalitions(config.num_bands)
-    return permutation_plan(config.num_bands, config.num_permutations, config.seed).coalitions
+    return permutation_plan(config.num_bands, num_permutations=config.num_permutations,
+                            key=key).coalitions
 
 
 def group_values(log_probs, k: int, group_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,14 +120,15 @@ def _weighted_se(per_group: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.sqrt((w ** 2 * (per_group - mean) ** 2).sum(-1) * n / (n - 1))
 
 
-def shapley_from_values(config: SpectralConfig, coalitions, log_probs, k: int):
-    """(Shapley values, standard errors) from the per-coalition, per-image log-probs."""
+def shapley_from_values(config: SpectralConfig, coalitions, log_probs, k: int, seed: int):
+    """(Shapley values, standard errors) from the per-coalition, per-image log-probs
+    (`seed`: `numpy_seed(key)`)."""
     values = np.asarray(log_probs, np.float64).mean(1)
     if config.estimator == "sampled":
-        plan = permutation_plan(config.num_bands, config.num_permutations, config.seed)
+        plan = _plan(config.num_bands, config.num_permutations, seed)
         if not np.array_equal(plan.coalitions, coalitions):
             raise ValueError("coalitions differ from the sampled estimator's plan")
-        est = permutation_shapley(plan, values)
+        est = _permutation_estimate(plan, values)
         return est.values, est.se
     w = shapley_matrix(config.num_bands)
     per_group, sizes = group_values(log_probs, k, config.group_size)    # (2^M, G)
@@ -109,14 +138,14 @@ def shapley_from_values(config: SpectralConfig, coalitions, log_probs, k: int):
     return w @ values, _weighted_se(w @ per_group, sizes)
 
 
-def bootstrap_score_se(config: SpectralConfig, log_probs, k: int,
+def bootstrap_score_se(config: SpectralConfig, log_probs, k: int, seed: int,
                        num: int = 1000) -> tuple[float, float]:
     """Bootstrap standard errors of (score, signed score) over the image groups.
 
     Groups (the min-max couples the images of a group) are resampled with replacement,
-    `num` times (`default_rng([seed, 4])`); each replicate's Shapley values are the
-    size-weighted mean of the per-group Shapley values. NaN for the sampled estimator, for
-    resampling (each coalition has its own images) or a single group.
+    `num` times (`default_rng([seed, 4])`, `seed = numpy_seed(key)`); each replicate's
+    Shapley values are the size-weighted mean of the per-group Shapley values. NaN for the
+    sampled estimator, for resampling (each coalition has its own images) or a single group.
     """
     from lst_jax.spectral.score import score_weights
 
@@ -125,7 +154,7 @@ def bootstrap_score_se(config: SpectralConfig, log_probs, k: int,
     if config.estimator != "exact" or config.resample or n < 2:
         return math.nan, math.nan
     psi_g = shapley_matrix(config.num_bands) @ per_group                   # (M, G)
-    idx = np.random.default_rng([config.seed, 4]).integers(n, size=(num, n))
+    idx = np.random.default_rng([seed, 4]).integers(n, size=(num, n))
     w = sizes[idx].astype(np.float64)                                       # (num, G)
     psi = np.einsum("mbg,bg->bm", psi_g[:, idx], w) / w.sum(1, keepdims=True)
     shifted = psi - psi.min(1, keepdims=True)
@@ -136,9 +165,9 @@ def bootstrap_score_se(config: SpectralConfig, log_probs, k: int,
     return float(np.abs(signed).std(ddof=1)), float(signed.std(ddof=1))
 
 
-def spectral_importance(model_fn, params, images, labels,
-                        config: SpectralConfig = SpectralConfig(), *, k: int | None = None,
-                        mesh=None, images_per_call: int | None = None, memory_budget=None,
+def spectral_importance(model_fn, params, images, labels, *, key,
+                        config: SpectralConfig = SpectralConfig(), mesh=None,
+                        batch_size: int | None = None, memory_budget=None,
                         block_size: int = DEFAULT_BLOCK, store=None,
                         progress: bool = False, desc: str = "I-ASIDE") -> SpectralImportance:
     """Spectral importance of M frequency bands and the spectral robustness score.
@@ -154,14 +183,22 @@ def spectral_importance(model_fn, params, images, labels,
         model_fn, params: `model_fn(params, images) -> logits` on [0, 1] NHWC pixels.
         images, labels: the K images (common random numbers, default: grouped in order into
             groups of `config.group_size`), or with `config.resample` the pool each
-            coalition draws `k` images from.
+            coalition draws `config.k` images from.
+        key: typed key of every random draw: random-fill pairings, Gaussian noise,
+            resampled images, permutations, bootstrap (`jax.random.key(seed)`; the host
+            draws are seeded by `lst_jax.spectral.sampling.numpy_seed(key)`).
         config: `SpectralConfig` (bands, fill, post-processing, normalisation, groups,
-            beta, seed, resampling, estimator).
-        mesh, images_per_call, memory_budget, block_size, store, progress, desc: see
-            `coalition_log_probs` (they never change the numbers beyond float round-off).
+            beta, resampling and k, estimator).
+        mesh: None (one device) or `lst_jax.parallel.data_mesh()` (all devices).
+        batch_size, memory_budget: images per device in one model call, and bytes per
+            device (see `coalition_log_probs`).
+        block_size, store: coalitions per stored block and the resumable storage of
+            finished blocks (`BlockStore`; the job's run directory). None: in memory.
+        progress, desc: progress bar and its label.
+        Placement, sizes and blocks never change the numbers beyond float round-off.
 
     Returns:
-        `SpectralImportance`.
+        `SpectralImportance` (jax.Array leaves).
 
     Shape:
         images: (N, H, W, C) float32 in [0, 1] with H = W >= 16; labels: (N,) int.
@@ -172,32 +209,167 @@ def spectral_importance(model_fn, params, images, labels,
     instead of 0 / 0.
 
     Examples:
+        >>> import jax, numpy as np
         >>> from lst_jax.spectral import SpectralConfig, spectral_importance
-        >>> res = spectral_importance(model_fn, params, x, y, SpectralConfig(num_bands=8))
-        >>> res.distribution, res.score                     # doctest: +SKIP
+        >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p     # a linear classifier
+        >>> rng = np.random.default_rng(0)
+        >>> w = 0.05 * rng.normal(size=(16 * 16 * 3, 3)).astype(np.float32)
+        >>> x = rng.uniform(size=(6, 16, 16, 3)).astype(np.float32)
+        >>> y = np.asarray(model_fn(w, x)).argmax(-1)
+        >>> res = spectral_importance(model_fn, w, x, y, key=jax.random.key(0),
+        ...                           config=SpectralConfig(num_bands=4, group_size=3))
+        >>> res.distribution.shape, res.values.shape, res.log_probs.shape
+        ((4,), (16,), (16, 6))
+        >>> bool(abs(res.distribution.sum() - 1) < 1e-6), bool(0 <= res.score <= 1)
+        (True, True)
     """
-    t0 = time.perf_counter()
-    _, _, k = check_value_inputs(model_fn, params, images, labels, config, k)
-    coalitions = coalitions_for(config)
-    log_probs = coalition_log_probs(model_fn, params, images, labels, coalitions, config, k=k,
-                                    mesh=mesh, images_per_call=images_per_call,
+    seed = numpy_seed(key)
+    _, _, k = check_value_inputs(model_fn, params, images, labels, config)
+    coalitions = coalitions_for(key=key, config=config)
+    log_probs = coalition_log_probs(model_fn, params, images, labels, coalitions, key=key,
+                                    config=config, mesh=mesh, batch_size=batch_size,
                                     memory_budget=memory_budget, block_size=block_size,
                                     store=store, progress=progress, desc=desc)
-    return summarize(config, coalitions, log_probs, k, time.perf_counter() - t0)
+    stats = _statistics(config, coalitions, jax.device_get(log_probs), k, seed)
+    return SpectralImportance(*(jax.device_put(np.asarray(v)) for v in stats))
 
 
-def summarize(config: SpectralConfig, coalitions, log_probs, k: int,
-              seconds: float = math.nan) -> SpectralImportance:
-    """Shapley values, distribution and scores from finished coalition log-probabilities."""
-    shapley, se = shapley_from_values(config, coalitions, log_probs, k)
+def spectral_importance_unchecked(model_fn, params, images, labels, *, key,
+                                  config: SpectralConfig,
+                                  batch_size: int | None = None) -> SpectralImportance:
+    """`spectral_importance` as one traceable computation: no validation, no placement,
+    no blocks, store or progress bar; usable inside `jax.jit` (`params`, `images`,
+    `labels` may be traced).
+
+    `key` and `config` must be concrete: the pairings, resampled images, permutations and
+    bootstrap draws are made on the host from `numpy_seed(key)` (close over the key). The
+    statistics are computed in jax's default float (float32 unless x64), so they equal
+    `spectral_importance`'s to float32 round-off. `batch_size`: images per model call
+    (`jax.lax.map` over chunks); None: every coalition x image in one call.
+
+    Shape:
+        images: (N, H, W, C) float32 in [0, 1], square; labels: (N,) int
+        -> `SpectralImportance` with the shapes of `spectral_importance`.
+
+    Examples:
+        >>> import jax, numpy as np
+        >>> from lst_jax.spectral import SpectralConfig, spectral_importance_unchecked
+        >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+        >>> rng = np.random.default_rng(0)
+        >>> w = 0.05 * rng.normal(size=(16 * 16 * 3, 3)).astype(np.float32)
+        >>> x = rng.uniform(size=(6, 16, 16, 3)).astype(np.float32)
+        >>> cfg, key = SpectralConfig(num_bands=4, group_size=3), jax.random.key(0)
+        >>> score = jax.jit(lambda p, x, y: spectral_importance_unchecked(
+        ...     model_fn, p, x, y, key=key, config=cfg).score)
+        >>> score(w, x, np.asarray(model_fn(w, x)).argmax(-1)).shape
+        ()
+    """
+    seed = numpy_seed(key)
+    k = images.shape[0] if config.k is None else config.k
+    coalitions = coalitions_for(key=key, config=config)
+    log_probs = coalition_log_probs_unchecked(model_fn, params, images, labels, coalitions,
+                                              key=key, config=config, batch_size=batch_size)
+    return _traced_statistics(config, coalitions, log_probs, k, seed)
+
+
+def summarize(coalitions, log_probs, *, key, config: SpectralConfig) -> SpectralImportance:
+    """Shapley values, distribution and scores from finished coalition log-probabilities
+    (e.g. `coalition_log_probs` of `coalitions_for(key=key, config=config)`).
+
+    Shape:
+        coalitions: (C, M) bool; log_probs: (C, K) -> `SpectralImportance`.
+    """
+    stats = importance_statistics(coalitions, log_probs, key=key, config=config)
+    return SpectralImportance(*(jax.device_put(np.asarray(v)) for v in stats))
+
+
+def importance_statistics(coalitions, log_probs, *, key,
+                          config: SpectralConfig) -> ImportanceStatistics:
+    """`summarize` as float64 host values (`ImportanceStatistics`), for jobs that store the
+    statistics exactly.
+
+    Shape:
+        coalitions: (C, M) bool; log_probs: (C, K) -> `ImportanceStatistics`.
+    """
+    seed = numpy_seed(key)
+    check_config(config)
+    lp = np.asarray(jax.device_get(log_probs), np.float32)
+    if lp.ndim != 2 or lp.shape[0] != len(coalitions):
+        raise ValueError(f"log_probs must have shape ({len(coalitions)}, K), got {lp.shape}")
+    return _statistics(config, np.asarray(coalitions, bool), lp, lp.shape[1], seed)
+
+
+def _statistics(config: SpectralConfig, coalitions, log_probs, k: int,
+                seed: int) -> ImportanceStatistics:
+    shapley, se = shapley_from_values(config, coalitions, log_probs, k, seed)
     dist = importance_distribution(shapley)
-    score_se, signed_se = bootstrap_score_se(config, log_probs, k)
-    return SpectralImportance(shapley, se, dist, spectral_robustness_score(dist, config.beta),
-                              signed_robustness_score(dist, config.beta), score_se, signed_se,
-                              np.asarray(coalitions, bool),
-                              np.asarray(log_probs, np.float64).mean(1),
-                              np.asarray(log_probs, np.float32), float(seconds))
+    score_se, signed_se = bootstrap_score_se(config, log_probs, k, seed)
+    return ImportanceStatistics(shapley, se, dist,
+                                spectral_robustness_score(dist, beta=config.beta),
+                                signed_robustness_score(dist, beta=config.beta), score_se,
+                                signed_se, np.asarray(coalitions, bool),
+                                np.asarray(log_probs, np.float64).mean(1),
+                                np.asarray(log_probs, np.float32))
 
 
-__all__ = ["SpectralImportance", "spectral_importance", "summarize", "coalitions_for",
-           "shapley_from_values", "group_values", "bootstrap_score_se"]
+def _traced_statistics(config: SpectralConfig, coalitions, log_probs, k: int,
+                       seed: int) -> SpectralImportance:
+    """`_statistics` in jnp on traced log-probs (the host draws from `seed`)."""
+    from lst_jax.spectral.score import score_weights
+
+    m = config.num_bands
+    layout = group_layout(k, config.group_size)
+    sizes = layout.real.sum(1)
+    n_groups = len(sizes)
+    lp = log_probs.astype(jnp.result_type(float))
+    values = lp.mean(1)
+    pad = lp[:, layout.position] * layout.real                        # (C, G, g)
+    per_group = pad.sum(-1) / sizes                                   # (C, G)
+
+    def weighted_se(x):              # over the last axis (groups), NaN for one group
+        if n_groups < 2:
+            return jnp.full(x.shape[:-1], jnp.nan, x.dtype)
+        w = sizes / sizes.sum()
+        mean = (x * w).sum(-1, keepdims=True)
+        return jnp.sqrt((w ** 2 * (x - mean) ** 2).sum(-1) * n_groups / (n_groups - 1))
+
+    if config.estimator == "sampled":
+        plan = _plan(m, config.num_permutations, seed)
+        inv = np.argsort(plan.perms, axis=1)                          # step of each player
+        fwd = jnp.take_along_axis(jnp.diff(values[plan.forward], axis=1), inv, axis=1)
+        bwd = jnp.take_along_axis(jnp.diff(values[plan.backward], axis=1),
+                                  np.argsort(plan.perms[:, ::-1], axis=1), axis=1)
+        pair = (fwd + bwd) / 2
+        shapley = pair.mean(0)
+        se = pair.std(0, ddof=1) / math.sqrt(pair.shape[0])
+    else:
+        w = jnp.asarray(shapley_matrix(m), values.dtype)
+        shapley = w @ values
+        se = (jnp.sqrt((w ** 2) @ weighted_se(per_group) ** 2) if config.resample
+              else weighted_se(w @ per_group))
+    b_hat, eta = score_weights(m, config.beta)
+    b_hat = jnp.asarray(b_hat, values.dtype)
+
+    def dist_signed(psi):            # (..., M) -> distribution, signed score
+        shifted = psi - psi.min(-1, keepdims=True)
+        total = shifted.sum(-1, keepdims=True)
+        d = jnp.where(total > 0, shifted / jnp.where(total > 0, total, 1), 1.0 / m)
+        signed = (d @ b_hat - eta) / (1 - eta) if m > 1 else jnp.zeros(psi.shape[:-1])
+        return d, signed
+
+    dist, signed = dist_signed(shapley)
+    score_se = signed_se = jnp.asarray(jnp.nan, values.dtype)
+    if config.estimator == "exact" and not config.resample and n_groups >= 2:
+        idx = np.random.default_rng([seed, 4]).integers(n_groups, size=(1000, n_groups))
+        wts = sizes[idx].astype(np.float64)
+        psi_g = jnp.asarray(shapley_matrix(m), values.dtype) @ per_group     # (M, G)
+        psi = jnp.einsum("mbg,bg->bm", psi_g[:, idx], wts) / wts.sum(1, keepdims=True)
+        _, s_b = dist_signed(psi)
+        score_se, signed_se = jnp.abs(s_b).std(ddof=1), s_b.std(ddof=1)
+    return SpectralImportance(shapley, se, dist, jnp.abs(signed), signed, score_se,
+                              signed_se, jnp.asarray(coalitions), values, log_probs)
+
+
+__all__ = ["SpectralImportance", "ImportanceStatistics", "spectral_importance",
+           "spectral_importance_unchecked", "summarize", "importance_statistics",
+           "coalitions_for", "shapley_from_values", "group_values", "bootstrap_score_se"]

@@ -7,6 +7,8 @@ own images (same image, same fill partner, same noise), which leaves its min and
 every real image's result, unchanged; the copies get no weight. Every (coalition, group) is
 one unit of work of fixed shape, whatever K.
 
+The integer `seed` below is `numpy_seed(key)` of the key passed to the public functions.
+
 - Common random numbers (`resample=False`, default): the images passed are the sample, in
   order; the random-fill pairing (one uniform permutation per group, an image may draw
   itself, as the reference) comes from `default_rng([seed, 1])` and is shared by every
@@ -21,7 +23,34 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import numpy as np
+
+from lst_jax.utils.checks import check_key, is_concrete
+
+
+def numpy_seed(key, name: str = "key") -> int:
+    """The integer that seeds the host (numpy) draws of a typed key: the key's data read as
+    one big-endian integer of 32-bit words. For `jax.random.key(seed)` (threefry,
+    0 <= seed < 2^32) it is `seed` itself, so a job's int seed gives the same draws as before
+    keys replaced seeds.
+
+    Raises:
+        TypeError: not a typed key, or a traced one (the draws are made on the host).
+    """
+    check_key(key, name)
+    if not is_concrete(key):
+        raise TypeError(f"{name} must be a concrete key, not a traced value: I-ASIDE draws its "
+                        "image pairings, resampled images and permutations on the host "
+                        "(close over the key instead of passing it as a jit argument)")
+    if key.shape != ():
+        raise ValueError(f"{name} must be a single key (shape ()), got shape {key.shape}")
+    out = 0
+    with jax.ensure_compile_time_eval():          # a concrete key inside a user's jit
+        data = np.asarray(jax.device_get(jax.random.key_data(key)))
+    for word in data.ravel():
+        out = (out << 32) | int(word)
+    return out
 
 
 class GroupLayout(NamedTuple):
@@ -127,5 +156,5 @@ def sample_block(coalitions, layout: GroupLayout, *, num_images: int, resample: 
                        np.ascontiguousarray(partners, np.int32), np.asarray(tags, np.uint32))
 
 
-__all__ = ["GroupLayout", "group_layout", "group_pairing", "crn_partners", "SampleBlock",
+__all__ = ["numpy_seed", "GroupLayout", "group_layout", "group_pairing", "crn_partners", "SampleBlock",
            "sample_block", "coalition_seed"]

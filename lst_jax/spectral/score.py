@@ -40,6 +40,11 @@ def importance_distribution(shapley) -> np.ndarray:
 
     Shape:
         shapley: (M,) -> (M,) float64, non-negative, sums to 1.
+
+    Examples:
+        >>> from lst_jax.spectral import importance_distribution
+        >>> importance_distribution([0.5, -1.0, 2.0, 0.0]).round(4).tolist()
+        [0.2727, 0.0, 0.5455, 0.1818]
     """
     psi = np.asarray(shapley, np.float64)
     if psi.ndim != 1 or psi.size == 0:
@@ -69,11 +74,16 @@ def score_weights(num_bands: int, beta: float = DEFAULT_BETA) -> tuple[np.ndarra
     return b / norm2, float(b.sum() / norm2 / b.size)
 
 
-def signed_robustness_score(distribution, beta: float = DEFAULT_BETA) -> float:
+def signed_robustness_score(distribution, *, beta: float = DEFAULT_BETA) -> float:
     """`(b_hat . v - eta) / (1 - eta)`: > 0 when more low-frequency mass than uniform.
 
     Shape:
         distribution: (M,) (renormalised to sum 1) -> float.
+
+    Examples:
+        >>> from lst_jax.spectral import signed_robustness_score
+        >>> round(signed_robustness_score([0, 0, 0, 1.0]), 4)        # all in the top band
+        -0.3487
     """
     v = np.asarray(distribution, np.float64)
     if v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)) or (v < 0).any() \
@@ -87,18 +97,34 @@ def signed_robustness_score(distribution, beta: float = DEFAULT_BETA) -> float:
     return float((b_hat @ v - eta) / (1.0 - eta))
 
 
-def spectral_robustness_score(distribution, beta: float = DEFAULT_BETA) -> float:
+def spectral_robustness_score(distribution, *, beta: float = DEFAULT_BETA) -> float:
     """The reference's score `|b_hat . v - eta| / |1 - eta|` (the absolute signed score).
 
     Shape:
         distribution: (M,) -> float in [0, (b_hat[0] - eta) / (1 - eta)].
+
+    Examples:
+        >>> from lst_jax.spectral import spectral_robustness_score
+        >>> round(spectral_robustness_score([1.0, 0, 0, 0]), 4)      # all in band 0
+        0.4215
+        >>> round(spectral_robustness_score([0.25] * 4), 12)          # uniform
+        0.0
     """
-    return abs(signed_robustness_score(distribution, beta))
+    return abs(signed_robustness_score(distribution, beta=beta))
 
 
-def score_range(num_bands: int, beta: float = DEFAULT_BETA) -> tuple[float, float]:
+def score_range(num_bands: int, *, beta: float = DEFAULT_BETA) -> tuple[float, float]:
     """The (lowest, highest) signed score over all distributions (mass in the top band,
-    mass in band 0)."""
+    mass in band 0).
+
+    Shape:
+        -> (float, float).
+
+    Examples:
+        >>> from lst_jax.spectral import score_range
+        >>> [round(v, 4) for v in score_range(8)]
+        [-0.3002, 0.5217]
+    """
     b_hat, eta = score_weights(num_bands, beta)
     if num_bands == 1:
         return 0.0, 0.0

@@ -43,6 +43,11 @@ def all_coalitions(num_players: int) -> np.ndarray:
 
     Shape:
         -> (2^M, M) bool.
+
+    Examples:
+        >>> from lst_jax.spectral import all_coalitions
+        >>> all_coalitions(2).astype(int).tolist()
+        [[0, 0], [1, 0], [0, 1], [1, 1]]
     """
     m = _check_players(num_players, MAX_EXACT_PLAYERS)
     s = np.arange(2 ** m, dtype=np.int64)
@@ -54,6 +59,12 @@ def coalition_index(bits) -> np.ndarray:
 
     Shape:
         bits: (..., M) bool -> (...) int64.
+
+    Examples:
+        >>> import numpy as np
+        >>> from lst_jax.spectral import coalition_index
+        >>> coalition_index(np.array([[True, False, True], [False, True, False]])).tolist()
+        [5, 2]
     """
     bits = np.asarray(bits, bool)
     if bits.shape[-1] > 62:
@@ -77,6 +88,11 @@ def shapley_matrix(num_players: int) -> np.ndarray:
     Shape:
         -> (M, 2^M) float64; each row sums to 0 (efficiency: the columns of the empty and
         the full coalition sum to -1 and +1, all others to 0).
+
+    Examples:
+        >>> from lst_jax.spectral import shapley_matrix
+        >>> shapley_matrix(2).tolist()
+        [[-0.5, 0.5, -0.5, 0.5], [-0.5, -0.5, 0.5, 0.5]]
     """
     bits = all_coalitions(num_players)
     w = shapley_weights(bits.shape[1])
@@ -87,10 +103,16 @@ def shapley_matrix(num_players: int) -> np.ndarray:
 
 
 def exact_shapley(values) -> np.ndarray:
-    """Exact Shapley values from the values of all 2^M coalitions in index order.
+    """Exact Shapley values from the values of all 2^M coalitions in index order (host
+    arithmetic in float64, as every game-theory helper here).
 
     Shape:
         values: (2^M,) -> (M,) float64.
+
+    Examples:
+        >>> from lst_jax.spectral import exact_shapley
+        >>> exact_shapley([0.0, 1.0, 2.0, 4.0]).tolist()     # v({0,1}) has a synergy of 1
+        [1.5, 2.5]
     """
     values = np.asarray(values, np.float64)
     m = int(round(math.log2(values.shape[0]))) if values.ndim == 1 and values.size else -1
@@ -116,12 +138,31 @@ class PermutationPlan(NamedTuple):
     backward: np.ndarray
 
 
-def permutation_plan(num_players: int, num_permutations: int, seed: int = 0) -> PermutationPlan:
-    """P random permutations (`numpy.random.default_rng([seed, M])`) and their coalitions.
+def permutation_plan(num_players: int, *, num_permutations: int, key) -> PermutationPlan:
+    """P random permutations and the coalitions their walks visit (host plan, drawn by
+    `numpy.random.default_rng([numpy_seed(key), M])`).
 
     Raises:
-        ValueError: num_permutations < 2 (the standard error needs two).
+        ValueError: num_permutations < 2 (the standard error needs two); TypeError: key
+        not a typed key.
+
+    Shape:
+        -> `PermutationPlan` (P = num_permutations, M = num_players).
+
+    Examples:
+        >>> import jax
+        >>> from lst_jax.spectral import permutation_plan
+        >>> plan = permutation_plan(4, num_permutations=3, key=jax.random.key(0))
+        >>> plan.perms.shape, plan.forward.shape, bool(len(plan.coalitions) <= 2 * 3 * 4 + 2)
+        ((3, 4), (3, 5), True)
     """
+    from lst_jax.spectral.sampling import numpy_seed
+
+    return _plan(num_players, num_permutations, numpy_seed(key))
+
+
+def _plan(num_players: int, num_permutations: int, seed: int) -> PermutationPlan:
+    """`permutation_plan` from the integer seed of the host draws."""
     m = _check_players(num_players)
     p = check_positive_int("num_permutations", num_permutations)
     if p < 2:
@@ -170,30 +211,65 @@ class ShapleyEstimate(NamedTuple):
 
 
 def permutation_shapley(plan: PermutationPlan, values) -> ShapleyEstimate:
-    """Antithetic permutation estimate from the values of `plan.coalitions`.
+    """Antithetic permutation estimate from the values of `plan.coalitions` (float64 host
+    arithmetic).
 
     Shape:
         values: (U,) -> ShapleyEstimate with (M,) values and standard errors.
+
+    Examples:
+        >>> import jax
+        >>> from lst_jax.spectral import permutation_plan, permutation_shapley
+        >>> plan = permutation_plan(3, num_permutations=4, key=jax.random.key(0))
+        >>> est = permutation_shapley(plan, plan.coalitions @ [1.0, 2.0, 3.0])   # additive
+        >>> est.values.round(12).tolist(), est.se.round(12).tolist()
+        ([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
     """
+    return _permutation_estimate(plan, values)
+
+
+def _permutation_estimate(plan: PermutationPlan, values) -> ShapleyEstimate:
     marg = permutation_marginals(plan, values)
     pair = marg.mean(0)                                            # (P, M) antithetic means
     p = pair.shape[0]
     return ShapleyEstimate(pair.mean(0), pair.std(0, ddof=1) / math.sqrt(p))
 
 
-def sampled_shapley(value_fn: Callable[[np.ndarray], np.ndarray], num_players: int,
-                    num_permutations: int, seed: int = 0) -> ShapleyEstimate:
+def sampled_shapley(value_fn: Callable[[np.ndarray], np.ndarray], *, num_players: int,
+                    num_permutations: int, key) -> ShapleyEstimate:
     """Permutation-sampling Shapley values of the game `value_fn(bits (n, M)) -> (n,)`.
 
-    `value_fn` is called once, on the distinct coalitions the walks visit.
+    `value_fn` is called once, on the distinct coalitions the walks visit
+    (`permutation_plan(num_players, num_permutations=..., key=key)`).
+
+    Shape:
+        -> ShapleyEstimate with (M,) float64 values and standard errors.
+
+    Examples:
+        >>> import jax, numpy as np
+        >>> from lst_jax.spectral import sampled_shapley
+        >>> est = sampled_shapley(lambda b: (b @ np.ones(4)) ** 2, num_players=4,
+        ...                       num_permutations=8, key=jax.random.key(0))
+        >>> est.values.round(6).tolist()                    # symmetric players: 16 / 4 each
+        [4.0, 4.0, 4.0, 4.0]
     """
-    plan = permutation_plan(num_players, num_permutations, seed)
-    return permutation_shapley(plan, np.asarray(value_fn(plan.coalitions), np.float64))
+    plan = permutation_plan(num_players, num_permutations=num_permutations, key=key)
+    return _permutation_estimate(plan, np.asarray(value_fn(plan.coalitions), np.float64))
 
 
-def exact_shapley_of(value_fn: Callable[[np.ndarray], np.ndarray],
+def exact_shapley_of(value_fn: Callable[[np.ndarray], np.ndarray], *,
                      num_players: int) -> np.ndarray:
-    """Exact Shapley values of the game `value_fn(bits (2^M, M)) -> (2^M,)`."""
+    """Exact Shapley values of the game `value_fn(bits (2^M, M)) -> (2^M,)`.
+
+    Shape:
+        -> (M,) float64.
+
+    Examples:
+        >>> import numpy as np
+        >>> from lst_jax.spectral import exact_shapley_of
+        >>> exact_shapley_of(lambda b: b @ np.array([1.0, -2.0]), num_players=2).tolist()
+        [1.0, -2.0]
+    """
     return exact_shapley(value_fn(all_coalitions(num_players)))
 
 
