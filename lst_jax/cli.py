@@ -182,7 +182,7 @@ def cmd_iaside(args) -> int:
                      progress=not args.quiet, checkpoint=args.checkpoint,
                      data_dir=args.data_dir, folder=args.folder,
                      interpolation=args.interpolation, mesh=mesh,
-                     images_per_call=args.images_per_call, memory_budget=args.memory_budget)
+                     batch_size=args.batch_size, memory_budget=args.memory_budget)
     if not is_main_process():
         return 0
     print((res["out"] / "iaside.md").read_text())
@@ -448,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-root", help="where the per-model runs live (default OUT/models; "
                    "finished runs with the same model and config are reused)")
     g = p.add_argument_group("compute (never changes the numbers beyond round-off)")
-    g.add_argument("--images-per-call", type=int, help="images per model call over all "
-                   "devices (default 128 per device)")
+    g.add_argument("--batch-size", type=int, help="images per device in one model call "
+                   "(default 128)")
     g.add_argument("--memory-budget", help="per-device memory of one call, e.g. 2GiB "
                    "(planned from XLA's memory analysis)")
     g.add_argument("--devices", type=int, help="use the first N devices (default all; "

@@ -35,9 +35,11 @@ from lst_jax.evaluation.tables import model_label
 from lst_jax.parallel import distributed as dist
 from lst_jax.spectral.bands import check_square_side
 from lst_jax.spectral.config import SpectralConfig, check_choice
-from lst_jax.spectral.importance import coalitions_for, spectral_importance
+from lst_jax.spectral.importance import (coalitions_for, importance_statistics,
+                                         spectral_importance)
 from lst_jax.spectral.values import DEFAULT_BLOCK
-from lst_jax.utils.checks import check_positive_int
+
+MAX_SEED = 2 ** 32        # the key is jax.random.key(seed): 32-bit seeds are kept whole
 
 DATA_KINDS = ("digits", "cifar10", "imagenet2012", "folder")
 MAX_DEFAULT_K = 1000      # [ours] K = 1000, or every image of smaller data sets
@@ -45,7 +47,8 @@ MAX_DEFAULT_K = 1000      # [ours] K = 1000, or every image of smaller data sets
 
 @dataclasses.dataclass(frozen=True)
 class IasideConfig(SpectralConfig):
-    """`SpectralConfig` plus the data: everything that changes a per-model result.
+    """`SpectralConfig` plus the data and the seed: everything that changes a per-model
+    result.
 
     Attributes:
         k: images per coalition (default None: every image of the split, at most 1000;
@@ -53,22 +56,31 @@ class IasideConfig(SpectralConfig):
         data: "digits" (shipped), "cifar10", "imagenet2012" (prepared tfds data) or
             "folder" (class subfolders).
         split: data split (default: the source's test / validation split).
+        seed: the image subset (`default_rng(seed)`) and the key of the method,
+            `jax.random.key(seed)` (pairings, noise, permutations, bootstrap; reference 42).
     """
 
-    k: int | None = None
     data: str = "digits"
     split: str | None = None
+    seed: int = 42
 
     def __post_init__(self):
         super().__post_init__()
-        if self.k is not None:
-            check_positive_int("k", self.k)
         check_choice("data", self.data, DATA_KINDS)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) \
+                or not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, 2^32), got {self.seed!r}")
         if self.split is not None and not isinstance(self.split, str):
             raise ValueError(f"split must be a string or None, got {self.split!r}")
 
+    def key(self):
+        """The method's key, `jax.random.key(seed)`."""
+        import jax
+
+        return jax.random.key(self.seed)
+
     def spectral(self) -> SpectralConfig:
-        """The method's settings alone."""
+        """The method's settings alone (k included; the seed is the job's)."""
         names = [f.name for f in dataclasses.fields(SpectralConfig)]
         return SpectralConfig(**{n: getattr(self, n) for n in names})
 
@@ -148,7 +160,7 @@ def load_model_result(run_dir) -> dict:
 def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
                      root="runs/iaside_models", *, checkpoint=None, data_dir=None,
                      folder=None, interpolation: str = "bilinear", mesh=None,
-                     images_per_call: int | None = None, memory_budget=None,
+                     batch_size: int | None = None, memory_budget=None,
                      block_size: int = DEFAULT_BLOCK, progress: bool = True) -> dict:
     """I-ASIDE of one registry model, resumable and reusable (see the module docstring).
 
@@ -157,8 +169,9 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
         config: `IasideConfig`; `k=None` resolves to min(1000, images in the split).
         root: parent of the per-model run directories.
         checkpoint, data_dir, folder, interpolation: where the checkpoint and the data are.
-        mesh, images_per_call, memory_budget: devices and compute batch (never change the
-            numbers beyond round-off, so not part of the key).
+        mesh, batch_size, memory_budget: devices (default: all devices of this process,
+            `data_mesh`) and images per device in one call (never change the numbers
+            beyond round-off, so not part of the key).
         block_size: coalitions per block file of a new run (a resumed run keeps its own).
 
     Returns:
@@ -216,16 +229,26 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
         raise ValueError(f"process {jax.process_index()} read other {config.data} images "
                          "than process 0 (data digests differ): every host needs the same "
                          "data")
-    spectral = config.spectral()
-    coalitions = coalitions_for(spectral)
+    spectral, method_key = config.spectral(), config.key()
+    coalitions = coalitions_for(key=method_key, config=spectral)
     store = _BlockFiles(run, coalitions, block_size) if main else None
-    res = spectral_importance(loaded.model_fn, loaded.params, images, labels, spectral,
-                              k=k if config.resample else None, mesh=mesh,
-                              images_per_call=images_per_call, memory_budget=memory_budget,
+    if mesh is None:         # every device of this process (each process its own blocks)
+        import jax
+
+        from lst_jax.parallel import data_mesh
+
+        mesh = data_mesh(jax.local_devices() if jax.process_count() > 1 else None)
+    res = spectral_importance(loaded.model_fn, loaded.params, images, labels,
+                              key=method_key, config=spectral, mesh=mesh,
+                              batch_size=batch_size, memory_budget=memory_budget,
                               block_size=block_size, store=store, progress=progress,
                               desc=f"I-ASIDE {model_name}")
     if not main:
         return None
+    # the stored statistics are the float64 host values (the result's jax arrays are
+    # float32 without x64); compute time: the blocks' times, summed over all sessions
+    res = importance_statistics(res.coalitions, res.log_probs, key=method_key,
+                                config=spectral)
     seconds = store.seconds(-(-len(coalitions) // block_size))
     run.save_npz("values.npz", coalitions=res.coalitions, values=res.values,
                  log_probs=res.log_probs, shapley=res.shapley, shapley_se=res.shapley_se,

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import numpy as np
 
+import jax
 import jax.numpy as jnp
 
 from lst_jax.bench.timing import median, ratio, timed
 from lst_jax.bench.workloads.common import block, time_jobs, with_dtype
 from lst_jax.spectral import (SpectralConfig, all_coalitions, coalition_log_probs,
                               exact_shapley, importance_distribution)
-from lst_jax.spectral.sampling import crn_partners, group_layout
+from lst_jax.parallel import data_mesh
+from lst_jax.spectral.sampling import crn_partners, group_layout, numpy_seed
+
+SEED = 42   # the job's default seed: key = jax.random.key(SEED)
 
 
 def run(w, case, ctx) -> dict:
@@ -30,7 +34,8 @@ def run(w, case, ctx) -> dict:
     atol = p.get("atol", 1e-4)
     x, _, y = case.data(k)
     x, y = np.asarray(x, np.float32), np.asarray(y, np.int32)
-    cfg = SpectralConfig(num_bands=bands)
+    cfg, key, mesh = SpectralConfig(num_bands=bands), jax.random.key(SEED), data_mesh()
+    per_device = max(1, batch // jax.device_count())   # `batch`: images per call, all devices
     bits = all_coalitions(bands)
     n_evals = len(bits) * k
     res = {"input": "x".join(map(str, case.image_shape)), "M": bands, "K": k,
@@ -39,8 +44,9 @@ def run(w, case, ctx) -> dict:
 
     def runner(dtype):
         fn = with_dtype(case.model_fn, dtype)
-        return lambda: coalition_log_probs(fn, case.params, x, y, bits, cfg,
-                                           images_per_call=batch, block_size=len(bits))
+        return lambda: np.asarray(jax.device_get(coalition_log_probs(
+            fn, case.params, x, y, bits, key=key, config=cfg, mesh=mesh,
+            batch_size=per_device, block_size=len(bits))))
 
     run_jax = runner(w.dtype)
     t_first, lp = timed(run_jax)                       # compiles
@@ -93,7 +99,7 @@ def run(w, case, ctx) -> dict:
         dev = ctx.torch_device
         twin = case.make_torch(dev)
         layout = group_layout(k, cfg.group_size)
-        partners = crn_partners(layout, cfg.seed)
+        partners = crn_partners(layout, numpy_seed(key))
         perms = [partners[j] - j * cfg.group_size for j in range(layout.num_groups)]
 
         def run_torch():
