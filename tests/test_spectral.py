@@ -18,11 +18,13 @@ from lst_jax.models.wrapper import Classifier
 from lst_jax.spectral import (SpectralConfig, all_coalitions, band_index_map, band_masks,
                               band_sizes, coalition_filter, coalition_log_probs,
                               coalition_mask, exact_shapley, exact_shapley_of,
-                              importance_distribution, permutation_plan, permutation_shapley,
+                              importance_distribution, importance_statistics, permutation_plan, permutation_shapley,
                               sampled_shapley, score_range, shapley_matrix,
                               signed_robustness_score, spectral_importance,
                               spectral_robustness_score)
 from lst_jax.spectral.score import score_weights
+
+KEY = jax.random.key(42)   # the seed the configs held before keys replaced it
 
 
 def _reference_mask(dim, bits):
@@ -45,41 +47,42 @@ def _reference_mask(dim, bits):
 @pytest.mark.parametrize("side,m", [(16, 1), (16, 3), (16, 16), (17, 4), (32, 8), (33, 5),
                                     (64, 7), (224, 8)])
 def test_bands_partition_the_spectrum_and_match_the_reference_loop(side, m):
-    masks = band_masks(side, m, centred=True)
+    masks = band_masks(side, num_bands=m, centred=True)
     assert masks.shape == (m, side, side)
     assert (masks.sum(0) == 1).all()                       # every bin in exactly one band
     assert masks.reshape(m, -1).any(1).all()               # no band is empty
     rng = np.random.default_rng(side * 31 + m)
     for bits in [np.ones(m, bool)] + [rng.random(m) < 0.5 for _ in range(6)]:
-        np.testing.assert_array_equal(coalition_mask(bits, side, centred=True),
+        np.testing.assert_array_equal(coalition_mask(bits, side=side, centred=True),
                                       _reference_mask(side, bits))
-        np.testing.assert_array_equal(coalition_mask(bits, side),
+        np.testing.assert_array_equal(coalition_mask(bits, side=side),
                                       np.fft.ifftshift(_reference_mask(side, bits)))
     # the natural layout is the centred one shifted back
-    np.testing.assert_array_equal(band_index_map(side, m),
-                                  np.fft.ifftshift(band_index_map(side, m, centred=True)))
+    np.testing.assert_array_equal(band_index_map(side, num_bands=m),
+                                  np.fft.ifftshift(band_index_map(side, num_bands=m,
+                                                                  centred=True)))
 
 
 def test_band_geometry_224_and_even_asymmetry():
     # spec section 2, [derived]: bins per band and channel at 224, M = 8
-    np.testing.assert_array_equal(band_sizes(224, 8),
+    np.testing.assert_array_equal(band_sizes(224, num_bands=8),
                                   [784, 2352, 3920, 5488, 7056, 8624, 10192, 11760])
-    rows = np.flatnonzero(band_masks(224, 8, centred=True)[0].any(1))
+    rows = np.flatnonzero(band_masks(224, num_bands=8, centred=True)[0].any(1))
     assert (rows.min(), rows.max()) == (98, 125)           # 14 bins below DC = 112, 13 above
     # even side: frequency -r/2 is in band 0, +r/2 is not (not Hermitian-symmetric)
-    centred = band_index_map(16, 4, centred=True)
+    centred = band_index_map(16, num_bands=4, centred=True)
     assert centred[8, 6] == 0 and centred[8, 10] == 1
-    assert band_index_map(32, 8)[0, 0] == 0                # DC (natural layout [0, 0])
+    assert band_index_map(32, num_bands=8)[0, 0] == 0                # DC (natural layout [0, 0])
     # odd sides on an even image sit half a bin off centre: at 16 x 16, M = 16, band 0 is the
     # single bin (-1, -1) and DC belongs to band 1 (the reference's integer geometry)
-    centred = band_index_map(16, 16, centred=True)
+    centred = band_index_map(16, num_bands=16, centred=True)
     assert centred[7, 7] == 0 and centred[8, 8] == 1
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.0, True, 17])
 def test_bad_num_bands(bad):
     with pytest.raises(ValueError, match="num_bands"):
-        band_masks(16, bad)
+        band_masks(16, num_bands=bad)
 
 
 # ------------------------------------------------------------------------------ filter
@@ -92,7 +95,7 @@ def _images(n=23, side=16, seed=0):
 def test_zero_fill_full_coalition_gives_back_the_normalised_image(normalize, post):
     x = _images()                          # 23 images: groups of 10, 10 and a ragged 3
     cfg = SpectralConfig(num_bands=4, fill="zero", post=post, normalize=normalize)
-    got = coalition_filter(x, np.ones(4, bool), cfg)
+    got = np.asarray(coalition_filter(x, np.ones(4, bool), key=KEY, config=cfg))
     assert got.shape == x.shape
     step = 10 if normalize == "group" else 1
     for s in range(0, 23, step):
@@ -105,8 +108,9 @@ def test_zero_fill_full_coalition_gives_back_the_normalised_image(normalize, pos
 def test_empty_coalition_is_black_and_outputs_in_range(fill):
     x = _images(12)
     cfg = SpectralConfig(num_bands=4, fill=fill)
-    assert np.all(coalition_filter(x, np.zeros(4, bool), cfg) == 0)
-    y = coalition_filter(x, np.array([True, False, True, False]), cfg)
+    assert np.all(np.asarray(coalition_filter(x, np.zeros(4, bool), key=KEY, config=cfg)) == 0)
+    y = np.asarray(coalition_filter(x, np.array([True, False, True, False]), key=KEY,
+                                    config=cfg))
     assert y.min() >= 0 and y.max() <= 1 and y.max() == 1   # min-max over each group
 
 
@@ -116,8 +120,8 @@ def test_zero_fill_low_band_is_an_ideal_low_pass():
     x = _images(3, side=32)
     bits = np.array([True, True, False, False])
     cfg = SpectralConfig(num_bands=4, fill="zero", post="real", normalize="per_image")
-    got = coalition_filter(x, bits, cfg)
-    keep = coalition_mask(bits, 32)[None, :, :, None]
+    got = np.asarray(coalition_filter(x, bits, key=KEY, config=cfg))
+    keep = coalition_mask(bits, side=32)[None, :, :, None]
     want = np.real(np.fft.ifft2(np.fft.fft2(x.astype(np.float64), axes=(1, 2)) * keep,
                                 axes=(1, 2)))
     lo = want.min(axis=(1, 2, 3), keepdims=True)
@@ -172,7 +176,8 @@ def test_shapley_axioms():
     assert abs(exact_shapley(dummy)[3]) < 1e-12
     # additive game: psi = the weights
     a = rng.normal(size=m)
-    np.testing.assert_allclose(exact_shapley_of(lambda b: b @ a, m), a, atol=1e-12)
+    np.testing.assert_allclose(exact_shapley_of(lambda b: b @ a, num_players=m), a,
+                               atol=1e-12)
 
 
 def test_permutation_sampler_converges_with_shrinking_standard_errors():
@@ -181,8 +186,8 @@ def test_permutation_sampler_converges_with_shrinking_standard_errors():
     table = rng.normal(size=2 ** m) + 3 * all_coalitions(m).sum(1) ** 1.5 / m
     game = lambda b: table[(b.astype(np.int64) << np.arange(m)).sum(1)]
     exact = exact_shapley(table)
-    small = sampled_shapley(game, m, 16, seed=0)
-    large = sampled_shapley(game, m, 256, seed=0)
+    small = sampled_shapley(game, num_players=m, num_permutations=16, key=jax.random.key(0))
+    large = sampled_shapley(game, num_players=m, num_permutations=256, key=jax.random.key(0))
     for est in (small, large):
         assert np.all(np.abs(est.values - exact) <= 4 * est.se + 1e-12)
         assert abs(est.values.sum() - (table[-1] - table[0])) < 1e-9   # every walk: efficient
@@ -200,11 +205,12 @@ def test_permutation_sampler_on_a_large_analytic_game(m):
         calls.append(len(bits))
         return (bits @ a) ** 2
 
-    est = sampled_shapley(game, m, 32, seed=1)
-    assert calls == [len(permutation_plan(m, 32, 1).coalitions)] and calls[0] <= 2 * 32 * m
+    est = sampled_shapley(game, num_players=m, num_permutations=32, key=jax.random.key(1))
+    assert calls == [len(permutation_plan(m, num_permutations=32, key=jax.random.key(1))
+                         .coalitions)] and calls[0] <= 2 * 32 * m
     assert np.all(np.abs(est.values - a * a.sum()) <= 4 * est.se + 1e-9)
     # an additive game has no sampling error: every permutation gives the exact values
-    plan = permutation_plan(m, 4, 0)
+    plan = permutation_plan(m, num_permutations=4, key=jax.random.key(0))
     exact = permutation_shapley(plan, plan.coalitions @ a)
     np.testing.assert_allclose(exact.values, a, atol=1e-12)
     np.testing.assert_allclose(exact.se, 0, atol=1e-12)
@@ -271,7 +277,7 @@ def test_low_pass_model_puts_its_importance_in_the_low_bands(post):
     for cutoff in (None, 3):
         f = _LowPassLinear(cutoff)
         y = np.asarray(jnp.argmax(f(w, jnp.asarray(x)), -1)).astype(np.int32)
-        res[cutoff] = spectral_importance(f, w, x, y, cfg)
+        res[cutoff] = spectral_importance(f, w, x, y, key=KEY, config=cfg)
     low, plain = res[3], res[None]
     assert low.distribution[:2].sum() > 0.9
     assert low.score > plain.score + 0.15 and low.signed_score > 0.3 > plain.signed_score
@@ -290,15 +296,15 @@ def test_values_reuse_the_compiled_program():
     x, y = _images(12), np.arange(12, dtype=np.int32) % 10
     cfg = SpectralConfig(num_bands=3)
     bits = all_coalitions(3)
-    a = coalition_log_probs(model_fn, params, x, y, bits, cfg, block_size=3)
+    a = coalition_log_probs(model_fn, params, x, y, bits, key=KEY, config=cfg, block_size=3)
     n = sh_mod._apply._cache_size()
-    b = coalition_log_probs(model_fn, params, x[::-1].copy(), y[::-1].copy(), bits, cfg,
-                            block_size=3)
+    b = coalition_log_probs(model_fn, params, x[::-1].copy(), y[::-1].copy(), bits, key=KEY,
+                            config=cfg, block_size=3)
     assert sh_mod._apply._cache_size() == n                     # no recompilation
     assert a.shape == (8, 12) and not np.allclose(a, b)
     np.testing.assert_allclose(b, coalition_log_probs(
-        model_fn, params, x[::-1].copy(), y[::-1].copy(), bits, cfg, block_size=8,
-        images_per_call=30), atol=1e-6)                         # chunking: same numbers
+        model_fn, params, x[::-1].copy(), y[::-1].copy(), bits, key=KEY, config=cfg,
+        block_size=8, batch_size=30), atol=1e-6)                # chunking: same numbers
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -326,7 +332,7 @@ def test_bad_input_is_a_value_error_naming_the_argument(case, arg, monkeypatch):
     elif case == "too_small":
         x = np.zeros((10, 8, 8, 3), np.float32)
     elif case == "k0":
-        kw["k"] = 0
+        cfg["k"] = 0
     elif case == "empty":
         x, y = x[:0], y[:0]
     elif case == "labels":
@@ -348,7 +354,8 @@ def test_bad_input_is_a_value_error_naming_the_argument(case, arg, monkeypatch):
         cfg["num_bands"], cfg["estimator"] = 17, "exact"
     monkeypatch.setattr(sh_mod, "_apply", None)       # nothing may be compiled
     with pytest.raises(ValueError, match=arg):
-        spectral_importance(model_fn, params, x, y, SpectralConfig(**cfg), **kw)
+        spectral_importance(model_fn, params, x, y, key=KEY, config=SpectralConfig(**cfg),
+                            **kw)
 
 
 def test_resampling_draws_per_coalition_and_is_order_independent():
@@ -356,13 +363,16 @@ def test_resampling_draws_per_coalition_and_is_order_independent():
 
     model_fn, params = fast_tiny_cnn(0, (16, 16, 3), logit_scale=10.0)
     x, y = _images(30), np.arange(30, dtype=np.int32) % 10
-    cfg = SpectralConfig(num_bands=3, resample=True)
+    cfg = SpectralConfig(num_bands=3, resample=True, k=12)
     bits = all_coalitions(3)
-    full = coalition_log_probs(model_fn, params, x, y, bits, cfg, k=12, block_size=8)
-    part = coalition_log_probs(model_fn, params, x, y, bits[[5, 3]], cfg, k=12, block_size=8)
+    full = coalition_log_probs(model_fn, params, x, y, bits, key=KEY, config=cfg,
+                               block_size=8)
+    part = coalition_log_probs(model_fn, params, x, y, bits[[5, 3]], key=KEY, config=cfg,
+                               block_size=8)
+    full, part = np.asarray(full), np.asarray(part)
     np.testing.assert_array_equal(part, full[[5, 3]])     # a coalition's draw is its own
-    crn = coalition_log_probs(model_fn, params, x[:12], y[:12], bits,
-                              cfg.replace(resample=False), block_size=8)
+    crn = coalition_log_probs(model_fn, params, x[:12], y[:12], bits, key=KEY,
+                              config=cfg.replace(resample=False), block_size=8)
     assert np.abs(full[1:] - crn[1:]).max() > 0.01         # other images than the CRN sample
     # empty coalition: black images, on which this bias-free ReLU CNN outputs zero logits
     np.testing.assert_allclose(full[0], np.log(0.1), rtol=1e-6)
@@ -374,19 +384,28 @@ def test_sampled_estimator_on_a_model_agrees_with_the_exact_one():
     model_fn, params = fast_tiny_cnn(2, (16, 16, 3), logit_scale=10.0)
     x = _images(10)
     y = np.asarray(jax.jit(model_fn)(params, x)).argmax(-1).astype(np.int32)
-    exact = spectral_importance(model_fn, params, x, y, SpectralConfig(num_bands=8))
+    exact = importance_statistics(*_coalitions_and_log_probs(spectral_importance(
+        model_fn, params, x, y, key=KEY, config=SpectralConfig(num_bands=8))),
+        key=KEY, config=SpectralConfig(num_bands=8))
     cfg = SpectralConfig(num_bands=8, estimator="sampled", num_permutations=8)
-    sampled = spectral_importance(model_fn, params, x, y, cfg)
+    sampled = spectral_importance(model_fn, params, x, y, key=KEY, config=cfg)
     assert len(sampled.coalitions) < 2 * 8 * 8 < 256       # only the visited coalitions
-    idx = (sampled.coalitions.astype(np.int64) << np.arange(8)).sum(1)
+    idx = (np.asarray(sampled.coalitions).astype(np.int64) << np.arange(8)).sum(1)
     np.testing.assert_allclose(sampled.values, exact.values[idx], atol=1e-6)
     # the pipeline's estimate is the permutation estimator of the exact game's values
-    plan = permutation_plan(8, 8, cfg.seed)
+    plan = permutation_plan(8, num_permutations=8, key=KEY)
     ref = permutation_shapley(plan, exact.values[idx])
     np.testing.assert_allclose(sampled.shapley, ref.values, atol=1e-6)
     np.testing.assert_allclose(sampled.shapley_se, ref.se, atol=1e-6)
     # M = 16 on a 16 x 16 image (one-bin bands) runs through the same pipeline
-    big = spectral_importance(model_fn, params, x, y, SpectralConfig(
-        num_bands=16, estimator="sampled", num_permutations=2))
+    big_cfg = SpectralConfig(num_bands=16, estimator="sampled", num_permutations=2)
+    big = spectral_importance(model_fn, params, x, y, key=KEY, config=big_cfg)
     assert big.shapley.shape == (16,) and np.isfinite(big.shapley_se).all()
+    # efficiency, on the float64 statistics of the same log-probabilities (the result's
+    # jax arrays are those statistics rounded to float32)
+    big = importance_statistics(*_coalitions_and_log_probs(big), key=KEY, config=big_cfg)
     assert abs(big.shapley.sum() - (big.values[-1] - big.values[0])) < 1e-9   # efficiency
+
+
+def _coalitions_and_log_probs(res):
+    return np.asarray(res.coalitions), np.asarray(res.log_probs)
