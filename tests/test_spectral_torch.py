@@ -10,7 +10,7 @@ import pytest
 
 from conftest import requires_torch
 from lst_jax.spectral import SpectralConfig, spectral_importance
-from lst_jax.spectral.sampling import crn_partners, group_layout
+from lst_jax.spectral.sampling import crn_partners, group_layout, numpy_seed
 
 pytestmark = requires_torch
 
@@ -28,11 +28,12 @@ def test_matches_the_reference_procedure(fill):
     x = rng.uniform(size=(K, SIDE, SIDE, 3)).astype(np.float32)
     y = np.asarray(jax.jit(model_fn)(params, x)).argmax(-1).astype(np.int32)
     cfg = SpectralConfig(num_bands=M, fill=fill)          # group normalisation, abs, CRN
-    res = spectral_importance(model_fn, params, x, y, cfg, images_per_call=30)
+    key = jax.random.key(42)
+    res = spectral_importance(model_fn, params, x, y, key=key, config=cfg, batch_size=30)
 
     # The pairing is an input of the reference: the random-fill permutation of each batch.
     layout = group_layout(K, cfg.group_size)
-    partners = crn_partners(layout, cfg.seed)
+    partners = crn_partners(layout, numpy_seed(key))
     perms = [partners[j] - j * cfg.group_size for j in range(layout.num_groups)]
     assert all(sorted(p) == list(range(cfg.group_size)) for p in perms)
     ref_v = reference_values(torch_tiny_cnn(params), x, y, M, fill, perms)

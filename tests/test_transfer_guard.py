@@ -65,6 +65,8 @@ def test_iaside_under_transfer_guard(placed):
     from lst_jax.spectral import SpectralConfig, spectral_importance
 
     model, params, x, y = placed
+    key = jax.device_put(jax.random.key(0))
     with jax.transfer_guard("disallow"):
-        imp = spectral_importance(model, params, x, y, SpectralConfig(num_bands=4))
-    assert np.asarray(imp.distribution).shape == (4,)
+        imp = spectral_importance(model, params, x, y, key=key,
+                                  config=SpectralConfig(num_bands=4))
+    assert imp.distribution.shape == (4,)
