@@ -20,6 +20,7 @@ from lst_jax.spectral.score import (importance_distribution, signed_robustness_s
                                     spectral_robustness_score)
 from lst_jax.spectral.shapley import (_permutation_estimate, _plan, all_coalitions,
                                       permutation_plan, shapley_matrix)
+from lst_jax.utils.checks import check_key
 from lst_jax.spectral.values import (DEFAULT_BLOCK, check_config, check_value_inputs,
                                      coalition_log_probs, coalition_log_probs_unchecked)
 
@@ -90,6 +91,7 @@ def coalitions_for(*, key, config: SpectralConfig) -> np.ndarray:
         >>> coalitions_for(key=jax.random.key(0), config=SpectralConfig(num_bands=3)).shape
         (8, 3)
     """
+    check_key(key)
     check_config(config)
     if config.estimator == "exact":
         return all_coalitions(config.num_bands)
@@ -278,6 +280,15 @@ def summarize(coalitions, log_probs, *, key, config: SpectralConfig) -> Spectral
 
     Shape:
         coalitions: (C, M) bool; log_probs: (C, K) -> `SpectralImportance`.
+
+    Examples:
+        >>> import jax, numpy as np
+        >>> from lst_jax.spectral import SpectralConfig, all_coalitions, summarize
+        >>> lp = np.log([[1 / 3] * 4, [0.5] * 4, [0.4] * 4, [0.9] * 4])   # v of 4 coalitions
+        >>> res = summarize(all_coalitions(2), lp, key=jax.random.key(0),
+        ...                 config=SpectralConfig(num_bands=2, group_size=2))
+        >>> [round(float(v), 4) for v in res.shapley]          # efficiency: log(2.7)
+        [0.6232, 0.3701]
     """
     stats = importance_statistics(coalitions, log_probs, key=key, config=config)
     return SpectralImportance(*(jax.device_put(np.asarray(v)) for v in stats))
@@ -290,6 +301,15 @@ def importance_statistics(coalitions, log_probs, *, key,
 
     Shape:
         coalitions: (C, M) bool; log_probs: (C, K) -> `ImportanceStatistics`.
+
+    Examples:
+        >>> import jax, numpy as np
+        >>> from lst_jax.spectral import SpectralConfig, all_coalitions, importance_statistics
+        >>> lp = np.log([[0.25] * 4, [0.5] * 4, [0.5] * 4, [1.0] * 4])    # additive game
+        >>> st = importance_statistics(all_coalitions(2), lp, key=jax.random.key(0),
+        ...                            config=SpectralConfig(num_bands=2, group_size=2))
+        >>> st.shapley.round(6).tolist(), st.score
+        ([0.693147, 0.693147], 0.0)
     """
     seed = numpy_seed(key)
     check_config(config)
@@ -323,13 +343,13 @@ def _traced_statistics(config: SpectralConfig, coalitions, log_probs, k: int,
     n_groups = len(sizes)
     lp = log_probs.astype(jnp.result_type(float))
     values = lp.mean(1)
-    pad = lp[:, layout.position] * layout.real                        # (C, G, g)
-    per_group = pad.sum(-1) / sizes                                   # (C, G)
+    pad = lp[:, layout.position] * layout.real[None]                  # (C, G, g)
+    per_group = pad.sum(-1) / sizes[None]                             # (C, G)
 
     def weighted_se(x):              # over the last axis (groups), NaN for one group
         if n_groups < 2:
             return jnp.full(x.shape[:-1], jnp.nan, x.dtype)
-        w = sizes / sizes.sum()
+        w = (sizes / sizes.sum()).reshape((1,) * (x.ndim - 1) + (-1,))
         mean = (x * w).sum(-1, keepdims=True)
         return jnp.sqrt((w ** 2 * (x - mean) ** 2).sum(-1) * n_groups / (n_groups - 1))
 

@@ -341,6 +341,20 @@ def coalition_log_probs_unchecked(model_fn, params, images, labels, coalitions, 
 
     Shape:
         images: (N, H, W, C); labels: (N,) int; coalitions: (C, M) bool -> (C, K) float32.
+
+    Examples:
+        >>> import jax, numpy as np
+        >>> from lst_jax.spectral import (SpectralConfig, all_coalitions,
+        ...                               coalition_log_probs_unchecked)
+        >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+        >>> w = np.zeros((16 * 16 * 3, 2), np.float32)            # uniform: log(1/2)
+        >>> x = np.random.default_rng(0).uniform(size=(4, 16, 16, 3)).astype(np.float32)
+        >>> f = jax.jit(lambda p: coalition_log_probs_unchecked(
+        ...     model_fn, p, x, np.zeros(4, int), all_coalitions(2), key=jax.random.key(0),
+        ...     config=SpectralConfig(num_bands=2, group_size=2), batch_size=2))
+        >>> lp = f(w)
+        >>> lp.shape, bool(np.allclose(lp, np.log(0.5)))
+        ((4, 4), True)
     """
     seed = numpy_seed(key)
     bits = np.asarray(coalitions, bool)
