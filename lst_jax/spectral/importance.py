@@ -7,6 +7,7 @@ authors' code in `../shared/spec/iaside.md`.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -335,6 +336,12 @@ def _statistics(config: SpectralConfig, coalitions, log_probs, k: int,
 def _traced_statistics(config: SpectralConfig, coalitions, log_probs, k: int,
                        seed: int) -> SpectralImportance:
     """`_statistics` in jnp on traced log-probs (the host draws from `seed`)."""
+    stats = _jnp_statistics(config, k, seed, log_probs)
+    return SpectralImportance(*stats[:7], jnp.asarray(coalitions), *stats[7:])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _jnp_statistics(config: SpectralConfig, k: int, seed: int, log_probs):
     from lst_jax.spectral.score import score_weights
 
     m = config.num_bands
@@ -386,8 +393,8 @@ def _traced_statistics(config: SpectralConfig, coalitions, log_probs, k: int,
         psi = jnp.einsum("mbg,bg->bm", psi_g[:, idx], wts) / wts.sum(1, keepdims=True)
         _, s_b = dist_signed(psi)
         score_se, signed_se = jnp.abs(s_b).std(ddof=1), s_b.std(ddof=1)
-    return SpectralImportance(shapley, se, dist, jnp.abs(signed), signed, score_se,
-                              signed_se, jnp.asarray(coalitions), values, log_probs)
+    return (shapley, se, dist, jnp.abs(signed), signed, score_se, signed_se, values,
+            log_probs)
 
 
 __all__ = ["SpectralImportance", "ImportanceStatistics", "spectral_importance",
