@@ -156,5 +156,6 @@ def sample_block(coalitions, layout: GroupLayout, *, num_images: int, resample: 
                        np.ascontiguousarray(partners, np.int32), np.asarray(tags, np.uint32))
 
 
-__all__ = ["numpy_seed", "GroupLayout", "group_layout", "group_pairing", "crn_partners", "SampleBlock",
+__all__ = ["numpy_seed", "GroupLayout", "group_layout", "group_pairing", "crn_partners",
+           "SampleBlock",
            "sample_block", "coalition_seed"]
