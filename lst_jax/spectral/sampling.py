@@ -157,5 +157,4 @@ def sample_block(coalitions, layout: GroupLayout, *, num_images: int, resample: 
 
 
 __all__ = ["numpy_seed", "GroupLayout", "group_layout", "group_pairing", "crn_partners",
-           "SampleBlock",
-           "sample_block", "coalition_seed"]
+           "SampleBlock", "sample_block", "coalition_seed"]
