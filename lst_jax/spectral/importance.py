@@ -289,7 +289,7 @@ def summarize(coalitions, log_probs, *, key, config: SpectralConfig) -> Spectral
         >>> res = summarize(all_coalitions(2), lp, key=jax.random.key(0),
         ...                 config=SpectralConfig(num_bands=2, group_size=2))
         >>> [round(float(v), 4) for v in res.shapley]          # efficiency: log(2.7)
-        [0.6232, 0.3701]
+        [0.6082, 0.3851]
     """
     stats = importance_statistics(coalitions, log_probs, key=key, config=config)
     return SpectralImportance(*(jax.device_put(np.asarray(v)) for v in stats))
@@ -306,11 +306,11 @@ def importance_statistics(coalitions, log_probs, *, key,
     Examples:
         >>> import jax, numpy as np
         >>> from lst_jax.spectral import SpectralConfig, all_coalitions, importance_statistics
-        >>> lp = np.log([[0.25] * 4, [0.5] * 4, [0.5] * 4, [1.0] * 4])    # additive game
+        >>> lp = np.log([[0.1] * 4, [0.2] * 4, [0.4] * 4, [0.8] * 4])     # additive game
         >>> st = importance_statistics(all_coalitions(2), lp, key=jax.random.key(0),
         ...                            config=SpectralConfig(num_bands=2, group_size=2))
-        >>> st.shapley.round(6).tolist(), st.score
-        ([0.693147, 0.693147], 0.0)
+        >>> st.shapley.round(6).tolist(), st.distribution.tolist()       # log 2, log 4
+        ([0.693147, 1.386294], [0.0, 1.0])
     """
     seed = numpy_seed(key)
     check_config(config)

@@ -349,8 +349,9 @@ def coalition_log_probs_unchecked(model_fn, params, images, labels, coalitions, 
         >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
         >>> w = np.zeros((16 * 16 * 3, 2), np.float32)            # uniform: log(1/2)
         >>> x = np.random.default_rng(0).uniform(size=(4, 16, 16, 3)).astype(np.float32)
+        >>> key = jax.random.key(0)                  # concrete: closed over, not an argument
         >>> f = jax.jit(lambda p: coalition_log_probs_unchecked(
-        ...     model_fn, p, x, np.zeros(4, int), all_coalitions(2), key=jax.random.key(0),
+        ...     model_fn, p, x, np.zeros(4, int), all_coalitions(2), key=key,
         ...     config=SpectralConfig(num_bands=2, group_size=2), batch_size=2))
         >>> lp = f(w)
         >>> lp.shape, bool(np.allclose(lp, np.log(0.5)))
