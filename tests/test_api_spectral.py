@@ -187,6 +187,13 @@ def test_sampled_core_equals_the_public_function():
     np.testing.assert_array_equal(core.coalitions, ref.coalitions)
     for f in ("shapley", "shapley_se", "distribution", "score"):
         np.testing.assert_allclose(getattr(core, f), getattr(ref, f), atol=1e-5, err_msg=f)
+    # another key: other walks, the same compiled statistics program
+    from lst_jax.spectral.importance import _jnp_statistics
+
+    n = _jnp_statistics._cache_size()
+    other = sp.spectral_importance_unchecked(_linear, w, x, y, key=jax.random.key(2),
+                                             config=cfg)
+    assert _jnp_statistics._cache_size() == n and other.shapley.shape == (3,)
 
 
 CHILD = r"""

@@ -335,13 +335,26 @@ def _statistics(config: SpectralConfig, coalitions, log_probs, k: int,
 
 def _traced_statistics(config: SpectralConfig, coalitions, log_probs, k: int,
                        seed: int) -> SpectralImportance:
-    """`_statistics` in jnp on traced log-probs (the host draws from `seed`)."""
-    stats = _jnp_statistics(config, k, seed, log_probs)
+    """`_statistics` in jnp on traced log-probs. The host draws from `seed` (permutation
+    walks, bootstrap groups) are arguments of one program per (config, k), so another key
+    does not compile again."""
+    m, draws = config.num_bands, {}
+    layout = group_layout(k, config.group_size)
+    sizes = layout.real.sum(1)
+    if config.estimator == "sampled":
+        plan = _plan(m, config.num_permutations, seed)
+        draws = {"forward": plan.forward, "backward": plan.backward,
+                 "inv_forward": np.argsort(plan.perms, axis=1),     # step of each player
+                 "inv_backward": np.argsort(plan.perms[:, ::-1], axis=1)}
+    elif not config.resample and len(sizes) >= 2:
+        idx = np.random.default_rng([seed, 4]).integers(len(sizes), size=(1000, len(sizes)))
+        draws = {"idx": idx, "wts": sizes[idx].astype(jnp.result_type(float))}
+    stats = _jnp_statistics(config, k, draws, log_probs)
     return SpectralImportance(*stats[:7], jnp.asarray(coalitions), *stats[7:])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _jnp_statistics(config: SpectralConfig, k: int, seed: int, log_probs):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _jnp_statistics(config: SpectralConfig, k: int, draws: dict, log_probs):
     from lst_jax.spectral.score import score_weights
 
     m = config.num_bands
@@ -361,11 +374,10 @@ def _jnp_statistics(config: SpectralConfig, k: int, seed: int, log_probs):
         return jnp.sqrt((w ** 2 * (x - mean) ** 2).sum(-1) * n_groups / (n_groups - 1))
 
     if config.estimator == "sampled":
-        plan = _plan(m, config.num_permutations, seed)
-        inv = np.argsort(plan.perms, axis=1)                          # step of each player
-        fwd = jnp.take_along_axis(jnp.diff(values[plan.forward], axis=1), inv, axis=1)
-        bwd = jnp.take_along_axis(jnp.diff(values[plan.backward], axis=1),
-                                  np.argsort(plan.perms[:, ::-1], axis=1), axis=1)
+        fwd = jnp.take_along_axis(jnp.diff(values[draws["forward"]], axis=1),
+                                  draws["inv_forward"], axis=1)
+        bwd = jnp.take_along_axis(jnp.diff(values[draws["backward"]], axis=1),
+                                  draws["inv_backward"], axis=1)
         pair = (fwd + bwd) / 2
         shapley = pair.mean(0)
         se = pair.std(0, ddof=1) / math.sqrt(pair.shape[0])
@@ -386,9 +398,8 @@ def _jnp_statistics(config: SpectralConfig, k: int, seed: int, log_probs):
 
     dist, signed = dist_signed(shapley)
     score_se = signed_se = jnp.asarray(jnp.nan, values.dtype)
-    if config.estimator == "exact" and not config.resample and n_groups >= 2:
-        idx = np.random.default_rng([seed, 4]).integers(n_groups, size=(1000, n_groups))
-        wts = sizes[idx].astype(np.float64)
+    if "idx" in draws:
+        idx, wts = draws["idx"], draws["wts"]
         psi_g = jnp.asarray(shapley_matrix(m), values.dtype) @ per_group     # (M, G)
         psi = jnp.einsum("mbg,bg->bm", psi_g[:, idx], wts) / wts.sum(1, keepdims=True)
         _, s_b = dist_signed(psi)
