@@ -84,9 +84,9 @@ def untrained_model(arch: str = "resnet18", *, key, image_shape=(32, 32, 3),
     Example:
         >>> import jax
         >>> from lst_jax.connectivity import untrained_model
-        >>> model, params = untrained_model("digits_resnet", key=jax.random.key(0))
-        >>> model(params, jax.numpy.zeros((1, 32, 32, 3))).shape
-        (1, 10)
+        >>> model, params = untrained_model("resnet18", key=jax.random.key(0), num_classes=4)
+        >>> params["params"]["fc"]["kernel"].shape
+        (512, 4)
     """
     if arch not in UNTRAINED_ARCHS:
         raise ValueError(f"arch must be one of {UNTRAINED_ARCHS}, got {arch!r}")
