@@ -301,7 +301,7 @@ def connect(model_fn, params, images, target_images, labels, *,
             seg_losses[p, j] = s.losses
     stack = lambda xs, dt=np.float32: (np.stack(xs).astype(dt) if xs
                                        else np.zeros((0,) + shape, dt))
-    return ConnectResult(*map(jnp.asarray, ConnectResult(
+    return jax.device_put(ConnectResult(
         primary=primary, vertices=vertices, num_vertices=num_vertices, vertex_alpha=alpha,
         segment_losses=seg_losses, round_max=round_max, round_gap=round_gap,
         round_losses=round_losses, round_alpha=round_alpha,
@@ -309,4 +309,4 @@ def connect(model_fn, params, images, target_images, labels, *,
         optimized_round=np.asarray(opt_round, np.int32),
         barrier_points=stack(opt_b), bypass_points=stack(opt_bp),
         barrier_ce=np.asarray(opt_ce0, np.float32),
-        bypass_ce=np.asarray(opt_ce1, np.float32))))
+        bypass_ce=np.asarray(opt_ce1, np.float32)))

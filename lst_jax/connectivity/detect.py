@@ -68,7 +68,7 @@ def select_references(model_fn, params, images, labels, *, classes=None):
     labels = check_class_labels("labels", labels, model_fn, params, images.shape[1:],
                                 len(images))
     refs, cls, ce, idx = _select_references(model_fn, params, images, labels, classes)
-    return jnp.asarray(refs), jnp.asarray(cls), jnp.asarray(ce), jnp.asarray(idx)
+    return jax.device_put((refs, cls, ce, idx))
 
 
 def _select_references(model_fn, params, images, labels, classes=None):
@@ -128,7 +128,7 @@ def curve_features(model_fn, params, images, references, reference_classes, *,
     out = _curve_features(model_fn, params, images, references, reference_classes,
                           num_points=num_points, logits=logits, batch_size=batch_size,
                           memory_budget=memory_budget, mesh=mesh)
-    return {k: jnp.asarray(v) for k, v in out.items()}
+    return jax.device_put(out)
 
 
 def _curve_features(model_fn, params, inputs, references, reference_classes, *,
@@ -256,7 +256,7 @@ def cross_validate_detector(features, is_adversarial, *, key,
     """
     res = cross_validate_np(features, is_adversarial, random_state=random_state_of(key),
                             config=config)
-    return DetectorResult(*map(jnp.asarray, res))
+    return jax.device_put(res)
 
 
 def cross_validate_np(x, is_adversarial, *, random_state: int,

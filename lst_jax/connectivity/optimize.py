@@ -269,7 +269,7 @@ class OptimizeResult(NamedTuple):
 
 def as_jax_result(res: OptimizeResult) -> OptimizeResult:
     """The result with `jax.Array` leaves (the public functions' return type)."""
-    return OptimizeResult(*(None if a is None else jnp.asarray(a) for a in res))
+    return jax.device_put(res)      # explicit host -> device copy
 
 
 def make_optimizer(lr, weight_decay) -> optax.GradientTransformation:
@@ -449,8 +449,10 @@ def optimize_inputs_init(model_fn, params, images, labels, *, config: OptimizerC
     """
     images, labels, anchor, direction, hyper = _validate(model_fn, params, images, labels,
                                                          config, anchor, direction)
-    return _init_jit(_problem(images, labels, anchor, direction),
-                     RowHyper(*map(jnp.asarray, hyper)), config.static)
+    problem = jax.device_put(Problem(images, images if anchor is None else anchor, labels,
+                                     np.zeros_like(images) if direction is None
+                                     else direction, np.zeros(len(images), bool)))
+    return _init_jit(problem, jax.device_put(hyper), config.static)
 
 
 def optimize_inputs_step(model_fn, params, state: OptimizerState, *,

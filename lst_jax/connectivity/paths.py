@@ -138,9 +138,9 @@ def path_losses(model_fn, params, images, target_images, labels, *, num_points: 
         checks.check_positive_int("batch_size", batch_size)
     images, target_images, labels = validate_pairs(model_fn, params, images, target_images,
                                                    labels)
-    return jnp.asarray(path_losses_np(model_fn, params, images, target_images, labels,
-                                      num_points, batch_size=batch_size,
-                                      memory_budget=memory_budget, mesh=mesh))
+    return jax.device_put(path_losses_np(model_fn, params, images, target_images, labels,
+                                         num_points, batch_size=batch_size,
+                                         memory_budget=memory_budget, mesh=mesh))
 
 
 class Barrier(NamedTuple):
@@ -177,7 +177,7 @@ def barrier_stats(losses) -> Barrier:
         >>> b.index.tolist(), round(float(b.gap[0]), 3)
         ([1], 0.6)
     """
-    return Barrier(*map(jnp.asarray, barrier_stats_np(losses)))
+    return jax.device_put(barrier_stats_np(losses))
 
 
 def barrier_stats_np(losses) -> Barrier:
