@@ -306,9 +306,9 @@ def _init(problem: Problem, hyper: RowHyper, spec: LoopSpec) -> OptimizerState:
     return OptimizerState(k=jnp.zeros((), jnp.int32), x=jnp.copy(x0), opt=opt,
                           done=jnp.copy(problem.done), steps=jnp.zeros((b,), jnp.int32),
                           best_x=jnp.copy(x0),
-                          best_ce=jnp.full((b,), jnp.inf, jnp.float32),
+                          best_ce=jnp.full((b,), jnp.inf, x0.dtype),
                           trace=jnp.full((spec.steps + 1 if spec.record else 0, b), jnp.nan,
-                                         jnp.float32),
+                                         x0.dtype),
                           problem=problem, hyper=hyper)
 
 
@@ -393,11 +393,14 @@ def _result(model_fn, params, state: OptimizerState, spec: LoopSpec) -> Optimize
 
 
 def _problem(images, labels, anchor, direction) -> Problem:
+    """The rows' data in the images' float dtype (float32; float64 in ground-truth runs)."""
+    images = jnp.asarray(images)
+    dtype = images.dtype if jnp.issubdtype(images.dtype, jnp.floating) else jnp.float32
     done = jnp.zeros(images.shape[:1], bool)
     anchor = images if anchor is None else anchor
     direction = jnp.zeros_like(images) if direction is None else direction
-    return Problem(jnp.asarray(images, jnp.float32), jnp.asarray(anchor, jnp.float32),
-                   jnp.asarray(labels, jnp.int32), jnp.asarray(direction, jnp.float32), done)
+    return Problem(images.astype(dtype), jnp.asarray(anchor, dtype),
+                   jnp.asarray(labels, jnp.int32), jnp.asarray(direction, dtype), done)
 
 
 def _validate(model_fn, params, images, labels, config, anchor, direction):
