@@ -21,7 +21,6 @@ import dataclasses
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lst_jax.connectivity.config import BypassConfig, ConnectConfig
