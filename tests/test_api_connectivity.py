@@ -115,8 +115,12 @@ def test_only_data_is_positional(name):
     positional = tuple(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD)
     assert positional == data
     assert all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
-    if "mesh" in {p.name for p in params}:
+    names = {p.name for p in params}
+    if "mesh" in names:
         assert inspect.signature(getattr(conn, name)).parameters["mesh"].default is None
+    if "batch_size" in names and not name.endswith("_unchecked"):   # the two size knobs
+        assert "memory_budget" in names
+    assert not names & {"chunk_size", "min_batch", "evaluate_fn", "validate", "seed"}
 
 
 @pytest.mark.parametrize("name", RANDOM)
@@ -204,3 +208,25 @@ def test_configs_are_frozen_validated_and_replaceable():
         conn.FVOConfig(tv_weight=(0.0, -1.0))
     with pytest.raises(ValueError, match="C must be a positive number"):
         conn.DetectorConfig(C=0)
+
+
+def test_memory_budget_plans_the_rows_per_call():
+    """A budget that holds one row per call runs the rows one at a time (the same rows, up
+    to float32 round-off of other batch sizes); one too small for a row is refused."""
+    from lst_jax.connectivity.optimize import step_memory
+
+    cfg = conn.OptimizerConfig(steps=5, lr=0.01)
+    fixed, per_row = step_memory(model_fn, PARAMS, SHAPE, cfg.static)
+    assert fixed >= 0 and per_row >= 4 * int(np.prod(SHAPE))    # at least the iterate
+    whole = conn.optimize_inputs(model_fn, PARAMS, A, Y, config=cfg)
+    one = conn.optimize_inputs(model_fn, PARAMS, A, Y, config=cfg,
+                               memory_budget=fixed + per_row)
+    np.testing.assert_array_equal(one.steps, whole.steps)
+    with jax.enable_x64(True):     # this loop's float32 round-off, against float64
+        x64 = np.asarray(conn.optimize_inputs_unchecked(
+            model_fn, np.asarray(PARAMS, np.float64), np.asarray(A, np.float64), Y,
+            config=cfg).x)
+    tol = float64_atol(np.asarray(whole.x), x64)
+    assert float(np.abs(np.asarray(one.x) - np.asarray(whole.x)).max()) <= tol
+    with pytest.raises(ValueError, match="memory_budget=.* too small"):
+        conn.optimize_inputs(model_fn, PARAMS, A, Y, config=cfg, memory_budget=fixed)

@@ -13,7 +13,7 @@ from lst_jax.connectivity.paths import check_class_labels, check_inputs
 
 def optimization_attack(model_fn, params, images, target_classes, *, stop_loss=None,
                         config: AttackConfig = AttackConfig(), batch_size: int | None = None,
-                        mesh=None, record: bool = False,
+                        memory_budget=None, mesh=None, record: bool = False,
                         progress: bool = False) -> OptimizeResult:
     """The paper's targeted, unconstrained attack (4.2), batched over source images.
 
@@ -28,8 +28,9 @@ def optimization_attack(model_fn, params, images, target_classes, *, stop_loss=N
     Args:
         images: the sources K; target_classes: the class each row is pushed to.
         stop_loss: None, a scalar or one loss per row (data: the real endpoints' CEs).
-        batch_size: rows per device per program call (None: all); mesh: None (one device)
-            or a mesh whose "data" axis splits the rows.
+        batch_size: rows per device per program call (None: as many as fit
+            `memory_budget` bytes per device, or all); mesh: None (one device) or a mesh
+            whose "data" axis splits the rows.
 
     Shape:
         images: (N, H, W, C) float32; target_classes: (N,) int; stop_loss: (N,) or scalar
@@ -67,5 +68,8 @@ def optimization_attack(model_fn, params, images, target_classes, *, stop_loss=N
     if stop_loss is not None:
         hyper = hyper._replace(threshold=stop_loss.copy())
     return as_jax_result(run_batches(model_fn, params, images, target_classes, spec, hyper,
-                                     chunk=rows_per_call(batch_size, mesh), mesh=mesh,
+                                     chunk=rows_per_call(
+                                         batch_size, mesh, memory_budget=memory_budget,
+                                         model_fn=model_fn, params=params,
+                                         image_shape=images.shape[1:], spec=spec), mesh=mesh,
                                      progress=progress, desc="attack"))

@@ -33,10 +33,14 @@ from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
 
 
+def _bypass_spec(config: BypassConfig, record: bool) -> LoopSpec:
+    return LoopSpec(config.steps, stop="none", projection=config.mode, record=record)
+
+
 def _bypass_rows(model_fn, params, images, target_images, barrier_points, labels, config,
                  *, chunk, mesh, record=False, progress=False) -> OptimizeResult:
     """The bypass on validated numpy rows (numpy result)."""
-    spec = LoopSpec(config.steps, stop="none", projection=config.mode, record=record)
+    spec = _bypass_spec(config, record)
     b = np.asarray(barrier_points, np.float32)
     n = len(b)
     hyper = OptimizerConfig(steps=config.steps, lr=config.lr, mse_weight=config.mse_weight,
@@ -49,7 +53,8 @@ def _bypass_rows(model_fn, params, images, target_images, barrier_points, labels
 
 def bypass_barrier(model_fn, params, images, target_images, barrier_points, labels, *,
                    config: BypassConfig = BypassConfig(), batch_size: int | None = None,
-                   mesh=None, record: bool = False, progress: bool = False) -> OptimizeResult:
+                   memory_budget=None, mesh=None, record: bool = False,
+                   progress: bool = False) -> OptimizeResult:
     """Moves each barrier point B to a low-loss B' inside the hyperplane through B orthogonal
     to C - A (the authors' `bypass_barrier`, batched over pairs).
 
@@ -60,8 +65,9 @@ def bypass_barrier(model_fn, params, images, target_images, barrier_points, labe
     back, so `<x - B, C - A> = 0` to round-off.
 
     Args:
-        batch_size: rows per device per program call (None: all); mesh: None (one device)
-            or a mesh whose "data" axis splits the rows.
+        batch_size: rows per device per program call (None: as many as fit
+            `memory_budget` bytes per device, or all); mesh: None (one device) or a mesh
+            whose "data" axis splits the rows.
         record: also return the CE at every iterate (`trace`).
 
     Shape:
@@ -87,7 +93,12 @@ def bypass_barrier(model_fn, params, images, target_images, barrier_points, labe
                                   like_name="images")
     return as_jax_result(_bypass_rows(model_fn, params, images, target_images,
                                       barrier_points, labels, config,
-                                      chunk=rows_per_call(batch_size, mesh), mesh=mesh,
+                                      chunk=rows_per_call(
+                                          batch_size, mesh, memory_budget=memory_budget,
+                                          model_fn=model_fn, params=params,
+                                          image_shape=images.shape[1:],
+                                          spec=_bypass_spec(config, record)),
+                                      mesh=mesh,
                                       record=record, progress=progress))
 
 
@@ -170,7 +181,7 @@ def connect(model_fn, params, images, target_images, labels, *,
         config: `ConnectConfig` (method, path resolutions, threshold, depth, optimisers).
         batch_size, memory_budget: path points per device per model call of the path losses
             (see `path_losses`); the optimiser runs the pairs of a round in batches of the
-            pair count.
+            pair count (fewer where `memory_budget` bytes per device hold fewer rows).
         mesh: None (one device) or a mesh whose "data" axis splits the path points and the
             optimiser batches.
 
@@ -203,6 +214,13 @@ def connect(model_fn, params, images, target_images, labels, *,
     max_depth, segment_points = config.max_depth, config.resolved_segment_points
     starts, ends, labels = validate_pairs(model_fn, params, images, target_images, labels)
     n_pairs = len(starts)
+    opt_chunk = n_pairs
+    if memory_budget is not None:
+        spec = (_bypass_spec(config.bypass, False) if method == "bypass"
+                else LoopSpec(config.free.steps, stop="pre_step"))
+        opt_chunk = min(n_pairs, rows_per_call(None, mesh, memory_budget=memory_budget,
+                                               model_fn=model_fn, params=params,
+                                               image_shape=starts.shape[1:], spec=spec))
     segs = [[_Segment(starts[p], ends[p], 0.0, 1.0)] for p in range(n_pairs)]
     width = 2 ** max_depth
     round_max = np.full((max_depth + 1, n_pairs, width), np.nan, np.float32)
@@ -252,10 +270,10 @@ def connect(model_fn, params, images, target_images, labels, *,
                 b = path_point(s_img[idx], e_img[idx], bar_r.index[idx], n)
                 if method == "bypass":
                     res = _bypass_rows(model_fn, params, s_img[idx], e_img[idx], b, y[idx],
-                                       config.bypass, chunk=n_pairs, mesh=mesh)
+                                       config.bypass, chunk=opt_chunk, mesh=mesh)
                 else:
-                    res = free_rows(model_fn, params, b, y[idx], config.free, chunk=n_pairs,
-                                    mesh=mesh)
+                    res = free_rows(model_fn, params, b, y[idx], config.free,
+                                    chunk=opt_chunk, mesh=mesh)
                 for k, i in enumerate(idx):
                     new_points[open_[i]] = (res.x[k], float(bar_r.alpha[i]))
                     opt_pair.append(open_[i][0])

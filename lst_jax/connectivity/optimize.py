@@ -657,26 +657,76 @@ def run_batches(model_fn, params, x0, labels, spec: LoopSpec, hyper: RowHyper, *
                           trace=cat(4, axis=1) if spec.record else None)
 
 
-def rows_per_call(batch_size: int | None, mesh) -> int | None:
-    """Rows of one program call over all devices: `batch_size` per device times the mesh's
-    devices (None: all rows)."""
-    if batch_size is None:
+def step_memory(model_fn, params, image_shape, spec: LoopSpec) -> tuple[int, int]:
+    """(fixed, per_row) bytes of one optimiser iteration on one device, from XLA's memory
+    analysis of `_step` compiled (not run) at one and two rows (arguments + outputs +
+    temporaries - aliased: the state, the problem, the model's forward and backward).
+    Without a memory analysis: the parameters fixed, 16x the image per row."""
+    def program(rows):
+        x = jax.ShapeDtypeStruct((rows,) + tuple(image_shape), jnp.float32)
+        problem = Problem(x, x, jax.ShapeDtypeStruct((rows,), jnp.int32), x,
+                          jax.ShapeDtypeStruct((rows,), jnp.bool_))
+        hyper = RowHyper(*[jax.ShapeDtypeStruct((rows,), jnp.float32)] * len(HYPER_FIELDS))
+        state = jax.eval_shape(functools.partial(_init, spec=spec), problem, hyper)
+        p = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)),
+                         params)
+        return _step_jit.lower(model_fn, p, state, spec).compile()
+
+    totals = []
+    for rows in (1, 2):
+        try:
+            m = program(rows).memory_analysis()
+        except (NotImplementedError, jax.errors.JaxRuntimeError):
+            m = None
+        if m is None:
+            break
+        totals.append(int(m.argument_size_in_bytes + m.output_size_in_bytes
+                          + m.temp_size_in_bytes - m.alias_size_in_bytes))
+    if len(totals) == 2 and totals[1] > totals[0]:
+        per_row = totals[1] - totals[0]
+        return max(totals[0] - per_row, 0), per_row
+    nbytes = sum(int(np.prod(np.shape(a))) * np.dtype(jnp.result_type(a)).itemsize
+                 for a in jax.tree.leaves(params))
+    return nbytes, 16 * 4 * int(np.prod(image_shape))
+
+
+def rows_per_call(batch_size: int | None, mesh, *, memory_budget=None, model_fn=None,
+                  params=None, image_shape=None, spec: LoopSpec | None = None) -> int | None:
+    """Rows of one program call over all devices: `batch_size` per device (or the most rows
+    whose iteration fits `memory_budget` bytes per device, `step_memory`; with both the
+    smaller) times the mesh's devices. None: all rows.
+
+    Raises:
+        ValueError: batch_size not a positive int; a budget too small for one row.
+    """
+    if batch_size is None and memory_budget is None:
         return None
-    check_positive_int("batch_size", batch_size)
+    per_device = None if batch_size is None else check_positive_int("batch_size", batch_size)
+    if memory_budget is not None:
+        from lst_jax.parallel.sharded import parse_bytes
+
+        budget = parse_bytes(memory_budget)
+        fixed, per_row = step_memory(model_fn, params, image_shape, spec)
+        fits = (budget - fixed) // per_row
+        if fits < 1:
+            raise ValueError(f"memory_budget={budget} bytes per device is too small: one row "
+                             f"of the input optimiser needs about {fixed + per_row} bytes "
+                             f"({fixed} fixed + {per_row} per row)")
+        per_device = int(fits) if per_device is None else min(per_device, int(fits))
     if mesh is None:
-        return batch_size
+        return per_device
     from lst_jax.parallel.mesh import num_shards
 
-    return batch_size * num_shards(mesh)
+    return per_device * num_shards(mesh)
 
 
 def optimize_inputs(model_fn, params, images, labels, *, config: OptimizerConfig,
-                    anchor=None, direction=None, batch_size: int | None = None, mesh=None,
-                    progress: bool = False) -> OptimizeResult:
+                    anchor=None, direction=None, batch_size: int | None = None,
+                    memory_budget=None, mesh=None, progress: bool = False) -> OptimizeResult:
     """Runs the per-row optimisations `config` from every row of `images` (validated).
 
-    Rows are processed in calls of exactly `batch_size` rows per device (default: all at
-    once), short calls padded with frozen copies, so calls with the same `batch_size` reuse
+    Rows are processed in calls of exactly `batch_size` rows per device (None: as many as
+    fit `memory_budget` bytes per device, or all at once without one), short calls padded with frozen copies, so calls with the same `batch_size` reuse
     one set of compiled programs whatever N. Inside a call, once at most half of the rows
     are still running, the running rows continue in a smaller batch (a fixed ladder: the
     call's rows, then `8 * 2**k`): with early stopping the cost follows the row-steps
@@ -717,5 +767,7 @@ def optimize_inputs(model_fn, params, images, labels, *, config: OptimizerConfig
                                                          config, anchor, direction)
     return as_jax_result(run_batches(
         model_fn, params, images, labels, config.static, hyper, anchor=anchor,
-        direction=direction, chunk=rows_per_call(batch_size, mesh), mesh=mesh,
-        progress=progress))
+        direction=direction, mesh=mesh, progress=progress,
+        chunk=rows_per_call(batch_size, mesh, memory_budget=memory_budget, model_fn=model_fn,
+                            params=params, image_shape=images.shape[1:],
+                            spec=config.static)))

@@ -44,7 +44,7 @@ def noise_inputs(*, key, num: int, image_shape, scale: float = 0.01) -> jax.Arra
 
 def feature_visualization(model_fn, params, images, labels, *,
                           config: FVOConfig = FVOConfig(), batch_size: int | None = None,
-                          mesh=None, record: bool = False,
+                          memory_budget=None, mesh=None, record: bool = False,
                           progress: bool = False) -> OptimizeResult:
     """Class-optimal synthetic inputs by feature visualisation by optimisation (FVO), from
     the starts `images` (the paper's: `noise_inputs(key=..., scale=config.init_scale)`).
@@ -58,8 +58,9 @@ def feature_visualization(model_fn, params, images, labels, *,
         images: the starts; labels: the class per row.
         config: `FVOConfig`; `config.tv_weight` a float or one weight per row (paper:
             2.5e-7 for A, 0 for C).
-        batch_size: rows per device per program call (None: all); mesh: None (one device)
-            or a mesh whose "data" axis splits the rows.
+        batch_size: rows per device per program call (None: as many as fit
+            `memory_budget` bytes per device, or all); mesh: None (one device) or a mesh
+            whose "data" axis splits the rows.
         record: also return the CE after every update (`trace`).
 
     Returns:
@@ -90,9 +91,10 @@ def feature_visualization(model_fn, params, images, labels, *,
     hyper = OptimizerConfig(steps=config.steps, lr=config.lr,
                             weight_decay=config.weight_decay, tv_weight=config.tv_weight,
                             threshold=config.threshold).hyper(len(images))
+    chunk = rows_per_call(batch_size, mesh, memory_budget=memory_budget, model_fn=model_fn,
+                          params=params, image_shape=images.shape[1:], spec=spec)
     return as_jax_result(run_batches(model_fn, params, images, labels, spec, hyper,
-                                     anchor=np.zeros_like(images),
-                                     chunk=rows_per_call(batch_size, mesh), mesh=mesh,
+                                     anchor=np.zeros_like(images), chunk=chunk, mesh=mesh,
                                      progress=progress, desc="FVO"))
 
 
@@ -108,13 +110,13 @@ def free_rows(model_fn, params, images, labels, config: FreeConfig, *, chunk, me
 
 
 def free_optimize(model_fn, params, images, labels, *, config: FreeConfig = FreeConfig(),
-                  batch_size: int | None = None, mesh=None, record: bool = False,
-                  progress: bool = False) -> OptimizeResult:
+                  batch_size: int | None = None, memory_budget=None, mesh=None,
+                  record: bool = False, progress: bool = False) -> OptimizeResult:
     """Free optimisation of inputs (the untrained-model bypass of 4.3, `optimize_point`).
 
     CE only (no projection, no deviation penalty), Adam with coupled L2; a row stops after the
     update whose *pre-update* CE is below `config.threshold`, and the post-update iterate is
-    returned (the authors' order). `batch_size`, `mesh`, `record` as in
+    returned (the authors' order). `batch_size`, `memory_budget`, `mesh`, `record` as in
     `feature_visualization`.
 
     Shape:
@@ -135,6 +137,9 @@ def free_optimize(model_fn, params, images, labels, *, config: FreeConfig = Free
     images = check_inputs("images", images)
     labels = check_class_labels("labels", labels, model_fn, params, images.shape[1:],
                                 len(images))
-    return as_jax_result(free_rows(model_fn, params, images, labels, config,
-                                   chunk=rows_per_call(batch_size, mesh), mesh=mesh,
+    chunk = rows_per_call(batch_size, mesh, memory_budget=memory_budget, model_fn=model_fn,
+                          params=params, image_shape=images.shape[1:],
+                          spec=LoopSpec(config.steps, stop="pre_step", record=record))
+    return as_jax_result(free_rows(model_fn, params, images, labels, config, chunk=chunk,
+                                   mesh=mesh,
                                    record=record, progress=progress))
