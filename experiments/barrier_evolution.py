@@ -94,7 +94,7 @@ def main(argv=None):
     args = parse_args(argv)
     preset = PRESETS[args.preset]
     model, params = untrained_model(args.arch, key=jax.random.key(args.seed))
-    fn, _ = model_in_space(model, "normalized")
+    fn, _ = model_in_space(model, space="normalized")
     run = RunDir(args.out)
     config = {"preset": args.preset, **preset, "arch": args.arch, "seed": args.seed,
               "fvo_steps": args.fvo_steps, "fvo_threshold": args.fvo_threshold,

@@ -146,7 +146,7 @@ def test_normalised_space_round_trip_and_same_linear_paths():
     assert Normalization().denormalize(x) is x
     model, params = _cnn()
     clf = Classifier(model.module, norm)
-    fn, space = model_in_space(clf, "normalized")
+    fn, space = model_in_space(clf, space="normalized")
     assert fn == Classifier(model.module) and hash(fn) == hash(Classifier(model.module))
     z = np.asarray(space.from_pixels(x))
     np.testing.assert_allclose(fn(params, z), clf(params, x), rtol=1e-5, atol=1e-5)
@@ -156,9 +156,9 @@ def test_normalised_space_round_trip_and_same_linear_paths():
     lp = path_losses(clf, params, a, c, y, num_points=11)
     ln = path_losses(fn, params, z, space.from_pixels(c), y, num_points=11)
     np.testing.assert_allclose(lp, ln, rtol=1e-4, atol=1e-5)
-    fn_p, sp = model_in_space(clf, "pixel")
+    fn_p, sp = model_in_space(clf, space="pixel")
     assert fn_p is clf and sp.name == "pixel"
-    assert model_in_space(linear_softmax, "normalized")[0] is linear_softmax
+    assert model_in_space(linear_softmax, space="normalized")[0] is linear_softmax
     assert 0.0 <= space.out_of_range_fraction(z * 3.0).min()
 
 

@@ -85,7 +85,7 @@ def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = By
     from lst_jax.plots.connectivity import bypass_profiles, difference_pattern, path_images
 
     loaded = load_digits_model(model, checkpoint)
-    fn, space = model_in_space(loaded.model_fn, config.space)
+    fn, space = model_in_space(loaded.model_fn, space=config.space)
     params = loaded.params
     images, labels = load_digits32("test")
     x = np.asarray(space.from_pixels(images))
@@ -217,7 +217,7 @@ def synthetic_job(config: SyntheticRunConfig = SyntheticRunConfig(), out=None, *
     from lst_jax.plots.connectivity import round_profiles
 
     model, params = untrained_model(config.arch, key=jax.random.key(config.init_seed))
-    fn, space = model_in_space(model, "normalized")
+    fn, space = model_in_space(model, space="normalized")
     run = RunDir(out or Path("runs") / "connectivity" / f"synthetic_{config.arch}")
     run.ensure_manifest({"config": config.to_dict()}, mode="connectivity synthetic",
                         input_space=space.to_dict())

@@ -151,17 +151,32 @@ def _curve_features(model_fn, params, inputs, references, reference_classes, *,
             "logits": logits.astype(np.float32), "predicted": pred}
 
 
-def feature_matrix(features: dict, which: str = "curve+logits") -> np.ndarray:
-    """Stacks the named feature set into (N, F). `which`: one of FEATURE_SETS."""
+def feature_matrix(features: dict, *, which: str = "curve+logits") -> jax.Array:
+    """Stacks the named feature set of `curve_features` into one matrix (float32, the
+    features' own precision). `which`: one of FEATURE_SETS.
+
+    Shape:
+        features: curve (N, P), max, gap, alpha (N,), logits (N, K) -> (N, F) with F =
+        P + 3 + K ("curve+logits"), P + 3 ("curve") or K ("logits").
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from lst_jax.connectivity import feature_matrix
+        >>> f = {"curve": jnp.zeros((2, 5)), "max": jnp.zeros(2), "gap": jnp.zeros(2),
+        ...      "alpha": jnp.zeros(2), "logits": jnp.zeros((2, 4))}
+        >>> feature_matrix(f, which="curve").shape, feature_matrix(f).shape
+        ((2, 8), (2, 12))
+    """
     if which not in FEATURE_SETS:
-        raise ValueError(f"features must be one of {FEATURE_SETS}, got {which!r}")
+        raise ValueError(f"which must be one of {FEATURE_SETS}, got {which!r}")
+    f = {k: np.asarray(features[k], np.float32) for k in ("curve", "max", "gap", "alpha",
+                                                          "logits") if k in features}
     parts = []
     if "curve" in which:
-        parts += [features["curve"], features["max"][:, None], features["gap"][:, None],
-                  features["alpha"][:, None]]
+        parts += [f["curve"], f["max"][:, None], f["gap"][:, None], f["alpha"][:, None]]
     if "logits" in which:
-        parts.append(features["logits"])
-    return np.concatenate(parts, axis=1).astype(np.float64)
+        parts.append(f["logits"])
+    return jax.device_put(np.concatenate(parts, axis=1))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -173,7 +173,7 @@ def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> di
 
     def run_compute(run):
         loaded = load_model(model, checkpoint)
-        fn, space = model_in_space(loaded.model_fn, config.space)
+        fn, space = model_in_space(loaded.model_fn, space=config.space)
         return compute(loaded, digest, run, fn, space)
 
     return cached_unit(root, f"connectivity_{kind}", model, key, run_compute,
@@ -469,7 +469,7 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
                 ("curve", "max", "gap", "alpha", "logits")}
         y = np.concatenate([np.zeros(len(idx), bool), np.ones(int(ok.sum()), bool)])
         try:
-            res = cross_validate_np(feature_matrix(both, config.features), y,
+            res = cross_validate_np(feature_matrix(both, which=config.features), y,
                                     random_state=cv_state, config=config.detector)
         except ValueError as e:          # too few successful attacks for k-fold CV
             entry.update(auroc=None, accuracy=None, note=str(e))
@@ -478,7 +478,7 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
         entry.update(res.to_dict())
         entry["auroc_by_features"] = {
             fs: (res.auroc if fs == config.features else cross_validate_np(
-                feature_matrix(both, fs), y, random_state=cv_state,
+                feature_matrix(both, which=fs), y, random_state=cv_state,
                 config=config.detector).auroc)
             for fs in FEATURE_SETS}
         entry["auroc_barrier_max"] = float(roc_auc_score(y, both["max"]))
