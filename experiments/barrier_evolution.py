@@ -30,8 +30,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from lst_jax.connectivity import (FVOConfig, feature_visualization, model_in_space,  # noqa: E402
-                                  path_losses, untrained_model)
-from lst_jax.connectivity.synthetic import noise_inputs  # noqa: E402
+                                  noise_inputs, path_losses, untrained_model)
 from lst_jax.data.digits import load_digits32  # noqa: E402
 from lst_jax.evaluation.rundir import RunDir, markdown_table  # noqa: E402
 from lst_jax.utils.progress import Progress  # noqa: E402
@@ -81,10 +80,11 @@ def measure(fn, variables, classes, runs, seed, batch, cfg, points):
     """FVO pairs (A with TV 2.5e-7, C without) per class and run, and their primary curves."""
     labels = np.repeat(np.arange(classes), runs)
     key = jax.random.fold_in(jax.random.key(seed + 1), batch)
-    x0 = noise_inputs(key, 2 * len(labels), (32, 32, 3), cfg.init_scale)
-    fvo = feature_visualization(fn, variables, np.repeat(labels, 2), None, (32, 32, 3),
-                                np.tile([2.5e-7, 0.0], len(labels)), cfg, x0=x0)
-    curves = path_losses(fn, variables, fvo.x[0::2], fvo.x[1::2], labels, points)
+    x0 = noise_inputs(key=key, num=2 * len(labels), image_shape=(32, 32, 3),
+                      scale=cfg.init_scale)
+    fvo = feature_visualization(fn, variables, x0, np.repeat(labels, 2),
+                                config=cfg.replace(tv_weight=(2.5e-7, 0.0) * len(labels)))
+    curves = path_losses(fn, variables, fvo.x[0::2], fvo.x[1::2], labels, num_points=points)
     return {"curves": curves, "labels": labels, "fvo_ce": fvo.ce, "fvo_steps": fvo.steps}
 
 
@@ -93,8 +93,8 @@ def main(argv=None):
 
     args = parse_args(argv)
     preset = PRESETS[args.preset]
-    model, params = untrained_model(args.arch, jax.random.key(args.seed))
-    fn, _ = model_in_space(model, "normalized")
+    model, params = untrained_model(args.arch, key=jax.random.key(args.seed))
+    fn, _ = model_in_space(model, space="normalized")
     run = RunDir(args.out)
     config = {"preset": args.preset, **preset, "arch": args.arch, "seed": args.seed,
               "fvo_steps": args.fvo_steps, "fvo_threshold": args.fvo_threshold,

@@ -12,7 +12,7 @@ import numpy as np
 
 from subproc import fast_tiny_cnn
 
-from lst_jax.connectivity import BypassConfig, connect, path_losses
+from lst_jax.connectivity import BypassConfig, ConnectConfig, connect, path_losses
 from lst_jax.connectivity import optimize as opt_mod
 from lst_jax.utils.compiles import compile_count, ladder_size
 
@@ -44,13 +44,14 @@ def test_path_losses_of_different_row_counts_share_a_program():
     a, c = _images(18, 1), _images(18, 2)
     y = np.arange(18) % 10
     with compile_count() as cnt:
-        out = [path_losses(model, params, a[:n], c[:n], y[:n], 9) for n in (9, 10, 11, 12)]
+        out = [np.asarray(path_losses(model, params, a[:n], c[:n], y[:n], num_points=9))
+               for n in (9, 10, 11, 12)]
     assert cnt.matching("_evaluate_jit") == 1
     for o in out:
         np.testing.assert_array_equal(o, out[-1][:len(o)])
     with compile_count() as cnt:
         for n in (6, 12, 18):
-            path_losses(model, params, a[:n], c[:n], y[:n], 9)
+            path_losses(model, params, a[:n], c[:n], y[:n], num_points=9)
     assert cnt.matching("_evaluate_jit") == 2        # 12 is compiled already: 6 and 24
 
 
@@ -59,20 +60,21 @@ def test_compacting_optimizer_compiles_at_most_the_ladder():
     4 loop programs and 3 compactions; other thresholds (other stopping steps) compile none."""
     model, params = fast_tiny_cnn(0, SHAPE, 10, logit_scale=10.0)
     x0, y = _images(12, 7), np.arange(12) % 10
-    spec = opt_mod.LoopSpec(30, "post_step", keep_best=True, record=True)
-    kw = dict(lr=0.05, weight_decay=1e-3, tv_weight=1e-4, anchor=np.zeros_like(x0),
-              min_batch=2)
+    cfg = opt_mod.OptimizerConfig(steps=30, stop="post_step", keep_best=True, record=True,
+                                  lr=0.05, weight_decay=1e-3, tv_weight=1e-4)
+    kw = dict(anchor=np.zeros_like(x0), min_batch=2)
     ladder = opt_mod._ladder(12, 2)
     assert ladder == [12, 8, 4, 2]
     with compile_count() as first:
-        r1 = opt_mod.optimize_inputs(model, params, x0, y, spec,
-                                     threshold=np.linspace(0.2, 2.5, 12), **kw)
+        r1 = opt_mod.run_batches(model, params, x0, y, cfg.static,
+                                 cfg.replace(threshold=np.linspace(0.2, 2.5, 12)).hyper(12),
+                                 **kw)
     assert len(set(r1.steps.tolist())) > 4                  # rows really stop apart
     assert 1 <= first.matching("_run_jit") <= len(ladder)
     assert first.matching("_compact_jit") <= len(ladder) - 1
     with compile_count() as again:
-        opt_mod.optimize_inputs(model, params, x0[::-1].copy(), y, spec,
-                                threshold=np.linspace(2.5, 0.2, 12), **kw)
+        opt_mod.run_batches(model, params, x0[::-1].copy(), y, cfg.static,
+                            cfg.replace(threshold=np.linspace(2.5, 0.2, 12)).hyper(12), **kw)
     assert again.matching("_run_jit") + again.matching("_compact_jit") \
         <= len(ladder) - first.matching("_run_jit") + len(ladder) - 1 \
         - first.matching("_compact_jit")
@@ -106,10 +108,10 @@ def test_connect_compiles_one_optimizer_program_over_rounds():
         for pairs in sets:
             a = np.stack([img(s) for s, _ in pairs])
             c = np.stack([img(e) for _, e in pairs])
-            res = connect(_bump_model, params, a, c, np.zeros(6, int), points=51,
-                          segment_points=51, threshold=1e-3, max_depth=2,
-                          bypass=BypassConfig(lr=0.05, steps=200))
-            counts.append(np.bincount(res.optimized_round, minlength=2).tolist())
+            res = connect(_bump_model, params, a, c, np.zeros(6, int), config=ConnectConfig(
+                points=51, segment_points=51, threshold=1e-3, max_depth=2,
+                bypass=BypassConfig(lr=0.05, steps=200)))
+            counts.append(np.bincount(np.asarray(res.optimized_round), minlength=2).tolist())
     assert len({n for cs in counts for n in cs}) >= 2, counts   # different numbers of points
     assert cnt.matching("_run_jit") == 1
     assert cnt.matching("_evaluate_jit") <= 3

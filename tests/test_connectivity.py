@@ -12,14 +12,14 @@ import pytest
 
 from subproc import fast_tiny_cnn
 from tolerances import float64_atol
-from lst_jax.connectivity import (AttackConfig, BypassConfig, FVOConfig,
-                                  barrier_stats, bypass_barrier, connect,
+from lst_jax.connectivity import (AttackConfig, BypassConfig, ConnectConfig, FVOConfig,
+                                  OptimizerConfig, barrier_stats, bypass_barrier, connect,
                                   feature_visualization, free_optimize, model_in_space,
-                                  optimization_attack, path_losses, total_variation)
+                                  noise_inputs, optimization_attack, optimize_inputs,
+                                  path_losses, total_variation)
 from lst_jax.connectivity import optimize as opt_mod
 from lst_jax.connectivity.objective import deviation_objective
 from lst_jax.connectivity.paths import path_point
-from lst_jax.connectivity.synthetic import noise_inputs
 from lst_jax.models.wrapper import IMAGENET_NORMALIZATION, Classifier, Normalization
 from lst_jax.utils.compiles import compile_count
 
@@ -47,7 +47,7 @@ def test_convex_linear_softmax_has_no_barrier():
               "b": rng.normal(size=5).astype(np.float32)}
     a, c = _images(6, 1), _images(6, 2)
     labels = np.argmax(linear_softmax(params, jnp.asarray(a)), -1)
-    losses = path_losses(linear_softmax, params, a, c, labels, 101)
+    losses = np.asarray(path_losses(linear_softmax, params, a, c, labels, num_points=101))
     bar = barrier_stats(losses)
     assert np.all(bar.gap <= 1e-5 * np.maximum(1.0, bar.max)), bar.gap
     assert np.all(bar.max > 0)
@@ -80,7 +80,7 @@ BUMP_BYPASS = BypassConfig(lr=0.05, steps=200)
 
 def test_two_bump_barrier_position_and_bypass():
     params, a, c = _bump_case()
-    losses = path_losses(bump_model, params, a, c, [0], 101)
+    losses = path_losses(bump_model, params, a, c, [0], num_points=101)
     bar = barrier_stats(losses)
     # the higher bump at alpha = 0.3; endpoints at softplus(-6)
     assert bar.index[0] == 30 and bar.alpha[0] == pytest.approx(0.3)
@@ -89,8 +89,8 @@ def test_two_bump_barrier_position_and_bypass():
     bump = sum(params[h] * np.exp(-np.sum((z - params[m]) ** 2) / (2 * 0.3 ** 2))
                for m, h in (("m1", "h1"), ("m2", "h2")))
     np.testing.assert_allclose(bar.start, np.log1p(np.exp(bump - 6.0)), rtol=1e-4)
-    res = connect(bump_model, params, a, c, [0], points=101, segment_points=101,
-                  threshold=1e-3, max_depth=2, bypass=BUMP_BYPASS)
+    res = connect(bump_model, params, a, c, [0], config=ConnectConfig(
+        points=101, segment_points=101, threshold=1e-3, max_depth=2, bypass=BUMP_BYPASS))
     # round 1 bypasses the first bump, round 2 the second one on B' -> C
     assert res.num_vertices[0] == 4
     assert res.vertex_alpha[0, 1] == pytest.approx(0.3)
@@ -106,19 +106,20 @@ def test_two_bump_barrier_position_and_bypass():
 
 def test_recursion_stops_at_depth_and_threshold():
     params, a, c = _bump_case()
-    kw = dict(points=101, segment_points=101, bypass=BUMP_BYPASS)
-    r0 = connect(bump_model, params, a, c, [0], threshold=1e-3, max_depth=0, **kw)
+    base = ConnectConfig(points=101, segment_points=101, bypass=BUMP_BYPASS)
+    kw = lambda **k: dict(config=base.replace(**k))
+    r0 = connect(bump_model, params, a, c, [0], **kw(threshold=1e-3, max_depth=0))
     assert r0.num_vertices[0] == 2 and len(r0.optimized_pair) == 0
     assert r0.max_final_gap()[0] > 3.0
-    r1 = connect(bump_model, params, a, c, [0], threshold=1e-3, max_depth=1, **kw)
+    r1 = connect(bump_model, params, a, c, [0], **kw(threshold=1e-3, max_depth=1))
     assert r1.num_vertices[0] == 3                    # depth limit, barrier left over
     assert r1.max_final_gap()[0] > 1e-3
     # threshold above the primary gap: nothing to bypass
-    r = connect(bump_model, params, a, c, [0], threshold=5.0, max_depth=2, **kw)
+    r = connect(bump_model, params, a, c, [0], **kw(threshold=5.0, max_depth=2))
     assert r.num_vertices[0] == 2 and len(r.optimized_pair) == 0
     # threshold above the secondary gap: one round, although depth 2 is allowed
     sec = float(np.nanmax(r1.round_gap[1]))
-    r = connect(bump_model, params, a, c, [0], threshold=2 * sec, max_depth=2, **kw)
+    r = connect(bump_model, params, a, c, [0], **kw(threshold=2 * sec, max_depth=2))
     assert r.num_vertices[0] == 3 and np.all(r.optimized_round == 0)
 
 
@@ -145,19 +146,19 @@ def test_normalised_space_round_trip_and_same_linear_paths():
     assert Normalization().denormalize(x) is x
     model, params = _cnn()
     clf = Classifier(model.module, norm)
-    fn, space = model_in_space(clf, "normalized")
+    fn, space = model_in_space(clf, space="normalized")
     assert fn == Classifier(model.module) and hash(fn) == hash(Classifier(model.module))
     z = np.asarray(space.from_pixels(x))
     np.testing.assert_allclose(fn(params, z), clf(params, x), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(space.to_pixels(z), x, atol=1e-6)
     # linear paths are the same curve in both spaces (normalisation is affine)
     a, c, y = x, _images(3, 9), np.array([0, 1, 2])
-    lp = path_losses(clf, params, a, c, y, 11)
-    ln = path_losses(fn, params, z, space.from_pixels(c), y, 11)
+    lp = path_losses(clf, params, a, c, y, num_points=11)
+    ln = path_losses(fn, params, z, space.from_pixels(c), y, num_points=11)
     np.testing.assert_allclose(lp, ln, rtol=1e-4, atol=1e-5)
-    fn_p, sp = model_in_space(clf, "pixel")
+    fn_p, sp = model_in_space(clf, space="pixel")
     assert fn_p is clf and sp.name == "pixel"
-    assert model_in_space(linear_softmax, "normalized")[0] is linear_softmax
+    assert model_in_space(linear_softmax, space="normalized")[0] is linear_softmax
     assert 0.0 <= space.out_of_range_fraction(z * 3.0).min()
 
 
@@ -238,9 +239,8 @@ def test_stopping_rules_match_literal_loops_and_batched_equals_single():
     y = np.array([3, 5, 7, 1])
     # free optimisation: thresholds that stop rows at different steps (row 3 never)
     thr = np.array([2.6, 2.1, 0.3, -1.0], np.float32)
-    res = opt_mod.optimize_inputs(model, params, x0, y,
-                                  opt_mod.LoopSpec(25, "pre_step", record=True), lr=0.05,
-                                  weight_decay=1e-2, threshold=thr)
+    cfg = OptimizerConfig(steps=25, stop="pre_step", record=True, lr=0.05, weight_decay=1e-2)
+    res = optimize_inputs(model, params, x0, y, config=cfg.replace(threshold=thr))
     assert len(set(res.steps.tolist())) > 2 and res.steps[3] == 25 and not res.stopped[3]
     for b in range(4):
         ref, n = _reference_loop(model, params, x0[b], y[b], lr=0.05, wd=1e-2, steps=25,
@@ -249,9 +249,8 @@ def test_stopping_rules_match_literal_loops_and_batched_equals_single():
                                        rule="pre_step", threshold=thr[b], trace=(ce64 := []))
         assert res.steps[b] == n == n64
         _assert_rows_close(res.x[b], ref, ref, ref64, f"row {b}: batched vs literal loop")
-        single = opt_mod.optimize_inputs(model, params, x0[b:b + 1], y[b:b + 1],
-                                         opt_mod.LoopSpec(25, "pre_step", record=True),
-                                         lr=0.05, weight_decay=1e-2, threshold=thr[b:b + 1])
+        single = optimize_inputs(model, params, x0[b:b + 1], y[b:b + 1],
+                                 config=cfg.replace(threshold=thr[b:b + 1]))
         assert single.steps[0] == res.steps[b]
         # a row alone and beside others: the same semantics, equal up to float32 round-off
         # (which the optimisation may amplify: docs/connectivity.md, "Batching")
@@ -267,18 +266,20 @@ def test_stopping_rules_match_literal_loops_and_batched_equals_single():
 
 def test_compacted_batches_equal_uncompacted():
     """Rows finishing at many different steps: shrinking the batch as rows finish (to
-    multiples of 2 rows) gives the results of the fixed batch, and those of other chunkings."""
+    multiples of 2 rows) gives the results of the fixed batch (the unchecked core: one while
+    loop, no compaction), and those of other chunkings."""
     model, params = _cnn()
     x0 = _images(12, 7)
     y = np.arange(12) % 10
     thr = np.linspace(0.2, 2.5, 12).astype(np.float32)
-    spec = opt_mod.LoopSpec(30, "post_step", keep_best=True, record=True)
-    kw = dict(lr=0.05, weight_decay=1e-3, tv_weight=1e-4, threshold=thr,
-              anchor=np.zeros_like(x0))
-    fixed = opt_mod.optimize_inputs(model, params, x0, y, spec, min_batch=None, **kw)
-    comp = opt_mod.optimize_inputs(model, params, x0, y, spec, min_batch=2, **kw)
-    chunked = opt_mod.optimize_inputs(model, params, x0, y, spec, min_batch=2, batch_size=5,
-                                      **kw)
+    cfg = OptimizerConfig(steps=30, stop="post_step", keep_best=True, record=True, lr=0.05,
+                          weight_decay=1e-3, tv_weight=1e-4, threshold=thr)
+    fixed = jax.tree.map(np.asarray, opt_mod.optimize_inputs_unchecked(
+        model, params, jnp.asarray(x0), jnp.asarray(y), config=cfg,
+        anchor=jnp.zeros_like(x0)))
+    run = functools.partial(opt_mod.run_batches, model, params, x0, y, cfg.static,
+                            cfg.hyper(12), anchor=np.zeros_like(x0), min_batch=2)
+    comp, chunked = run(), run(chunk=5)
     assert len(set(fixed.steps.tolist())) > 4            # the rows really stop apart
     # each row's float32 round-off, from the literal loop in float32 and float64
     x32, x64, ce32, ce64 = [], [], [], []
@@ -308,7 +309,7 @@ def test_attack_min_step_and_fvo_keep_best_match_literal_loops():
     # (TV of x - K starts at exact ties, where its L1 subgradient flips sign on round-off:
     # with a large weight Adam amplifies that into different trajectories; 1e-7 is the demo's)
     cfg = AttackConfig(lr=0.05, steps=30, mse_weight=0.1, tv_weight=1e-7, min_step=5)
-    res = optimization_attack(model, params, k, targets, stop, cfg)
+    res = optimization_attack(model, params, k, targets, stop_loss=stop, config=cfg)
     for b in range(3):
         ref, n = _reference_loop(model, params, k[b], targets[b], lr=0.05, mse=0.1, tv=1e-7,
                                  steps=30, rule="pre_step", threshold=stop[b], min_step=5)
@@ -317,9 +318,9 @@ def test_attack_min_step_and_fvo_keep_best_match_literal_loops():
     assert res.steps[2] == 6      # i > 5 - 1: the first allowed stop, after update 5
     # FVO: post-update CE, keep best, stop below threshold; rows with and without TV
     x0 = 0.01 * np.random.default_rng(0).normal(size=(2,) + SHAPE).astype(np.float32)
-    cfg = FVOConfig(lr=0.05, steps=40, weight_decay=1e-2, threshold=0.47)
-    fvo = feature_visualization(model, params, [4, 4], None, SHAPE, [1e-3, 0.0], cfg, x0=x0,
-                                record=True)
+    cfg = FVOConfig(lr=0.05, steps=40, weight_decay=1e-2, threshold=0.47,
+                    tv_weight=(1e-3, 0.0))
+    fvo = feature_visualization(model, params, x0, np.array([4, 4]), config=cfg, record=True)
     for b, tv in enumerate([1e-3, 0.0]):
         ref, n = _reference_loop(model, params, x0[b], 4, lr=0.05, wd=1e-2, tv=tv, steps=40,
                                  rule="post_step", threshold=0.47, anchor=np.zeros_like(x0[b]))
@@ -330,9 +331,10 @@ def test_attack_min_step_and_fvo_keep_best_match_literal_loops():
 
 
 def test_noise_starts_are_per_row_and_seeded():
-    a = noise_inputs(jax.random.key(0), 3, SHAPE)
-    np.testing.assert_array_equal(a[:2], noise_inputs(jax.random.key(0), 2, SHAPE))
-    assert not np.allclose(a, noise_inputs(jax.random.key(1), 3, SHAPE))
+    noise = lambda seed, n: noise_inputs(key=jax.random.key(seed), num=n, image_shape=SHAPE)
+    a = noise(0, 3)
+    np.testing.assert_array_equal(a[:2], noise(0, 2))
+    assert not np.allclose(a, noise(1, 3))
     assert 0.005 < a.std() < 0.02
 
 
@@ -349,9 +351,10 @@ def test_exact_bypass_stays_in_the_hyperplane_faithful_drifts():
         d = (x - b).reshape(3, -1)
         return np.abs((d * v).sum(1)) / (np.linalg.norm(d, axis=1) * np.linalg.norm(v, axis=1))
 
-    ex = bypass_barrier(model, params, a, c, b, y, BypassConfig(lr=0.01, steps=100,
-                                                               mode="exact"))
-    fa = bypass_barrier(model, params, a, c, b, y, BypassConfig(lr=0.01, steps=100))
+    ex = bypass_barrier(model, params, a, c, b, y,
+                        config=BypassConfig(lr=0.01, steps=100, mode="exact"))
+    fa = bypass_barrier(model, params, a, c, b, y, config=BypassConfig(lr=0.01, steps=100))
+    ex, fa = jax.tree.map(np.asarray, ex), jax.tree.map(np.asarray, fa)
     assert np.all(np.abs(ex.x - b).max(axis=(1, 2, 3)) > 0.1)     # it did move
     assert np.all(rel(ex.x) < 1e-6), rel(ex.x)
     assert np.all(rel(fa.x) > 1e-4), rel(fa.x)      # Adam leaves the plane (the authors')
@@ -363,13 +366,13 @@ def test_second_call_does_not_recompile():
     a, c = _images(2, 1), _images(2, 2)
     y = np.array([1, 2])
     cfg = BypassConfig(lr=0.01, steps=5)
-    bypass_barrier(model, params, a, c, (a + c) / 2, y, cfg)
-    path_losses(model, params, a, c, y, 11)
+    bypass_barrier(model, params, a, c, (a + c) / 2, y, config=cfg)
+    path_losses(model, params, a, c, y, num_points=11)
     # new data, new traced hyperparameters, same shapes and static settings: no program
     with compile_count() as count:
         bypass_barrier(model, params, c, a, (a + 2 * c) / 3, y[::-1],
-                       cfg.replace(lr=0.02, mse_weight=0.5))
-        path_losses(model, params, c, a, y[::-1], 11)
+                       config=cfg.replace(lr=0.02, mse_weight=0.5))
+        path_losses(model, params, c, a, y[::-1], num_points=11)
     assert count.matching("_run_jit") == 0 and count.matching("_evaluate_jit") == 0
 
 
@@ -379,42 +382,48 @@ def test_bad_input_names_the_argument():
     model, params = _cnn()
     a, c = _images(2), _images(2, 1)
     y = np.array([0, 1])
-    with pytest.raises(ValueError, match="starts and ends must have the same shape"):
+    with pytest.raises(ValueError, match="images and target_images must have the same shape"):
         path_losses(model, params, a, c[:1], y)
     with pytest.raises(ValueError, match="num_points must be an integer >= 2"):
-        path_losses(model, params, a, c, y, 1)
+        path_losses(model, params, a, c, y, num_points=1)
     bad = a.copy()
     bad[0, 0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="ends contains NaN"):
+    with pytest.raises(ValueError, match="target_images contains NaN"):
         path_losses(model, params, a, bad, y)
     with pytest.raises(ValueError, match="labels must lie in \\[0, 10\\)"):
         path_losses(model, params, a, c, np.array([0, 10]))
     with pytest.raises(ValueError, match="max_depth must be an integer >= 0"):
-        connect(model, params, a, c, y, max_depth=-1)
+        ConnectConfig(max_depth=-1)
     with pytest.raises(ValueError, match="segment_points must be an integer >= 2"):
-        connect(model, params, a, c, y, points=10, segment_points=1)
-    with pytest.raises(ValueError, match="starts and ends must have the same shape"):
+        ConnectConfig(points=10, segment_points=1)
+    with pytest.raises(ValueError, match="segment_points must be an integer >= 2"):
+        ConnectConfig(points=3)
+    with pytest.raises(ValueError, match="images and target_images must have the same shape"):
         connect(model, params, a, c[:, :4], y)
     with pytest.raises(ValueError, match="threshold must be a non-negative"):
-        connect(model, params, a, c, y, threshold=-1.0)
-    with pytest.raises(ValueError, match="targets must lie in"):
+        ConnectConfig(threshold=-1.0)
+    with pytest.raises(ValueError, match="target_classes must lie in"):
         optimization_attack(model, params, a, np.array([3, -1]))
-    with pytest.raises(ValueError, match="x0 contains NaN"):
+    with pytest.raises(ValueError, match="images contains NaN"):
         free_optimize(model, params, bad, y)
     with pytest.raises(ValueError, match="labels must lie in"):
-        feature_visualization(model, params, [12], jax.random.key(0), SHAPE)
+        feature_visualization(model, params, a[:1], np.array([12]))
+    with pytest.raises(ValueError, match="config.tv_weight has 3 values"):
+        feature_visualization(model, params, a, y, config=FVOConfig(tv_weight=(0, 0, 0)))
+    with pytest.raises(ValueError, match="stop_loss must be a scalar or have shape"):
+        optimization_attack(model, params, a, y, stop_loss=np.ones(3))
     with pytest.raises(ValueError, match="mode must be one of"):
         BypassConfig(mode="approximate")
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         FVOConfig(steps=0)
-    with pytest.raises(ValueError, match="starts and barrier_points must have the same"):
+    with pytest.raises(ValueError, match="images and barrier_points must have the same"):
         bypass_barrier(model, params, a, c, a[:, :4], y)
 
 
 def test_untrained_resnet18_has_torchvision_init_statistics():
     from lst_jax.connectivity import untrained_model
 
-    model, params = untrained_model("resnet18", jax.random.key(0))
+    model, params = untrained_model("resnet18", key=jax.random.key(0))
     p = params["params"]
     k = np.asarray(p["layer3_0"]["conv1"]["kernel"])             # 3x3x128 -> 256
     assert np.std(k) == pytest.approx(np.sqrt(2.0 / (9 * 256)), rel=0.02)
@@ -424,4 +433,4 @@ def test_untrained_resnet18_has_torchvision_init_statistics():
     assert np.all(np.asarray(params["batch_stats"]["bn1"]["var"]) == 1.0)
     assert model.normalization.mean == (0.4914, 0.4822, 0.4465)
     with pytest.raises(ValueError, match="arch must be one of"):
-        untrained_model("vgg16")
+        untrained_model("vgg16", key=jax.random.key(0))

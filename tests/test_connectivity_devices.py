@@ -1,6 +1,6 @@
 """The connectivity computations on a device mesh (4 fake CPU devices in a child process):
-path losses through `ShardedEvaluator` and the batched optimiser with `mesh=` give the
-one-device numbers; row counts are not multiples of the device count."""
+path losses (points split by `ShardedEvaluator`) and the batched optimiser with `mesh=` give
+the one-device numbers; row counts are not multiples of the device count."""
 
 from subproc import run_python
 
@@ -15,13 +15,13 @@ rng = np.random.default_rng(0)
 a, c = rng.uniform(size=(2, 3, 8, 8, 3)).astype(np.float32)
 y = np.array([1, 4, 7])
 mesh = par.data_mesh()
-one = path_losses(model_fn, params, a, c, y, 21)
-sh = path_losses(model_fn, params, a, c, y, 21,
-                 evaluate_fn=par.ShardedEvaluator(mesh, per_device_chunk=4))
+one = path_losses(model_fn, params, a, c, y, num_points=21)
+sh = path_losses(model_fn, params, a, c, y, num_points=21, batch_size=4, mesh=mesh)
 cfg = AttackConfig(lr=0.05, steps=20, min_step=2)
 stop = np.array([1.0, 0.5, 2.0], np.float32)
-r1 = optimization_attack(model_fn, params, a, y, stop, cfg)
-r2 = optimization_attack(model_fn, params, a, y, stop, cfg, mesh=mesh)
+r1 = jax.device_get(optimization_attack(model_fn, params, a, y, stop_loss=stop, config=cfg))
+r2 = jax.device_get(optimization_attack(model_fn, params, a, y, stop_loss=stop, config=cfg,
+                                        mesh=mesh))
 emit({"devices": jax.device_count(), "path": float(np.abs(one - sh).max()),
       "x": float(np.abs(r1.x - r2.x).max()), "steps": [r1.steps.tolist(), r2.steps.tolist()],
       "ce": float(np.abs(r1.ce - r2.ce).max())})

@@ -97,7 +97,7 @@ def test_faithful_bypass_matches_torch_loop():
     labels = np.array([3, 8])
     b = path_point(a, c, np.array([4, 6]), 11)
     cfg = BypassConfig(lr=0.01, steps=100, tv_weight=1e-7)
-    res = bypass_barrier(model, params, a, c, b, labels, cfg)
+    res = bypass_barrier(model, params, a, c, b, labels, config=cfg)
     for i in range(2):
         ref = torch_bypass(net, _nchw(a[i]), _nchw(c[i]), _nchw(b[i]), int(labels[i]), 0.01, 100,
                            0.1, 1e-7).numpy().transpose(1, 2, 0)
@@ -110,8 +110,8 @@ def test_fvo_coupled_weight_decay_matches_torch_adam():
     x0 = 0.01 * np.random.default_rng(1).normal(size=(2,) + SHAPE).astype(np.float32)
     lr, wd, tv = 0.05, 0.05, 1e-4      # a large weight decay: coupled vs decoupled differ
     refs = [torch_fvo(net, _nchw(x0[i]), 6, lr, 100, 0.0, wd, tv) for i in range(2)]
-    cfg = FVOConfig(lr=lr, steps=100, weight_decay=wd, threshold=0.0)
-    fvo = feature_visualization(model, params, [6, 6], None, SHAPE, tv, cfg, x0=x0)
+    cfg = FVOConfig(lr=lr, steps=100, weight_decay=wd, threshold=0.0, tv_weight=tv)
+    fvo = feature_visualization(model, params, x0, np.array([6, 6]), config=cfg)
     for i in range(2):
         np.testing.assert_allclose(fvo.x[i], refs[i][0].numpy().transpose(1, 2, 0), atol=1e-4)
         np.testing.assert_allclose(fvo.ce[i], refs[i][1], rtol=1e-4, atol=1e-6)
@@ -124,8 +124,8 @@ def test_fvo_coupled_weight_decay_matches_torch_adam():
     k = next(i for i in range(15, 100) if trace[i] < trace[i - 1] - 1e-3)
     thr = float(0.5 * (trace[k - 1] + trace[k]))
     ref_best, ref_loss, ref_trace = torch_fvo(net, _nchw(x0[0]), 6, lr, 100, thr, wd, tv)
-    early = feature_visualization(model, params, [6, 6], None, SHAPE, tv,
-                                  cfg.replace(threshold=thr), x0=x0)
+    early = feature_visualization(model, params, x0, np.array([6, 6]),
+                                  config=cfg.replace(threshold=thr))
     assert len(ref_trace) == k + 1 and early.steps[0] == k + 1 and early.stopped[0]
     np.testing.assert_allclose(early.x[0], ref_best.numpy().transpose(1, 2, 0), atol=1e-4)
     assert early.steps[1] != k + 1      # row 1 follows its own rule in the same batch

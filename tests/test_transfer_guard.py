@@ -33,11 +33,18 @@ def test_guard_catches_an_implicit_transfer():
 def test_input_optimiser_under_transfer_guard(placed):
     from lst_jax.connectivity import FreeConfig, free_optimize
 
+    from lst_jax.connectivity.optimize import OptimizerConfig, run_batches
+
     model, params, x, y = placed
     with jax.transfer_guard("disallow"):
-        res = free_optimize(model, params, x, y, FreeConfig(steps=40, threshold=0.5),
-                            batch_size=8, min_batch=2)
-    assert res.x.shape == x.shape and np.all(np.isfinite(res.ce))
+        res = free_optimize(model, params, x, y, config=FreeConfig(steps=40, threshold=0.5),
+                            batch_size=8)
+        # the runner with compaction down to 2 rows
+        cfg = OptimizerConfig(steps=40, stop="pre_step", lr=5e-2, threshold=0.5)
+        comp = run_batches(model, params, x, y, cfg.static, cfg.hyper(len(x)), chunk=8,
+                           min_batch=2)
+    assert res.x.shape == x.shape and np.all(np.isfinite(jax.device_get(res.ce)))
+    assert np.all(np.isfinite(comp.ce))
 
 
 def test_path_losses_under_transfer_guard(placed):
@@ -45,8 +52,8 @@ def test_path_losses_under_transfer_guard(placed):
 
     model, params, x, y = placed
     with jax.transfer_guard("disallow"):
-        losses = path_losses(model, params, x[:5], x[3:8], y[:5], 7)
-    assert losses.shape == (5, 7) and np.all(np.isfinite(losses))
+        losses = path_losses(model, params, x[:5], x[3:8], y[:5], num_points=7)
+    assert losses.shape == (5, 7) and np.all(np.isfinite(jax.device_get(losses)))
 
 
 def test_lst_under_transfer_guard(placed):

@@ -3,8 +3,11 @@
 Loss barriers on linear input paths, the barrier bypass inside the hyperplane orthogonal to
 the path and its recursion, synthetic inputs (FVO) and the free optimisation of untrained
 models, the paper's targeted optimisation attack, and an adversarial detector on the loss
-curve; all on the `model_fn(params, x) -> logits` contract, batched over pairs / samples.
-Inputs live in the model's normalised space by default (`model_in_space`), as the authors'.
+curve; all pure functions on the `model_fn(params, x) -> logits` contract, batched over pairs
+/ samples, following docs/design.md's "API conventions". Inputs live in the model's
+normalised space by default (`model_in_space`), as the authors'. The jobs behind
+`lst-jax connectivity` live in `connectivity.jobs`, `connectivity.demo_jobs` and
+`connectivity.command`, not here.
 """
 
 from lst_jax.connectivity.attack import optimization_attack as optimization_attack
@@ -13,30 +16,30 @@ from lst_jax.connectivity.bypass import bypass_barrier as bypass_barrier
 from lst_jax.connectivity.bypass import connect as connect
 from lst_jax.connectivity.config import AttackConfig as AttackConfig
 from lst_jax.connectivity.config import BypassConfig as BypassConfig
+from lst_jax.connectivity.config import ConnectConfig as ConnectConfig
 from lst_jax.connectivity.config import FreeConfig as FreeConfig
 from lst_jax.connectivity.config import FVOConfig as FVOConfig
 from lst_jax.connectivity.config import PGDConfig as PGDConfig
-from lst_jax.connectivity.demo_jobs import BypassRunConfig as BypassRunConfig
-from lst_jax.connectivity.demo_jobs import SyntheticRunConfig as SyntheticRunConfig
-from lst_jax.connectivity.demo_jobs import bypass_job as bypass_job
-from lst_jax.connectivity.demo_jobs import synthetic_job as synthetic_job
 from lst_jax.connectivity.detect import DetectorConfig as DetectorConfig
 from lst_jax.connectivity.detect import DetectorResult as DetectorResult
 from lst_jax.connectivity.detect import cross_validate_detector as cross_validate_detector
 from lst_jax.connectivity.detect import curve_features as curve_features
 from lst_jax.connectivity.detect import feature_matrix as feature_matrix
 from lst_jax.connectivity.detect import select_references as select_references
-from lst_jax.connectivity.jobs import BarrierRunConfig as BarrierRunConfig
-from lst_jax.connectivity.jobs import DetectRunConfig as DetectRunConfig
-from lst_jax.connectivity.jobs import barrier_model_run as barrier_model_run
-from lst_jax.connectivity.jobs import detect_model_run as detect_model_run
 from lst_jax.connectivity.objective import total_variation as total_variation
-from lst_jax.connectivity.optimize import LoopSpec as LoopSpec
 from lst_jax.connectivity.optimize import OptimizeResult as OptimizeResult
+from lst_jax.connectivity.optimize import OptimizerConfig as OptimizerConfig
+from lst_jax.connectivity.optimize import OptimizerState as OptimizerState
 from lst_jax.connectivity.optimize import optimize_inputs as optimize_inputs
+from lst_jax.connectivity.optimize import optimize_inputs_init as optimize_inputs_init
+from lst_jax.connectivity.optimize import optimize_inputs_result as optimize_inputs_result
+from lst_jax.connectivity.optimize import optimize_inputs_step as optimize_inputs_step
+from lst_jax.connectivity.optimize import (optimize_inputs_unchecked as
+                                           optimize_inputs_unchecked)
 from lst_jax.connectivity.paths import Barrier as Barrier
 from lst_jax.connectivity.paths import barrier_stats as barrier_stats
 from lst_jax.connectivity.paths import path_losses as path_losses
+from lst_jax.connectivity.paths import path_losses_unchecked as path_losses_unchecked
 from lst_jax.connectivity.space import InputSpace as InputSpace
 from lst_jax.connectivity.space import model_in_space as model_in_space
 from lst_jax.connectivity.synthetic import feature_visualization as feature_visualization

@@ -20,23 +20,40 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
-from lst_jax.connectivity.config import BypassConfig, FreeConfig
-from lst_jax.connectivity.optimize import LoopSpec, OptimizeResult, optimize_inputs
-from lst_jax.connectivity.paths import (barrier_stats, check_inputs, path_losses,
+from lst_jax.connectivity.config import BypassConfig, ConnectConfig
+from lst_jax.connectivity.optimize import (LoopSpec, OptimizeResult, OptimizerConfig,
+                                           as_jax_result, rows_per_call, run_batches)
+from lst_jax.connectivity.paths import (barrier_stats_np, check_inputs, path_losses_np,
                                         path_point, validate_pairs)
-from lst_jax.connectivity.synthetic import free_optimize
-from lst_jax.geometry.paths import path_points
-from lst_jax.utils.checks import check_nonnegative
+from lst_jax.connectivity.synthetic import free_rows
+from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
 
-METHODS = ("bypass", "free")
+
+def _bypass_spec(config: BypassConfig, record: bool) -> LoopSpec:
+    return LoopSpec(config.steps, stop="none", projection=config.mode, record=record)
 
 
-def bypass_barrier(model_fn, params, starts, ends, barrier_points, labels,
-                   config: BypassConfig = BypassConfig(), *, batch_size: int | None = None,
-                   mesh=None, record: bool = False, validate: bool = True,
+def _bypass_rows(model_fn, params, images, target_images, barrier_points, labels, config,
+                 *, chunk, mesh, record=False, progress=False) -> OptimizeResult:
+    """The bypass on validated numpy rows (numpy result)."""
+    spec = _bypass_spec(config, record)
+    b = np.asarray(barrier_points, np.float32)
+    n = len(b)
+    hyper = OptimizerConfig(steps=config.steps, lr=config.lr, mse_weight=config.mse_weight,
+                            tv_weight=config.tv_weight).hyper(n)
+    return run_batches(model_fn, params, b, labels, spec, hyper, anchor=b,
+                       direction=np.asarray(target_images, np.float32)
+                       - np.asarray(images, np.float32),
+                       chunk=chunk, mesh=mesh, progress=progress, desc="bypass")
+
+
+def bypass_barrier(model_fn, params, images, target_images, barrier_points, labels, *,
+                   config: BypassConfig = BypassConfig(), batch_size: int | None = None,
+                   memory_budget=None, mesh=None, record: bool = False,
                    progress: bool = False) -> OptimizeResult:
     """Moves each barrier point B to a low-loss B' inside the hyperplane through B orthogonal
     to C - A (the authors' `bypass_barrier`, batched over pairs).
@@ -47,22 +64,42 @@ def bypass_barrier(model_fn, params, starts, ends, barrier_points, labels,
     then moves the iterate slightly off the plane); `"exact"` [ours] also projects the iterate
     back, so `<x - B, C - A> = 0` to round-off.
 
+    Args:
+        batch_size: rows per device per program call (None: as many as fit
+            `memory_budget` bytes per device, or all); mesh: None (one device) or a mesh
+            whose "data" axis splits the rows.
+        record: also return the CE at every iterate (`trace`).
+
     Shape:
-        starts (A), ends (C), barrier_points (B): (N, H, W, C) float32; labels: (N,) ->
-        `OptimizeResult` with x = B' (N, H, W, C).
+        images (A), target_images (C), barrier_points (B): (N, H, W, C) float32; labels:
+        (N,) -> `OptimizeResult` (`jax.Array`s) with x = B' (N, H, W, C).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from lst_jax.connectivity import BypassConfig, bypass_barrier
+        >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+        >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+        >>> a, c = jnp.zeros((1, 8, 8, 3)), jnp.ones((1, 8, 8, 3))
+        >>> res = bypass_barrier(model_fn, params, a, c, (a + c) / 2, jnp.array([2]),
+        ...                      config=BypassConfig(steps=10, mode="exact"))
+        >>> res.x.shape, int(res.steps[0])
+        ((1, 8, 8, 3), 10)
     """
-    if validate:
-        starts, ends, labels = validate_pairs(model_fn, params, starts, ends, labels)
-        barrier_points = check_inputs("barrier_points", barrier_points, like=starts,
-                                      like_name="starts")
-    spec = LoopSpec(config.steps, stop="none", projection=config.mode, record=record)
-    b = np.asarray(barrier_points, np.float32)
-    return optimize_inputs(model_fn, params, b, labels, spec, lr=config.lr,
-                           mse_weight=config.mse_weight, tv_weight=config.tv_weight,
-                           anchor=b, direction=np.asarray(ends, np.float32)
-                           - np.asarray(starts, np.float32),
-                           batch_size=batch_size, mesh=mesh, progress=progress,
-                           desc="bypass")
+    if not isinstance(config, BypassConfig):
+        raise TypeError(f"config must be a BypassConfig, got {type(config).__name__}")
+    images, target_images, labels = validate_pairs(model_fn, params, images, target_images,
+                                                   labels)
+    barrier_points = check_inputs("barrier_points", barrier_points, like=images,
+                                  like_name="images")
+    return as_jax_result(_bypass_rows(model_fn, params, images, target_images,
+                                      barrier_points, labels, config,
+                                      chunk=rows_per_call(
+                                          batch_size, mesh, memory_budget=memory_budget,
+                                          model_fn=model_fn, params=params,
+                                          image_shape=images.shape[1:],
+                                          spec=_bypass_spec(config, record)),
+                                      mesh=mesh,
+                                      record=record, progress=progress))
 
 
 @dataclasses.dataclass
@@ -102,26 +139,26 @@ class ConnectResult(NamedTuple):
         (M, H, W, C).
     """
 
-    primary: np.ndarray
-    vertices: np.ndarray
-    num_vertices: np.ndarray
-    vertex_alpha: np.ndarray
-    segment_losses: np.ndarray
-    round_max: np.ndarray
-    round_gap: np.ndarray
-    round_losses: np.ndarray
-    round_alpha: np.ndarray
-    optimized_pair: np.ndarray
-    optimized_round: np.ndarray
-    barrier_points: np.ndarray
-    bypass_points: np.ndarray
-    barrier_ce: np.ndarray
-    bypass_ce: np.ndarray
+    primary: jax.Array
+    vertices: jax.Array
+    num_vertices: jax.Array
+    vertex_alpha: jax.Array
+    segment_losses: jax.Array
+    round_max: jax.Array
+    round_gap: jax.Array
+    round_losses: jax.Array
+    round_alpha: jax.Array
+    optimized_pair: jax.Array
+    optimized_round: jax.Array
+    barrier_points: jax.Array
+    bypass_points: jax.Array
+    barrier_ce: jax.Array
+    bypass_ce: jax.Array
 
     def max_final_gap(self) -> np.ndarray:
-        """Per pair, the largest barrier gap among the final segments. Shape: (P,)."""
-        n = self.num_vertices - 1
-        seg = self.segment_losses
+        """Per pair, the largest barrier gap among the final segments (numpy). Shape: (P,)."""
+        n = np.asarray(self.num_vertices) - 1
+        seg = np.asarray(self.segment_losses)
         out = np.empty(len(n), np.float32)
         for p in range(len(n)):
             s = seg[p, :n[p]]
@@ -134,50 +171,56 @@ def _pad_rows(a: np.ndarray, multiple: int) -> np.ndarray:
     return a if not extra else np.concatenate([a, np.repeat(a[-1:], extra, axis=0)])
 
 
-def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
-            points: int = 1000, segment_points: int | None = None, threshold: float = 1e-3,
-            max_depth: int = 2, bypass: BypassConfig = BypassConfig(),
-            free: FreeConfig = FreeConfig(), chunk_size: int = 64, evaluate_fn=None,
-            mesh=None, progress: bool = False) -> ConnectResult:
+def connect(model_fn, params, images, target_images, labels, *,
+            config: ConnectConfig = ConnectConfig(), batch_size: int | None = None,
+            memory_budget=None, mesh=None, progress: bool = False) -> ConnectResult:
     """Bypasses the barriers between A and C recursively until every segment's barrier gap
-    is at most `threshold` or `max_depth` rounds of bypassing are done.
+    is at most `config.threshold` or `config.max_depth` rounds of bypassing are done.
 
     Args:
-        method: "bypass" (trained models: `bypass_barrier` with `bypass`) or "free"
-            (untrained models, 4.3: `free_optimize` with `free`).
-        points: points on the primary path (4.1: 1000; 4.3: 200).
-        segment_points: points on every later segment (default `points // 2`, the 4.1
-            secondary paths; 4.3 uses 200 everywhere).
-        threshold: the connectivity threshold delta on the gap (paper Fig. 2: 1e-3).
-        max_depth: rounds of bypassing (2 reproduces the authors' two rounds; 0: measure only).
-        chunk_size, evaluate_fn: path-loss evaluator (see `path_losses`); mesh: splits each
-            optimiser batch over devices.
+        config: `ConnectConfig` (method, path resolutions, threshold, depth, optimisers).
+        batch_size, memory_budget: path points per device per model call of the path losses
+            (see `path_losses`); the optimiser runs the pairs of a round in batches of the
+            pair count (fewer where `memory_budget` bytes per device hold fewer rows).
+        mesh: None (one device) or a mesh whose "data" axis splits the path points and the
+            optimiser batches.
 
     Returns:
-        `ConnectResult`.
+        `ConnectResult` (`jax.Array` leaves).
 
     Raises:
-        ValueError: pairs of different shapes, non-finite inputs, an unknown class,
-            points / segment_points < 2, max_depth < 0, threshold < 0, unknown method.
+        ValueError: pairs of different shapes, non-finite inputs, an unknown class.
 
     Shape:
-        starts, ends: (P, H, W, C) float32 in the model's input space; labels: (P,) int.
+        images (A), target_images (C): (P, H, W, C) float32 in the model's input space;
+        labels: (P,) int.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from lst_jax.connectivity import ConnectConfig, BypassConfig, connect
+        >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+        >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+        >>> a, c = jnp.zeros((1, 8, 8, 3)), jnp.ones((1, 8, 8, 3))
+        >>> cfg = ConnectConfig(points=11, max_depth=1, bypass=BypassConfig(steps=5))
+        >>> res = connect(model_fn, params, a, c, jnp.array([0]), config=cfg)
+        >>> res.primary.shape, res.vertices.shape
+        ((1, 11), (1, 3, 8, 8, 3))
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if isinstance(max_depth, bool) or not isinstance(max_depth, (int, np.integer)) \
-            or max_depth < 0:
-        raise ValueError(f"max_depth must be an integer >= 0, got {max_depth!r}")
-    check_nonnegative("threshold", threshold)
-    path_points(points)
-    segment_points = points // 2 if segment_points is None else segment_points
-    try:
-        path_points(segment_points)
-    except ValueError:
-        raise ValueError(f"segment_points must be an integer >= 2, got "
-                         f"{segment_points!r}") from None
-    starts, ends, labels = validate_pairs(model_fn, params, starts, ends, labels)
+    if not isinstance(config, ConnectConfig):
+        raise TypeError(f"config must be a ConnectConfig, got {type(config).__name__}")
+    if batch_size is not None:
+        check_positive_int("batch_size", batch_size)
+    method, points, threshold = config.method, config.points, config.threshold
+    max_depth, segment_points = config.max_depth, config.resolved_segment_points
+    starts, ends, labels = validate_pairs(model_fn, params, images, target_images, labels)
     n_pairs = len(starts)
+    opt_chunk = n_pairs
+    if memory_budget is not None:
+        spec = (_bypass_spec(config.bypass, False) if method == "bypass"
+                else LoopSpec(config.free.steps, stop="pre_step"))
+        opt_chunk = min(n_pairs, rows_per_call(None, mesh, memory_budget=memory_budget,
+                                               model_fn=model_fn, params=params,
+                                               image_shape=starts.shape[1:], spec=spec))
     segs = [[_Segment(starts[p], ends[p], 0.0, 1.0)] for p in range(n_pairs)]
     width = 2 ** max_depth
     round_max = np.full((max_depth + 1, n_pairs, width), np.nan, np.float32)
@@ -193,9 +236,9 @@ def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
         s_img = np.stack([segs[p][j].start for p, j in keys])
         e_img = np.stack([segs[p][j].end for p, j in keys])
         y = labels[[p for p, _ in keys]]
-        losses = path_losses(model_fn, params, _pad_rows(s_img, n_pairs),
-                             _pad_rows(e_img, n_pairs), _pad_rows(y, n_pairs), n,
-                             chunk_size=chunk_size, evaluate_fn=evaluate_fn, validate=False)
+        losses = path_losses_np(model_fn, params, _pad_rows(s_img, n_pairs),
+                                _pad_rows(e_img, n_pairs), _pad_rows(y, n_pairs), n,
+                                batch_size=batch_size, memory_budget=memory_budget, mesh=mesh)
         return s_img, e_img, y, losses[:len(keys)]
 
     with Progress(max_depth + 1, desc="bypass rounds", unit="rounds",
@@ -210,7 +253,7 @@ def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
             s_img, e_img, y, losses = measure(open_, n)
             if r == 0:
                 primary = losses
-            bar_r = barrier_stats(losses)
+            bar_r = barrier_stats_np(losses)
             split = (bar_r.gap > threshold) & (r < max_depth)
             for i, (p, j) in enumerate(open_):
                 segs[p][j].losses = losses[i]
@@ -226,12 +269,11 @@ def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
             if len(idx):
                 b = path_point(s_img[idx], e_img[idx], bar_r.index[idx], n)
                 if method == "bypass":
-                    res = bypass_barrier(model_fn, params, s_img[idx], e_img[idx], b, y[idx],
-                                         bypass, batch_size=n_pairs, mesh=mesh,
-                                         validate=False)
+                    res = _bypass_rows(model_fn, params, s_img[idx], e_img[idx], b, y[idx],
+                                       config.bypass, chunk=opt_chunk, mesh=mesh)
                 else:
-                    res = free_optimize(model_fn, params, b, y[idx], free,
-                                        batch_size=n_pairs, mesh=mesh)
+                    res = free_rows(model_fn, params, b, y[idx], config.free,
+                                    chunk=opt_chunk, mesh=mesh)
                 for k, i in enumerate(idx):
                     new_points[open_[i]] = (res.x[k], float(bar_r.alpha[i]))
                     opt_pair.append(open_[i][0])
@@ -276,11 +318,12 @@ def connect(model_fn, params, starts, ends, labels, *, method: str = "bypass",
             seg_losses[p, j] = s.losses
     stack = lambda xs, dt=np.float32: (np.stack(xs).astype(dt) if xs
                                        else np.zeros((0,) + shape, dt))
-    return ConnectResult(
+    return jax.device_put(ConnectResult(
         primary=primary, vertices=vertices, num_vertices=num_vertices, vertex_alpha=alpha,
         segment_losses=seg_losses, round_max=round_max, round_gap=round_gap,
         round_losses=round_losses, round_alpha=round_alpha,
         optimized_pair=np.asarray(opt_pair, np.int32),
         optimized_round=np.asarray(opt_round, np.int32),
         barrier_points=stack(opt_b), bypass_points=stack(opt_bp),
-        barrier_ce=np.asarray(opt_ce0, np.float32), bypass_ce=np.asarray(opt_ce1, np.float32))
+        barrier_ce=np.asarray(opt_ce0, np.float32),
+        bypass_ce=np.asarray(opt_ce1, np.float32)))

@@ -65,11 +65,12 @@ class FreeConfig(_Config):
 class FVOConfig(_Config):
     """Feature visualisation by optimisation from noise (paper 4.3 / App. F.1).
 
-    `x0 = init_scale * N(0, I)`; loss `CE + tv_weight * TV(x)`; Adam `lr` with coupled L2
-    `weight_decay`; after every update the CE is re-evaluated, the lowest-CE iterate is kept
-    and returned; stop once that post-update CE is below `threshold`, else after `steps`.
-    Paper: 8192 steps and threshold 5e-4 (4.3), 4096 and 5e-3 (F.1); `tv_weight` 2.5e-7 for
-    input A, 0 for input C.
+    Starts `init_scale * N(0, I)` (`noise_inputs(key=..., scale=init_scale)`); loss `CE +
+    tv_weight * TV(x)`; Adam `lr` with coupled L2 `weight_decay`; after every update the CE
+    is re-evaluated, the lowest-CE iterate is kept and returned; stop once that post-update
+    CE is below `threshold`, else after `steps`. Paper: 8192 steps and threshold 5e-4 (4.3),
+    4096 and 5e-3 (F.1); `tv_weight` 2.5e-7 for input A, 0 for input C (a float, or a tuple
+    with one weight per row, so both kinds of input run in one batch).
     """
 
     lr: float = 5e-2
@@ -77,9 +78,18 @@ class FVOConfig(_Config):
     weight_decay: float = 1e-7
     threshold: float = 5e-4
     init_scale: float = 0.01
+    tv_weight: float | tuple = 0.0
 
     def __post_init__(self):
         self._check(("steps",), ("lr", "weight_decay", "threshold", "init_scale"))
+        tv = self.tv_weight
+        if isinstance(tv, (list, tuple)) or (hasattr(tv, "ndim") and tv.ndim > 0):
+            tv = tuple(check_nonnegative("tv_weight", v) for v in tv)
+            if not tv:
+                raise ValueError("tv_weight must not be empty")
+        else:
+            tv = check_nonnegative("tv_weight", tv)
+        object.__setattr__(self, "tv_weight", tv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,3 +128,56 @@ class PGDConfig(_Config):
 
     def __post_init__(self):
         self._check(("steps",), ("eps", "step_size"))
+
+
+CONNECT_METHODS = ("bypass", "free")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectConfig(_Config):
+    """Settings of `connect`, the recursive barrier bypass (paper 4.1 / 4.3).
+
+    Attributes:
+        method: "bypass" (trained models: `bypass_barrier` with `bypass`) or "free"
+            (untrained models, 4.3: `free_optimize` with `free`).
+        points: points on the primary path (4.1: 1000; 4.3: 200).
+        segment_points: points on every later segment (None: `points // 2`, the 4.1
+            secondary paths; 4.3 uses 200 everywhere).
+        threshold: the connectivity threshold delta on the barrier gap (Fig. 2: 1e-3).
+        max_depth: rounds of bypassing (2: the authors' two rounds; 0: measure only).
+        bypass, free: the optimisers of the two methods.
+    """
+
+    method: str = "bypass"
+    points: int = 1000
+    segment_points: int | None = None
+    threshold: float = 1e-3
+    max_depth: int = 2
+    bypass: BypassConfig = BypassConfig()
+    free: FreeConfig = FreeConfig()
+
+    def __post_init__(self):
+        if self.method not in CONNECT_METHODS:
+            raise ValueError(f"method must be one of {CONNECT_METHODS}, got {self.method!r}")
+        if isinstance(self.max_depth, bool) or not isinstance(self.max_depth, int) \
+                or self.max_depth < 0:
+            raise ValueError(f"max_depth must be an integer >= 0, got {self.max_depth!r}")
+        check_nonnegative("threshold", self.threshold)
+        for name in ("points", "segment_points"):
+            v = getattr(self, name)
+            if v is None and name == "segment_points":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+                raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
+        if self.resolved_segment_points < 2:
+            raise ValueError(f"segment_points must be an integer >= 2, got "
+                             f"{self.resolved_segment_points} (points // 2)")
+        if not isinstance(self.bypass, BypassConfig):
+            raise ValueError(f"bypass must be a BypassConfig, got {type(self.bypass).__name__}")
+        if not isinstance(self.free, FreeConfig):
+            raise ValueError(f"free must be a FreeConfig, got {type(self.free).__name__}")
+
+    @property
+    def resolved_segment_points(self) -> int:
+        """`segment_points`, or `points // 2` when None."""
+        return self.points // 2 if self.segment_points is None else self.segment_points

@@ -12,7 +12,8 @@ import numpy as np
 
 from lst_jax.connectivity.attack import optimization_attack
 from lst_jax.connectivity.bypass import ConnectResult, connect
-from lst_jax.connectivity.config import AttackConfig, BypassConfig, FreeConfig, FVOConfig
+from lst_jax.connectivity.config import (AttackConfig, BypassConfig, ConnectConfig, FreeConfig,
+                                         FVOConfig)
 from lst_jax.connectivity.detect import class_losses
 from lst_jax.connectivity.paths import barrier_stats, path_losses
 from lst_jax.connectivity.jobs import _nested_dict, load_digits_model
@@ -84,7 +85,7 @@ def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = By
     from lst_jax.plots.connectivity import bypass_profiles, difference_pattern, path_images
 
     loaded = load_digits_model(model, checkpoint)
-    fn, space = model_in_space(loaded.model_fn, config.space)
+    fn, space = model_in_space(loaded.model_fn, space=config.space)
     params = loaded.params
     images, labels = load_digits32("test")
     x = np.asarray(space.from_pixels(images))
@@ -98,13 +99,15 @@ def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = By
     run = RunDir(out or Path("runs") / "connectivity" / f"bypass_{model}")
     run.ensure_manifest({"model": model, "checkpoint_digest": loaded.metadata.get("digest"),
                          "config": config.to_dict()}, mode="connectivity bypass")
-    adv = optimization_attack(fn, params, x[src[:1]], [c], None, config.attack).x
+    adv = np.asarray(optimization_attack(fn, params, x[src[:1]], np.array([c]),
+                                         config=config.attack).x)
     starts = np.stack([x[a_idx], x[a_idx]])
     ends = np.concatenate([x[c_idx][None], adv])
-    res = connect(fn, params, starts, ends, np.array([c, c]), method="bypass",
-                  points=config.points, segment_points=config.segment_points,
-                  threshold=config.threshold, max_depth=config.max_depth, bypass=config.bypass,
-                  progress=progress)
+    res = connect(fn, params, starts, ends, np.array([c, c]), config=ConnectConfig(
+        method="bypass", points=config.points, segment_points=config.segment_points,
+        threshold=config.threshold, max_depth=config.max_depth, bypass=config.bypass),
+        progress=progress)
+    res = ConnectResult(*map(np.asarray, res))      # host bookkeeping and figures
     run.save_npz("results.npz", **res._asdict(), adversarial=adv, pair_index=[a_idx, c_idx],
                  source_index=src[:1])
     names = ["real-real", "real-adversarial"]
@@ -148,8 +151,8 @@ def _select_pair(fn, params, x, cand, c, config):
         return cand[np.argsort(ce, kind="stable")[:2]]
     i, j = np.triu_indices(len(cand), 1)
     gaps = barrier_stats(path_losses(fn, params, x[cand[i]], x[cand[j]], np.full(len(i), c),
-                                     config.points)).gap
-    k = int(np.argmax(gaps))
+                                     num_points=config.points)).gap
+    k = int(np.argmax(np.asarray(gaps)))
     return cand[i[k]], cand[j[k]]
 
 
@@ -213,27 +216,31 @@ def synthetic_job(config: SyntheticRunConfig = SyntheticRunConfig(), out=None, *
     summary.json, rounds.md and figures/rounds_c<class>_s<seed>.png; returns the run dir."""
     from lst_jax.plots.connectivity import round_profiles
 
-    model, params = untrained_model(config.arch, jax.random.key(config.init_seed))
-    fn, space = model_in_space(model, "normalized")
+    model, params = untrained_model(config.arch, key=jax.random.key(config.init_seed))
+    fn, space = model_in_space(model, space="normalized")
     run = RunDir(out or Path("runs") / "connectivity" / f"synthetic_{config.arch}")
     run.ensure_manifest({"config": config.to_dict()}, mode="connectivity synthetic",
                         input_space=space.to_dict())
     pairs = [(c, s) for c in config.classes for s in config.seeds]
     shape = (32, 32, 3)
     if not run.exists("fvo.npz"):
-        x0 = np.concatenate([noise_inputs(jax.random.fold_in(jax.random.key(s), c), 2, shape,
-                                          config.fvo.init_scale) for c, s in pairs])
+        x0 = np.concatenate([noise_inputs(key=jax.random.fold_in(jax.random.key(s), c), num=2,
+                                          image_shape=shape, scale=config.fvo.init_scale)
+                             for c, s in pairs])
         labels = np.repeat([c for c, _ in pairs], 2)
-        tv = np.tile([config.tv_a, config.tv_c], len(pairs))
-        fvo = feature_visualization(fn, params, labels, None, shape, tv, config.fvo, x0=x0,
+        tv = (config.tv_a, config.tv_c) * len(pairs)      # per row: A, C, A, C, ...
+        fvo = feature_visualization(fn, params, x0, labels,
+                                    config=config.fvo.replace(tv_weight=tv),
                                     progress=progress)
         run.save_npz("fvo.npz", x=fvo.x, ce=fvo.ce, steps=fvo.steps, stopped=fvo.stopped)
     fvo = run.load_npz("fvo.npz")
     a, c_ = fvo["x"][0::2], fvo["x"][1::2]
     labels = np.asarray([c for c, _ in pairs], np.int32)
-    res = connect(fn, params, a, c_, labels, method="free", points=config.points,
-                  segment_points=config.segment_points, threshold=config.threshold,
-                  max_depth=config.max_depth, free=config.free, progress=progress)
+    res = connect(fn, params, a, c_, labels, config=ConnectConfig(
+        method="free", points=config.points, segment_points=config.segment_points,
+        threshold=config.threshold, max_depth=config.max_depth, free=config.free),
+        progress=progress)
+    res = ConnectResult(*map(np.asarray, res))      # host bookkeeping and figures
     run.save_npz("results.npz", **res._asdict())
     rows, summary = [], {"pairs": []}
     for p, (c, s) in enumerate(pairs):

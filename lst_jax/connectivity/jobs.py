@@ -21,8 +21,8 @@ from sklearn.metrics import roc_auc_score
 from lst_jax.connectivity.attack import optimization_attack
 from lst_jax.connectivity.config import AttackConfig, PGDConfig
 from lst_jax.connectivity.detect import (DetectorConfig, FEATURE_SETS, class_losses,
-                                         cross_validate_detector, curve_features,
-                                         feature_matrix, select_references)
+                                         cross_validate_np, curve_features, feature_matrix,
+                                         random_state_of, select_references)
 from lst_jax.connectivity.paths import barrier_stats, path_losses
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.data.digits import load_digits32
@@ -173,7 +173,7 @@ def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> di
 
     def run_compute(run):
         loaded = load_model(model, checkpoint)
-        fn, space = model_in_space(loaded.model_fn, config.space)
+        fn, space = model_in_space(loaded.model_fn, space=config.space)
         return compute(loaded, digest, run, fn, space)
 
     return cached_unit(root, f"connectivity_{kind}", model, key, run_compute,
@@ -279,13 +279,13 @@ def _barrier_compute(config, progress, loaded, digest, run, fn, space) -> dict:
     def compute(j):      # item 0: the real-real paths; item 1 + i: adversarial chunk i
         if j == 0:
             return {"curves": path_losses(fn, params, x[plan["real_a"]], x[plan["real_c"]],
-                                          plan["real_class"], config.points)}
+                                          plan["real_class"], num_points=config.points)}
         _, s, e = chunks[j - 1]
         a, src, c = (plan["adv_a"][s:e], plan["adv_source"][s:e], plan["adv_class"][s:e])
         stop = class_losses(fn, params, x[a], c)
-        res = optimization_attack(fn, params, x[src], c, stop, config.attack,
+        res = optimization_attack(fn, params, x[src], c, stop_loss=stop, config=config.attack,
                                   batch_size=config.batch_size)
-        curves = path_losses(fn, params, x[a], res.x, c, config.points)
+        curves = path_losses(fn, params, x[a], res.x, c, num_points=config.points)
         pred = predict_logits(fn, params, res.x).argmax(-1)
         return dict(curves=curves, steps=res.steps, success=pred == c,
                     out_of_range=space.out_of_range_fraction(res.x))
@@ -430,8 +430,8 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
         if name == "optimization":
             t = targets[s:e]
             res = optimization_attack(fn, params, x[rows], t,
-                                      np.asarray([ref_ce[int(c)] for c in t]),
-                                      config.attack, batch_size=config.batch_size)
+                                      stop_loss=np.asarray([ref_ce[int(c)] for c in t]),
+                                      config=config.attack, batch_size=config.batch_size)
             xa = res.x
         else:
             key = jax.random.fold_in(jax.random.key(config.seed), i)
@@ -453,6 +453,9 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
     if run is None:      # another process of a multi-process run: process 0 writes
         return None
     clean = run.load_npz("clean.npz")
+    # The folds' random_state from the run's key (== config.seed for key(seed), so a CLI seed
+    # keeps its folds); float64 scores, as the stored results.
+    cv_state = random_state_of(jax.random.key(config.seed))
     summary = {"model": model, "checkpoint_digest": digest, "config": config.to_dict(),
                "n_clean": int(len(idx)), "attacks": {}}
     roc = {}
@@ -466,16 +469,17 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
                 ("curve", "max", "gap", "alpha", "logits")}
         y = np.concatenate([np.zeros(len(idx), bool), np.ones(int(ok.sum()), bool)])
         try:
-            res = cross_validate_detector(feature_matrix(both, config.features), y,
-                                          seed=config.seed, config=config.detector)
+            res = cross_validate_np(feature_matrix(both, which=config.features), y,
+                                    random_state=cv_state, config=config.detector)
         except ValueError as e:          # too few successful attacks for k-fold CV
             entry.update(auroc=None, accuracy=None, note=str(e))
             summary["attacks"][name] = entry
             continue
         entry.update(res.to_dict())
         entry["auroc_by_features"] = {
-            fs: (res.auroc if fs == config.features else cross_validate_detector(
-                feature_matrix(both, fs), y, seed=config.seed, config=config.detector).auroc)
+            fs: (res.auroc if fs == config.features else cross_validate_np(
+                feature_matrix(both, which=fs), y, random_state=cv_state,
+                config=config.detector).auroc)
             for fs in FEATURE_SETS}
         entry["auroc_barrier_max"] = float(roc_auc_score(y, both["max"]))
         summary["attacks"][name] = entry

@@ -13,6 +13,12 @@ def total_variation(z: jax.Array) -> jax.Array:
 
     Shape:
         z: (B, H, W, C) -> (B,).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from lst_jax.connectivity import total_variation
+        >>> total_variation(jnp.zeros((1, 2, 2, 1)).at[0, 0, 0, 0].set(1.0)).tolist()
+        [2.0]
     """
     dw = jnp.abs(z[:, :, 1:, :] - z[:, :, :-1, :]).sum(axis=(1, 2, 3))
     dh = jnp.abs(z[:, 1:, :, :] - z[:, :-1, :, :]).sum(axis=(1, 2, 3))

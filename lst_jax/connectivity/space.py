@@ -6,7 +6,7 @@ The authors interpolate and optimise in the model's *normalised* tensor space
 there. Linear paths are the same in both spaces (normalisation is affine, so the path
 `(1 - a) A + a C` maps onto itself and every loss along it is equal), optimisation is not:
 Adam's per-coordinate steps of size `lr` and the penalty weights change meaning with the
-scale. `model_in_space(model_fn, "normalized")` gives the model as a function of normalised
+scale. `model_in_space(model_fn, space="normalized")` gives the model as a function of normalised
 inputs together with the maps between the two spaces, so every optimiser of
 `lst_jax.connectivity` runs where the paper's hyperparameters apply. For models without a
 normaliser (the shipped digits models) the two spaces coincide.
@@ -58,7 +58,7 @@ class InputSpace:
         return {"name": self.name, "normalization": self.normalization.to_dict()}
 
 
-def model_in_space(model_fn: Callable, space: str = "normalized"):
+def model_in_space(model_fn: Callable, *, space: str = "normalized"):
     """`(fn, InputSpace)`: the model as a function of inputs in `space`.
 
     `space="normalized"`: for a `lst_jax.models.Classifier`, `fn` is
@@ -68,6 +68,13 @@ def model_in_space(model_fn: Callable, space: str = "normalized"):
 
     Raises:
         ValueError: unknown `space`.
+
+    Example:
+        >>> from lst_jax.connectivity import model_in_space
+        >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+        >>> fn, space = model_in_space(model_fn, space="normalized")
+        >>> fn is model_fn, space.name
+        (True, 'normalized')
     """
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")

@@ -19,6 +19,7 @@ import numpy as np
 from lst_jax.models.digits import DigitsResNet
 from lst_jax.models.resnet import ResNet18
 from lst_jax.models.wrapper import Classifier, Normalization
+from lst_jax.utils.checks import check_key
 
 CIFAR10_NORMALIZATION = Normalization((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 UNTRAINED_ARCHS = ("resnet18", "digits_resnet")
@@ -68,18 +69,28 @@ def torchvision_init(shapes, key):
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def untrained_model(arch: str = "resnet18", key=None, image_shape=(32, 32, 3),
+def untrained_model(arch: str = "resnet18", *, key, image_shape=(32, 32, 3),
                     num_classes: int = 10):
     """`(Classifier, params)` of a randomly initialised network (eval mode).
 
     Args:
         arch: "resnet18" (torchvision ResNet-18, torchvision init, CIFAR-10 normaliser) or
             "digits_resnet" (Flax default init, no normaliser).
-        key: PRNG key of the initialisation (default `key(0)`).
+        key: typed PRNG key of the initialisation (`jax.random.key(seed)`).
+
+    Raises:
+        ValueError: unknown `arch`; TypeError: `key` not a typed key.
+
+    Example:
+        >>> import jax
+        >>> from lst_jax.connectivity import untrained_model
+        >>> model, params = untrained_model("resnet18", key=jax.random.key(0), num_classes=4)
+        >>> params["params"]["fc"]["kernel"].shape
+        (512, 4)
     """
     if arch not in UNTRAINED_ARCHS:
         raise ValueError(f"arch must be one of {UNTRAINED_ARCHS}, got {arch!r}")
-    key = jax.random.key(0) if key is None else key
+    check_key(key)
     if arch == "resnet18":
         model = Classifier(ResNet18(num_classes=num_classes), CIFAR10_NORMALIZATION)
         shapes = jax.eval_shape(lambda k: model.init(k, tuple(image_shape)), key)

@@ -141,3 +141,18 @@ def num_classes_of(model_fn, params, image_shape) -> int:
     k = int(out.shape[-1])
     _NUM_CLASSES.put(model_fn, key, k)
     return k
+
+
+def check_key(key, name: str = "key"):
+    """Checks a typed PRNG key (`jax.random.key(seed)`); returns it.
+
+    Raises:
+        TypeError: an int seed, a raw uint32 key (`jax.random.PRNGKey`) or anything else.
+    """
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        what = ("an int seed" if isinstance(key, (int, np.integer))
+                else f"a raw {dtype} key" if dtype is not None else type(key).__name__)
+        raise TypeError(f"{name} must be a typed PRNG key (jax.random.key(seed)), got {what}"
+                        " (wrap a raw key with jax.random.wrap_key_data)")
+    return key

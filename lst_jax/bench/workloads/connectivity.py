@@ -42,11 +42,11 @@ def pairs_of(case, n: int):
 def jax_workload(fn, params, a, k, c, points, chunk, attack: AttackConfig):
     stop = class_losses(fn, params, a, c)
     t0 = time.perf_counter()
-    res = optimization_attack(fn, params, k, c, stop, attack)
+    res = optimization_attack(fn, params, k, c, stop_loss=stop, config=attack)
     t1 = time.perf_counter()
-    losses = path_losses(fn, params, a, res.x, c, points, chunk_size=chunk)
+    losses = path_losses(fn, params, a, res.x, c, num_points=points, batch_size=chunk)
     t2 = time.perf_counter()
-    return {"steps": np.asarray(res.steps), "max": barrier_stats(losses).max,
+    return {"steps": np.asarray(res.steps), "max": np.asarray(barrier_stats(losses).max),
             "attack_s": t1 - t0, "path_s": t2 - t1, "adv": res.x}
 
 
