@@ -160,3 +160,14 @@ def test_convert_option_combinations_are_refused(capsys):
     assert "--arch" in _one_line_error(capsys, "convert")
     assert cli.main(["convert", "r18.pth", "--arch", "resnet18", "--mean", "0.5,0.5,0.5"]) == 2
     assert "--mean and --std go together" in _one_line_error(capsys, "convert")
+
+
+def test_registry_name_with_other_weights_points_to_arch(cifar_r18, tmp_path, capsys):
+    """The issue's first symptom: a 10-class ResNet-18 under the 1000-class registry name."""
+    _, weights, _ = cifar_r18
+    assert cli.main(["convert", "resnet18-normal", str(weights), "--out",
+                     str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert "fc.bias: file has (10,), model expects (1000,)" in err
+    assert f"lst-jax convert {weights} --arch resnet18 --num-classes N" in err
+    assert not (tmp_path / "never").exists()

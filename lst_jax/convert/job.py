@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lst_jax.convert.core import convert_state_dict
+from lst_jax.convert.core import ConversionError, convert_state_dict
 from lst_jax.convert.io import clean_state_dict, file_sha256, read_state_dict
 from lst_jax.convert.shapes import CIFAR10_CLASSES
 from lst_jax.models.checkpoint import save_checkpoint
@@ -134,8 +134,16 @@ def convert_file(name: str, weights, out=None, *, overwrite: bool = False,
     _check_normalizer(normalizer, spec, weights)
     if normalizer is not None:
         notes.append("the file's input normaliser equals the registry normalisation")
-    return _convert_and_save(spec, weights, sd, notes, out,
-                             command or f"lst-jax convert {name} {shlex.quote(str(weights))}")
+    try:
+        return _convert_and_save(spec, weights, sd, notes, out, command or
+                                 f"lst-jax convert {name} {shlex.quote(str(weights))}")
+    except ConversionError as e:
+        if "mis-shaped" not in str(e):
+            raise
+        raise ConversionError(
+            f"{e}\n  (weights of {spec.arch} with another class count or input size are not "
+            f"{name}: convert them with `lst-jax convert {weights} --arch {spec.arch} "
+            "--num-classes N --input-size S`, docs/models.md)") from None
 
 
 def _read(weights: Path):
