@@ -235,12 +235,35 @@ def cmd_models(args) -> int:
     header = ("name", "arch", "dataset", "input", "available", "test acc", "checkpoint")
     for r in [header] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    _print_converted(args.checkpoints)
     if any(r[4] == "no" for r in rows):
         print("\nmissing checkpoints: `lst-jax convert <name> <PyTorch weights file>` "
               "(docs/models.md, 'Model zoo and converters'); checkpoints kept elsewhere: "
               "set LST_JAX_CHECKPOINTS to their root, or pass --checkpoints here and "
               "--checkpoint to the other commands")
     return 0
+
+
+def _print_converted(root) -> None:
+    """The checkpoints under the root that are not registry models (`convert --arch`)."""
+    from pathlib import Path
+
+    from lst_jax.models.reference import resolve_model
+    from lst_jax.models.registry import REGISTRY, checkpoint_root
+
+    root = Path(root) if root else checkpoint_root()
+    dirs = sorted(p for p in root.iterdir() if p.name not in REGISTRY
+                  and (p / "metadata.json").is_file()) if root.is_dir() else []
+    if not dirs:
+        return
+    print(f"\ncheckpoint directories under {root} (--model NAME or --model DIR):")
+    for p in dirs:
+        try:
+            spec = resolve_model(str(p)).spec
+            print(f"  {p.name}  {spec.arch}  {spec.num_classes} classes "
+                  f"({spec.label_set or '-'})  {'x'.join(map(str, spec.input_size))}")
+        except ValueError as e:
+            print(f"  {p.name}  unusable: {e}")
 
 
 SHAPE_OPTIONS = ("num_classes", "input_size", "normalization", "mean", "std", "labels",

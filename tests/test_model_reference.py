@@ -171,3 +171,16 @@ def test_registry_name_with_other_weights_points_to_arch(cifar_r18, tmp_path, ca
     assert "fc.bias: file has (10,), model expects (1000,)" in err
     assert f"lst-jax convert {weights} --arch resnet18 --num-classes N" in err
     assert not (tmp_path / "never").exists()
+
+
+def test_bare_name_under_the_checkpoint_root_and_models_listing(cifar_r18, monkeypatch,
+                                                                 capsys):
+    _, _, out = cifar_r18
+    monkeypatch.setenv("LST_JAX_CHECKPOINTS", str(out.parent))
+    ref = resolve_model("cifar_r18")
+    assert ref.path == out.absolute() and not ref.registry
+    assert ref.spec == resolve_model(str(out)).spec
+    with pytest.raises(ValueError, match="did you mean cifar_r18"):
+        resolve_model("cifar_r81")
+    assert cli.main(["models"]) == 0
+    assert "cifar_r18  resnet18  10 classes (cifar10)  32x32x3" in capsys.readouterr().out
