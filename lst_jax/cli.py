@@ -267,7 +267,7 @@ def _print_converted(root) -> None:
 
 
 SHAPE_OPTIONS = ("num_classes", "input_size", "normalization", "mean", "std", "labels",
-                 "name_", "layout")
+                 "name_", "layout", "transform_input")
 
 
 def cmd_convert(args) -> int:
@@ -297,8 +297,11 @@ def cmd_convert(args) -> int:
                          f"(got {args.name!r} and {args.weights!r})")
     parts = ["lst-jax", "convert", args.name, "--arch", args.arch]
     for a in SHAPE_OPTIONS + ("out",):
-        if getattr(args, a) is not None:
-            parts += [f"--{a.strip('_').replace('_', '-')}", str(getattr(args, a))]
+        value, flag = getattr(args, a), f"--{a.strip('_').replace('_', '-')}"
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{flag[2:]}")
+        elif value is not None:
+            parts += [flag, str(value)]
     summary = convert_arch_file(args.name, args.arch, **convert_shape_options(args),
                                 out=args.out, overwrite=args.overwrite,
                                 command=shlex.join(parts))
@@ -325,7 +328,7 @@ def convert_shape_options(args) -> dict:
         normalization = Normalization(parse_channels(args.mean, "--mean"), std)
     return dict(num_classes=args.num_classes, input_size=args.input_size,
                 normalization=normalization, labels=args.labels, name=args.name_,
-                layout=args.layout or "")
+                layout=args.layout or "", transform_input=args.transform_input)
 
 
 def cmd_migrate(args) -> int:
@@ -582,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "and tables (default: the weights file's name without extension)")
     g.add_argument("--layout", choices=["timm", "torchvision"],
                    help="state-dict layout of a ViT file (default timm)")
+    g.add_argument("--transform-input", action=argparse.BooleanOptionalAction,
+                   help="googlenet: torchvision's transform_input (default on, as its "
+                   "pretrained weights; off for a googlenet(num_classes=N) of your own)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("migrate", help="rewrite a checkpoint of an earlier parameter layout "

@@ -155,8 +155,8 @@ def _read(weights: Path):
 def convert_arch_file(weights, arch: str, *, num_classes: int | None = None,
                       input_size: int | None = None, normalization=None, labels=None,
                       name: str | None = None, out=None, layout: str = "",
-                      overwrite: bool = False, command: str | None = None
-                      ) -> ConversionSummary:
+                      transform_input: bool | None = None, overwrite: bool = False,
+                      command: str | None = None) -> ConversionSummary:
     """Converts PyTorch weights of a zoo architecture that the registry does not name
     (`lst-jax convert WEIGHTS --arch ARCH ...`); the checkpoint's metadata.json then describes
     the model completely, so the directory is a model reference of its own
@@ -176,6 +176,8 @@ def convert_arch_file(weights, arch: str, *, num_classes: int | None = None,
         out: checkpoint directory; default `<checkpoint root>/<name>`.
         layout: the file's layout where the family reads several ("torchvision" for a
             torchvision ViT).
+        transform_input: GoogLeNet only: torchvision's input re-mapping (default True, as
+            its pretrained weights; False for a `googlenet(num_classes=...)` of your own).
 
     Raises:
         ValueError: an unknown architecture, options that disagree with the weights (one
@@ -192,7 +194,8 @@ def convert_arch_file(weights, arch: str, *, num_classes: int | None = None,
     sd, notes, normalizer = _read(weights)
     spec, names = arch_spec(arch, sd, normalizer, num_classes=num_classes,
                             input_size=input_size, normalization=normalization,
-                            labels=labels, name=name, layout=layout, weights=weights)
+                            labels=labels, name=name, layout=layout, weights=weights,
+                            transform_input=transform_input)
     _check_normalizer(normalizer, spec, weights)
     if normalizer is not None:
         notes.append("the file's input normaliser equals the model's normalisation")

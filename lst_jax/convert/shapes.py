@@ -125,9 +125,12 @@ def resolve_labels(labels, num_classes: int, input_size: int) -> tuple[str, tupl
 
 def arch_spec(arch: str, state_dict, file_normalizer=None, *, num_classes: int | None = None,
               input_size: int | None = None, normalization=None, labels=None,
-              name: str, layout: str = "", weights: Path | None = None):
+              name: str, layout: str = "", weights: Path | None = None,
+              transform_input: bool | None = None):
     """(`ModelSpec`, class names or None) for weights of `arch` with the given shape options,
-    checked against `state_dict` (its classifier fixes the class count).
+    checked against `state_dict` (its classifier fixes the class count). `transform_input`
+    (GoogLeNet only): torchvision's input re-mapping, True for its pretrained weights (the
+    default), False for a `googlenet(num_classes=...)` trained from scratch.
 
     Raises:
         ValueError: unknown architecture, or `num_classes` that disagrees with the weights
@@ -155,7 +158,12 @@ def arch_spec(arch: str, state_dict, file_normalizer=None, *, num_classes: int |
     label_set, names = resolve_labels(labels, n, side)
     dataset = label_set if label_set in ("imagenet", "cifar10", "digits") else "custom"
     source = f"PyTorch weights {weights.name if weights else ''} converted with --arch {arch}"
-    spec = ModelSpec(name=name, arch=arch, arch_kwargs=(("num_classes", n),),
+    kwargs = {"num_classes": n}
+    if transform_input is not None:
+        if arch != "googlenet":
+            raise ValueError(f"--transform-input applies to googlenet only, not {arch}")
+        kwargs["transform_input"] = bool(transform_input)
+    spec = ModelSpec(name=name, arch=arch, arch_kwargs=tuple(sorted(kwargs.items())),
                      normalization=resolve_normalization(normalization, file_normalizer,
                                                          arch),
                      input_size=(side, side, 3), dataset=dataset, num_classes=n,
