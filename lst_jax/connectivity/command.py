@@ -89,6 +89,9 @@ def _run_models(args, unit, config, table_fn, name):
     refs = [resolve_model(m, args.checkpoint) for m in args.models]
     for r in refs:
         _check_digits_spec(r.spec)
+    names = [r.name for r in refs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--models names a model twice: {args.models} are the models {names}")
 
     initialize_from_args(args)   # several processes: before anything touches a device
     main = is_main_process()
