@@ -64,6 +64,8 @@ def test_converted_resnet18_matches_pytorch_and_metadata_describes_it(cifar_r18)
     twin, weights, out = cifar_r18
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["arch"] == "resnet18" and meta["arch_kwargs"] == {"num_classes": 10}
+    assert meta["arch_config"] == {"block": "basic", "layers": [2, 2, 2, 2], "num_classes": 10,
+                                   "width": 64, "width_per_group": 64}
     assert meta["num_classes"] == 10 and meta["input_size"] == [32, 32, 3]
     assert meta["normalization"] == {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
     assert meta["label_set"] == "cifar10" and meta["labels"][0] == "airplane"

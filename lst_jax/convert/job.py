@@ -232,6 +232,7 @@ def _convert_and_save(spec, weights: Path, sd, notes, out: Path, command: str, *
     n_stats = param_count(variables, "batch_stats") if "batch_stats" in variables else 0
     metadata = {
         "name": name, "arch": spec.arch, "arch_kwargs": dict(spec.arch_kwargs),
+        "arch_config": _module_config(model_fn.module),
         "layout": spec.layout or "default", "num_classes": spec.num_classes,
         "dataset": spec.dataset, "input_size": list(spec.input_size),
         "normalization": spec.normalization.to_dict(), "resize": spec.resize,
@@ -256,6 +257,13 @@ def _convert_and_save(spec, weights: Path, sd, notes, out: Path, command: str, *
     again = np.asarray(_forward(model_fn, restored.params, jnp.asarray(x)))[0]
     check["restored_identical"] = bool(np.array_equal(again, logits))
     return ConversionSummary(name, out, n_params, n_stats, report, check)
+
+
+def _module_config(module) -> dict:
+    """Every field of the Flax module (`arch_kwargs` applied): what `arch` means, for the
+    record (`arch` + `arch_kwargs` rebuild the model)."""
+    return {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+            if f.name not in ("parent", "name") and not f.name.startswith("_")}
 
 
 @functools.partial(jax.jit, static_argnums=0)
