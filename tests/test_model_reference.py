@@ -189,3 +189,31 @@ def test_bare_name_under_the_checkpoint_root_and_models_listing(cifar_r18, monke
         resolve_model("cifar_r81")
     assert cli.main(["models"]) == 0
     assert "cifar_r18  resnet18  10 classes (cifar10)  32x32x3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"arch": "digits_resnett"}, "unknown architecture 'digits_resnett' \\(did you mean "
+                                 "digits_resnet"),
+    ({"num_classes": 7}, "records num_classes 7, but digits_resnet"),
+    ({"name": "mine", "input_size": None}, "does not record 'input_size'"),
+])
+def test_metadata_that_does_not_describe_the_model_is_refused(tmp_path, edit, match):
+    ckpt = tmp_path / "edited"
+    shutil.copytree(checkpoint_root() / DIGITS, ckpt)
+    meta = {**json.loads((ckpt / "metadata.json").read_text()), **edit}
+    (ckpt / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=match) as e:
+        resolve_model(str(ckpt))
+    assert "\n" not in str(e.value)
+
+
+def test_labels_must_fit_the_class_count(tmp_path):
+    from lst_jax.convert.shapes import resolve_labels
+
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\n")
+    assert resolve_labels(str(names), 2, 32)[0].startswith("custom:")
+    with pytest.raises(ValueError, match="names 2 classes, but the model has 10"):
+        resolve_labels(str(names), 10, 32)
+    assert resolve_labels(None, 1000, 224) == ("imagenet", None)
+    assert resolve_labels(None, 7, 64) == ("indices:7", None)
