@@ -10,6 +10,8 @@
     lst-jax iaside --models A [B ...] [--data digits] [--k K] [--bands 8] [--fill random]
     lst-jax models
     lst-jax convert NAME WEIGHTS [--out DIR] [--overwrite]
+    lst-jax convert WEIGHTS --arch ARCH [--num-classes N] [--input-size S] [--normalization P]
+                    [--labels L] [--name NAME] [--out DIR]
     lst-jax profile [--models A B ...] [--preset quick|paper] [--out DIR]
     lst-jax connectivity {barrier,bypass,synthetic,detect} ...
     lst-jax bench [--suite quick|device|full] [--out DIR] [--budget SECONDS] [--dry-run]
@@ -233,6 +235,7 @@ def cmd_models(args) -> int:
     header = ("name", "arch", "dataset", "input", "available", "test acc", "checkpoint")
     for r in [header] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    _print_converted(args.checkpoints)
     if any(r[4] == "no" for r in rows):
         print("\nmissing checkpoints: `lst-jax convert <name> <PyTorch weights file>` "
               "(docs/models.md, 'Model zoo and converters'); checkpoints kept elsewhere: "
@@ -241,16 +244,26 @@ def cmd_models(args) -> int:
     return 0
 
 
-def cmd_convert(args) -> int:
-    import shlex
+def _print_converted(root) -> None:
+    """The checkpoints under the root that are not registry models (`convert --arch`)."""
+    from pathlib import Path
 
-    from lst_jax.convert.job import convert_file
+    from lst_jax.models.reference import resolve_model
+    from lst_jax.models.registry import REGISTRY, checkpoint_root
 
-    command = " ".join(["lst-jax convert", shlex.quote(args.name), shlex.quote(args.weights)]
-                       + (["--out", shlex.quote(args.out)] if args.out else []))
-    print(convert_file(args.name, args.weights, args.out, overwrite=args.overwrite,
-                       command=command))
-    return 0
+    root = Path(root) if root else checkpoint_root()
+    dirs = sorted(p for p in root.iterdir() if p.name not in REGISTRY
+                  and (p / "metadata.json").is_file()) if root.is_dir() else []
+    if not dirs:
+        return
+    print(f"\ncheckpoint directories under {root} (--model NAME or --model DIR):")
+    for p in dirs:
+        try:
+            spec = resolve_model(str(p)).spec
+            print(f"  {p.name}  {spec.arch}  {spec.num_classes} classes "
+                  f"({spec.label_set or '-'})  {'x'.join(map(str, spec.input_size))}")
+        except ValueError as e:
+            print(f"  {p.name}  unusable: {e}")
 
 
 def cmd_migrate(args) -> int:
@@ -320,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex, widths = defaults_of(examples_job), WidthSettings()
 
     p = sub.add_parser("examples", help="K x K LST examples grid (the main job)")
-    p.add_argument("--model", default=ex["model"], help="registry name")
+    p.add_argument("--model", default=ex["model"],
+                   help="registry name or checkpoint directory (`lst-jax convert --arch`)")
     p.add_argument("--data", default=ex["data"],
                    choices=["digits", "photos", "pool", "folder", "cifar10", "imagenet2012"])
     p.add_argument("--k", type=int, default=ex["k"], help="number of images (sources = "
@@ -353,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pool", help="build a target pool (one image per class, PNG + manifest)")
     p.add_argument("--models", nargs="+", default=["digits_resnet-normal", "digits_resnet-linf"],
-                   help="every model must classify each pool image correctly")
+                   help="every model (registry name or checkpoint directory) must classify "
+                   "each pool image correctly")
     p.add_argument("--data", default="digits",
                    choices=["digits", "folder", "cifar10", "imagenet2012"])
     p.add_argument("--classes", type=int, nargs="+", help="classes (default: all)")
@@ -370,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pool)
 
     p = sub.add_parser("full-eval", help="full evaluation: Table 1 and Table 2 (resumable)")
-    p.add_argument("--model", default="digits_resnet-normal", help="registry name")
+    p.add_argument("--model", default="digits_resnet-normal",
+                   help="registry name or checkpoint directory (`lst-jax convert --arch`)")
     p.add_argument("--pool", help="target pool directory (`lst-jax pool`); default: build "
                    "one from --data with --pool-models into OUT/pool")
     p.add_argument("--data", default="digits",
@@ -414,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(resumable)", description="Spectral importance of frequency bands "
                        "(Shapley values over square L-inf bands of the 2-D spectrum) and the "
                        "spectral robustness score, per model, side by side (docs/iaside.md).")
-    p.add_argument("--models", nargs="+", required=True, help="registry names")
+    p.add_argument("--models", nargs="+", required=True,
+                   help="registry names or checkpoint directories")
     p.add_argument("--data", default="digits",
                    choices=["digits", "folder", "cifar10", "imagenet2012"])
     p.add_argument("--split", help="data split (default: digits test, cifar10 test, "
@@ -466,16 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the accuracy table of the available trained checkpoints")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("convert", help="convert PyTorch weights to an orbax checkpoint",
-                       description="Convert a PyTorch weights file (.safetensors, or .pth/.pt "
-                       "read with torch.load(weights_only=True)) for a registry model into an "
-                       "orbax checkpoint with metadata.json; prints the parameter count and "
-                       "a logits check on a fixed photo.")
-    p.add_argument("name", help="registry name (see `lst-jax models`)")
-    p.add_argument("weights", help="PyTorch weights file")
-    p.add_argument("--out", help="checkpoint directory (default <checkpoints>/<name>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
-    p.set_defaults(func=cmd_convert)
+    from lst_jax.convert.command import add_parser as add_convert_parser
+
+    add_convert_parser(sub)
 
     p = sub.add_parser("migrate", help="rewrite a checkpoint of an earlier parameter layout "
                        "(the pre-issue-13 digits ViT) into the current one",
@@ -493,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="one report across all methods for several models "
                        "(robustness, LST, I-ASIDE, connectivity; cached, resumable)")
     p.add_argument("--models", nargs="+", default=list(DIGITS_LADDER),
-                   help="registry names (default: the digits ResNet robustness ladder)")
+                   help="registry names or checkpoint directories (default: the digits "
+                   "ResNet robustness ladder)")
     p.add_argument("--preset", default="paper", choices=["quick", "paper"],
                    help="quick: a smoke run in minutes; paper: the README report")
     p.add_argument("--baseline", help="mCE baseline model (default digits_resnet-normal)")

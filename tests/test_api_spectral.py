@@ -127,7 +127,7 @@ def test_key_is_keyword_without_default_and_typed(name):
     if call is None:
         return
     for bad in (0, jax.random.PRNGKey(0)):
-        with pytest.raises(TypeError, match="typed jax.random key"):
+        with pytest.raises(TypeError, match="typed PRNG key"):
             call(bad)
 
 

@@ -62,7 +62,8 @@ def _quick_flag(p):
 
 def _common(p, models=True):
     if models:
-        p.add_argument("--models", nargs="+", default=DIGITS_MODELS, help="registry names")
+        p.add_argument("--models", nargs="+", default=DIGITS_MODELS,
+                       help="registry names or checkpoint directories")
         p.add_argument("--root", default="runs/connectivity",
                        help="directory of the per-model run directories and the combined "
                             "tables / figures (a finished run is reused, a partial one "
@@ -81,16 +82,21 @@ def _run_models(args, unit, config, table_fn, name):
     """Runs (or reuses) the per-model unit for every model; writes `<name>.md/json`."""
     from lst_jax.connectivity.jobs import _check_digits_spec
     from lst_jax.evaluation.rundir import RunDir
-    from lst_jax.models.registry import get_spec
+    from lst_jax.models.reference import resolve_model
     from lst_jax.parallel.distributed import initialize_from_args, is_main_process
 
-    for m in args.models:               # every name checked before the first model runs
-        _check_digits_spec(get_spec(m))
+    # every model (registry name or checkpoint directory) checked before the first one runs
+    refs = [resolve_model(m, args.checkpoint) for m in args.models]
+    for r in refs:
+        _check_digits_spec(r.spec)
+    names = [r.name for r in refs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--models names a model twice: {args.models} are the models {names}")
 
     initialize_from_args(args)   # several processes: before anything touches a device
     main = is_main_process()
-    summaries = {m: unit(m, config, args.root, checkpoint=args.checkpoint,
-                         progress=not args.quiet and main) for m in args.models}
+    summaries = {r.name: unit(r, config, args.root, checkpoint=args.checkpoint,
+                              progress=not args.quiet and main) for r in refs}
     if not main:
         return None
     root = RunDir(args.root)
@@ -277,7 +283,8 @@ def add_parser(sub) -> None:
     cfg = BypassRunConfig()
     q = modes.add_parser("bypass", help="bypass the barrier of a real and an adversarial pair")
     _common(q, models=False)
-    q.add_argument("--model", default="digits_resnet-normal", help="registry name")
+    q.add_argument("--model", default="digits_resnet-normal",
+                   help="registry name or checkpoint directory")
     q.add_argument("--out", help="run directory (default runs/connectivity/bypass_<model>)")
     q.add_argument("--target-class", type=int, default=cfg.target_class)
     q.add_argument("--source-class", type=int, default=cfg.source_class,

@@ -85,6 +85,7 @@ def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = By
     from lst_jax.plots.connectivity import bypass_profiles, difference_pattern, path_images
 
     loaded = load_digits_model(model, checkpoint)
+    model = loaded.spec.name
     fn, space = model_in_space(loaded.model_fn, space=config.space)
     params = loaded.params
     images, labels = load_digits32("test")

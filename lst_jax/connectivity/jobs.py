@@ -28,7 +28,7 @@ from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.data.digits import load_digits32
 from lst_jax.data.pool import predict_logits
 from lst_jax.evaluation.rundir import RunDir, cached_unit, markdown_table
-from lst_jax.models.registry import checkpoint_digest, get_spec, load_model
+from lst_jax.models.reference import resolve_model
 from lst_jax.parallel import distributed as dist
 from lst_jax.robustness import pgd_examples
 from lst_jax.utils.checks import check_positive_int
@@ -153,10 +153,12 @@ def _check_digits_spec(spec) -> None:
                          f"{spec.name} expects {tuple(spec.input_size)}")
 
 
-def load_digits_model(model: str, checkpoint=None):
-    """`load_model` for the digits jobs: the model must take 32x32x3 inputs."""
-    _check_digits_spec(get_spec(model))
-    return load_model(model, checkpoint)
+def load_digits_model(model, checkpoint=None):
+    """`load_model` for the digits jobs: the model (registry name or checkpoint directory,
+    `resolve_model`) must take 32x32x3 inputs."""
+    ref = resolve_model(model, checkpoint)
+    _check_digits_spec(ref.spec)
+    return ref.load()
 
 
 def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> dict:
@@ -166,13 +168,14 @@ def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> di
     if not isinstance(config, config_type):
         raise ValueError(f"config must be a {config_type.__name__}, got "
                          f"{type(config).__name__}")
-    spec = get_spec(model)
+    ref = resolve_model(model, checkpoint)
+    spec, model = ref.spec, ref.name
     _check_digits_spec(spec)
-    digest = checkpoint_digest(model, checkpoint)
+    digest = ref.digest()
     key = {"model": model, "checkpoint_digest": digest, "config": config.to_dict()}
 
     def run_compute(run):
-        loaded = load_model(model, checkpoint)
+        loaded = ref.load()
         fn, space = model_in_space(loaded.model_fn, space=config.space)
         return compute(loaded, digest, run, fn, space)
 

@@ -165,7 +165,8 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
     """I-ASIDE of one registry model, resumable and reusable (see the module docstring).
 
     Args:
-        model_name: registry name (`lst-jax models`).
+        model_name: registry name (`lst-jax models`) or checkpoint directory
+            (`resolve_model`); named in the run by `ModelRef.name`.
         config: `IasideConfig`; `k=None` resolves to min(1000, images in the split).
         root: parent of the per-model run directories.
         checkpoint, data_dir, folder, interpolation: where the checkpoint and the data are.
@@ -181,13 +182,14 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
         None on processes other than 0 of a multi-process run (call it on every process:
         the coalition blocks are split over the processes, process 0 writes the files).
     """
-    from lst_jax.models.registry import checkpoint_digest, get_spec, load_model
+    from lst_jax.models.reference import resolve_model
 
     if not isinstance(config, IasideConfig):
         raise ValueError(f"config must be an IasideConfig, got {type(config).__name__}")
-    spec = get_spec(model_name)
+    ref = resolve_model(model_name, checkpoint)
+    spec, model_name = ref.spec, ref.name
     check_square_side("the model's input", (1,) + tuple(spec.input_size))
-    digest = checkpoint_digest(model_name, checkpoint)
+    digest = ref.digest()
     source = _source(spec, config, data_dir, folder, interpolation)
     n = len(source)
     k = config.k if config.k is not None else min(MAX_DEFAULT_K, n)
@@ -204,7 +206,7 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
     if dist.broadcast_from_main(np.uint8(done)):
         return load_model_result(root_dir) if main else None
 
-    loaded = load_model(model_name, checkpoint)
+    loaded = ref.load()
     if config.resample:      # every coalition draws its own k of all n images
         index = np.arange(n)
     else:                    # one seeded random subset, in random order (grouped in order)
@@ -316,9 +318,14 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
         raise ValueError("models must name at least one model")
     if len(set(models)) != len(models):
         raise ValueError(f"models contains duplicates: {models}")
-    from lst_jax.models.registry import get_spec
+    from lst_jax.models.reference import resolve_model
 
-    specs = [get_spec(m) for m in models]   # names and data checked before anything is written
+    # names and data checked before anything is written
+    refs = [resolve_model(m, run_kw.get("checkpoint")) for m in models]
+    specs = [r.spec for r in refs]
+    names = [r.name for r in refs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"models contains two models of the same name: {names}")
     source = _source(specs[0], config, run_kw.get("data_dir"), run_kw.get("folder"),
                      run_kw.get("interpolation", "bilinear"))
     if config.k is not None and config.k > len(source):
@@ -328,13 +335,13 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
     main = dist.is_main_process()    # several processes: process 0 writes, all compute
     def open_run():
         run = RunDir(out)
-        run.ensure_manifest({"models": models, "iaside": config.to_dict()}, mode="iaside")
+        run.ensure_manifest({"models": names, "iaside": config.to_dict()}, mode="iaside")
         return run
 
     run = dist.on_main(open_run)
     root = Path(model_root) if model_root is not None else out / "models"
-    results = [iaside_model_run(m, config, root, progress=progress and main, **run_kw)
-               for m in models]
+    results = [iaside_model_run(r, config, root, progress=progress and main, **run_kw)
+               for r in refs]
     if not main:
         return {"out": out, "results": None}
     md, table_csv = results_table(results)

@@ -17,7 +17,8 @@ from lst_jax.data.pool import (build_target_pool, load_pool, predict_probs, save
 from lst_jax.evaluation.examples import (WidthSettings, examples_geometry, run_examples,
                                          write_examples, write_geometry)
 from lst_jax.evaluation.rundir import RunDir
-from lst_jax.models.registry import DEFAULT_MODEL, get_spec, load_model
+from lst_jax.models.reference import resolve_model
+from lst_jax.models.registry import DEFAULT_MODEL, load_model
 from lst_jax.traversal import LSTConfig, preset
 
 DATA_SOURCES = ("digits", "photos", "folder", "cifar10", "imagenet2012", "pool")
@@ -155,7 +156,8 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
                  plane_grid: int = 10, path_points: int = 21, data_dir=None, folder=None,
                  pool=None, interpolation: str = "bilinear", plane_source: int = 0,
                  compute_dtype=None, mesh="auto") -> Path:
-    """The main job: K x K LST examples grid for a registry model; returns the run dir.
+    """The main job: K x K LST examples grid for a model (a registry name or a checkpoint
+    directory, `resolve_model`); returns the run dir.
 
     `mesh` ("auto", "on", "off" or a Mesh, as in `full_evaluation`): with several devices the
     K(K-1) traversals and the geometry probes are split over them (same numbers).
@@ -165,9 +167,11 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
     (`figures/path_widths.png`), with their arrays in `geometry.npz`.
     """
     config = config or preset("paper")
-    check_examples_options(get_spec(model), data, k, classes, photos, plane_source=plane_source,
+    ref = resolve_model(model, checkpoint)
+    model = ref.name
+    check_examples_options(ref.spec, data, k, classes, photos, plane_source=plane_source,
                            plane_grid=plane_grid, path_points=path_points)
-    loaded = load_model(model, checkpoint, compute_dtype)
+    loaded = ref.load(compute_dtype)
     images, labels, names = examples_data(loaded, data, k, classes, photos, data_dir=data_dir,
                                           folder=folder, pool=pool,
                                           interpolation=interpolation)
@@ -216,6 +220,7 @@ def pool_job(models: Sequence[str], data: str = "digits", out=None,
         raise ValueError("pool needs at least one --models entry")
     preloaded = preloaded or {}
     loaded = [preloaded[m] if m in preloaded else load_model(m, checkpoint) for m in models]
+    models = [m.spec.name for m in loaded]
     sizes = {tuple(m.spec.input_size) for m in loaded}
     if len(sizes) > 1:
         raise ValueError(f"the pool models expect different input sizes {sorted(sizes)}")
@@ -259,7 +264,7 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
                   data: str = "digits", pool_models: Sequence[str] | None = None,
                   data_dir=None, folder=None, interpolation: str = "bilinear",
                   mesh="auto", memory_budget=None, compute_dtype=None):
-    """Full evaluation of a registry model on a target pool; returns the FullEvalResult
+    """Full evaluation of a model (registry name or checkpoint directory) on a target pool; returns the FullEvalResult
     (None on processes other than 0 of a multi-process run).
 
     Without `pool`, the pool is built from `data` with `pool_models` (default: the model
@@ -271,8 +276,10 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
     config = config or FullEvalConfig()
     if metrics not in ("all", "basic", "none"):
         raise ValueError(f"metrics must be 'all', 'basic' or 'none', got {metrics!r}")
+    ref = resolve_model(model, checkpoint)
+    model = ref.name
     out = Path(out or Path("runs") / f"full_eval_{model}")
-    loaded = load_model(model, checkpoint, compute_dtype)
+    loaded = ref.load(compute_dtype)
     pool_dir = Path(pool) if pool is not None else out / "pool"
 
     def load():
@@ -281,9 +288,9 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
             # restored parameters are reused, not restored a second time.
             f32 = dataclasses.replace(
                 loaded, model_fn=dataclasses.replace(loaded.model_fn, compute_dtype=None))
-            pool_job(list(pool_models or [model]), data, pool_dir, data_dir=data_dir,
+            pool_job(list(pool_models or [ref.ref]), data, pool_dir, data_dir=data_dir,
                      folder=folder, checkpoint=checkpoint, progress=progress,
-                     interpolation=interpolation, preloaded={model: f32})
+                     interpolation=interpolation, preloaded={ref.ref: f32})
         p = load_pool(pool_dir)
         _check_shape(loaded.spec, p.images, f"pool {pool_dir}")
         return p

@@ -62,6 +62,8 @@ class ModelSpec:
         layout: the PyTorch state-dict layout of that file when the family reads several
             ("" = the family's default; "torchvision" for torchvision ViTs, see
             `lst_jax.convert.rules_for`).
+        label_set: what the class indices mean: "digits", "cifar10", "imagenet", or
+            "custom:<digest of the class names>" (models compared side by side must share it).
     """
 
     name: str
@@ -77,13 +79,14 @@ class ModelSpec:
     source: str = ""
     weights: str = ""
     layout: str = ""
+    label_set: str = ""
 
     def build(self) -> Classifier:
         return Classifier(ARCHITECTURES[self.arch](**dict(self.arch_kwargs)), self.normalization)
 
 
 def _digits(name, arch, source):
-    return ModelSpec(name=name, arch=arch, checkpoint=name, source=source)
+    return ModelSpec(name=name, arch=arch, checkpoint=name, source=source, label_set="digits")
 
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
@@ -111,12 +114,13 @@ def _imagenet(name, arch, interpolation, source, weights, normalization=IMAGENET
     return ModelSpec(name=name, arch=arch, normalization=normalization, input_size=(224, 224, 3),
                      dataset="imagenet", num_classes=1000, checkpoint=name, resize=256,
                      interpolation=interpolation, source=source, weights=weights,
-                     layout=layout)
+                     layout=layout, label_set="imagenet")
 
 
 def _cifar10(name, arch, source, weights):
     return ModelSpec(name=name, arch=arch, input_size=(32, 32, 3), dataset="cifar10",
-                     num_classes=10, checkpoint=name, source=source, weights=weights)
+                     num_classes=10, checkpoint=name, source=source, weights=weights,
+                     label_set="cifar10")
 
 
 # Converted PyTorch models (`lst-jax convert NAME FILE`). `interpolation` is what the original
@@ -188,7 +192,8 @@ def checkpoint_root() -> Path:
     return package.parent / "checkpoints"
 
 
-def get_spec(name: str) -> ModelSpec:
+def registry_spec(name: str) -> ModelSpec:
+    """The registry entry `name` (no checkpoint directories; see `get_spec`)."""
     if name not in REGISTRY:
         from lst_jax.utils.cliargs import closest
 
@@ -197,6 +202,14 @@ def get_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}{hint}; known models: "
                          f"{', '.join(sorted(REGISTRY))} (list them with `lst-jax models`)")
     return REGISTRY[name]
+
+
+def get_spec(model, checkpoint=None) -> ModelSpec:
+    """The `ModelSpec` of a model reference: a registry name or a checkpoint directory
+    (`lst_jax.models.reference.resolve_model`)."""
+    from lst_jax.models.reference import resolve_model
+
+    return resolve_model(model, checkpoint).spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,18 +222,20 @@ class LoadedModel:
     metadata: dict
 
 
-def checkpoint_path(name: str, root=None) -> Path:
-    spec = get_spec(name)
-    return Path(root) if root is not None and (Path(root) / "metadata.json").exists() else (
-        Path(root or checkpoint_root()) / spec.checkpoint)
+def checkpoint_path(model, root=None) -> Path:
+    """The checkpoint directory of a model reference (`resolve_model(model, root).path`)."""
+    from lst_jax.models.reference import resolve_model
+
+    return resolve_model(model, root).path
 
 
-def load_model(name: str, checkpoint: str | os.PathLike | None = None,
+def load_model(name, checkpoint: str | os.PathLike | None = None,
                compute_dtype=None, *, verify: bool = True) -> LoadedModel:
-    """Builds the named model and restores its checkpoint.
+    """Builds a model and restores its checkpoint.
 
     Args:
-        name: registry name, e.g. "digits_resnet-normal".
+        name: registry name, e.g. "digits_resnet-normal", or a checkpoint directory
+            (`lst_jax.models.reference.resolve_model`).
         checkpoint: a checkpoint directory, or a root holding `<name>/`; default
             `checkpoint_root()`.
         compute_dtype: None / "float32" (default), or "bfloat16" (or a dtype) for the
@@ -230,12 +245,21 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None,
             (`load_checkpoint`); `metadata["digest"]` is the restored parameters' digest.
 
     Raises:
-        ValueError: unknown name; FileNotFoundError: the checkpoint is missing (the message
-        says which file to provide and how to create it); CheckpointError (a ValueError):
-        corrupt or unreadable checkpoint.
+        ValueError: unknown name, or a directory whose metadata does not describe a model;
+        FileNotFoundError: the checkpoint is missing (the message says which file to provide
+        and how to create it); CheckpointError (a ValueError): corrupt or unreadable
+        checkpoint.
     """
-    spec = get_spec(name)
-    path = checkpoint_path(name, checkpoint)
+    from lst_jax.models.reference import resolve_model
+
+    return resolve_model(name, checkpoint).load(compute_dtype, verify=verify)
+
+
+def restore_model(spec: ModelSpec, path: Path, compute_dtype=None, *,
+                  verify: bool = True) -> LoadedModel:
+    """Builds `spec`'s model and restores the checkpoint directory `path` into it (the one
+    loader behind `load_model` and `ModelRef.load`)."""
+    path = Path(path)
     if not (path / "metadata.json").is_file():
         raise FileNotFoundError(missing_checkpoint_message(spec, path))
     model_fn = spec.build()
@@ -249,7 +273,7 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None,
         raise
     if meta.get("arch") not in (None, spec.arch):
         raise ValueError(f"checkpoint {path} holds architecture {meta.get('arch')!r}, "
-                         f"but {name} is {spec.arch!r}")
+                         f"but {spec.name} is {spec.arch!r}")
     if compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.float32:
         if not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
             raise ValueError(f"compute_dtype must be a floating dtype, got {compute_dtype!r}")
@@ -284,14 +308,14 @@ def missing_checkpoint_message(spec: ModelSpec, path: Path) -> str:
     return f"no checkpoint for model {spec.name!r} at {path}: {how}"
 
 
-def is_available(name: str, root=None) -> bool:
+def is_available(name, root=None) -> bool:
     try:
         return (checkpoint_path(name, root) / "metadata.json").is_file()
     except ValueError:
         return False
 
 
-def checkpoint_digest(name: str, checkpoint=None) -> str:
+def checkpoint_digest(name, checkpoint=None) -> str:
     """The sha256 digest of a model's parameters as restored from its checkpoint and
     verified against the digest recorded at save time (`checkpoint.verified_digest`): the
     key of every cache, so a cache made from other weights is never served. The checkpoint
@@ -301,15 +325,11 @@ def checkpoint_digest(name: str, checkpoint=None) -> str:
         ValueError: unknown name; FileNotFoundError: the checkpoint is missing;
         CheckpointError: corrupt or unreadable checkpoint.
     """
-    from lst_jax.models.checkpoint import verified_digest
+    from lst_jax.models.reference import resolve_model
 
-    spec = get_spec(name)
-    path = checkpoint_path(name, checkpoint)
-    if not (path / "metadata.json").is_file():
-        raise FileNotFoundError(missing_checkpoint_message(spec, path))
-    return verified_digest(path)
+    return resolve_model(name, checkpoint).digest()
 
 
-def checkpoint_metadata(name: str, root=None) -> dict | None:
+def checkpoint_metadata(name, root=None) -> dict | None:
     path = checkpoint_path(name, root)
     return read_metadata(path) if (path / "metadata.json").is_file() else None

@@ -30,24 +30,27 @@ class ProfileContext:
     profiled: tuple                  # the profiled names, in order
     data_name: str = "digits"
     progress: bool = False
+    refs: dict = dataclasses.field(default_factory=dict)   # name -> ModelRef (or ref)
     _pool: Any = None
     _loaded: dict = dataclasses.field(default_factory=dict)
 
-    def model(self, name: str):
-        """The loaded registry model (built on first use only: a fully cached profile
-        builds no model)."""
-        if name not in self._loaded:
-            from lst_jax.models.registry import load_model
+    def ref(self, name: str):
+        """The `ModelRef` of a model of the profile (`resolve_model`)."""
+        from lst_jax.models.reference import resolve_model
 
-            self._loaded[name] = load_model(name)
+        return resolve_model(self.refs.get(name, name))
+
+    def model(self, name: str):
+        """The loaded model (built on first use only: a fully cached profile builds no
+        model)."""
+        if name not in self._loaded:
+            self._loaded[name] = self.ref(name).load()
         return self._loaded[name]
 
     def digest(self, name: str) -> str:
-        """The verified digest of `name`'s restored parameters (`checkpoint_digest`: one
+        """The verified digest of `name`'s restored parameters (`ModelRef.digest`: one
         restore per process, no model build)."""
-        from lst_jax.models.registry import checkpoint_digest
-
-        return checkpoint_digest(name)
+        return self.ref(name).digest()
 
     def relative(self, path) -> str:
         """`path` relative to the profile directory (the parent of the cache), so that a
@@ -73,7 +76,8 @@ class ProfileContext:
             def load():      # several processes: process 0 alone, the pool is broadcast
                 if not (root / "manifest.json").is_file():
                     with process_local():
-                        pool_job(names, data=self.data_name, out=root, progress=self.progress)
+                        pool_job([self.ref(n) for n in names], data=self.data_name,
+                                 out=root, progress=self.progress)
                 return load_pool(root)
 
             self._pool = _pool_on_every_process(load)

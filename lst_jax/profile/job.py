@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -71,12 +72,22 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
         raise ValueError(f"config must be a ProfileConfig or a preset name, got {config!r}")
     models = list(models)
     specs = validate_models(models, config.baseline)
+    # registry names or checkpoint directories -> the models' names (rows, cache keys)
+    from lst_jax.models.reference import resolve_model
+
+    refs = {m: resolve_model(m) for m in specs}
+    if len({refs[m].name for m in models}) != len(models):
+        raise ValueError("two of the models have the same name: "
+                         f"{[f'{m} -> {refs[m].name}' for m in models]}")
+    models = [refs[m].name for m in models]
+    config = dataclasses.replace(config, baseline=refs[config.baseline].name)
+    specs = {refs[m].name: s for m, s in specs.items()}
     data = specs[models[0]].dataset
     out = Path(out or Path("runs") / "profile")
     images, labels = _load_data(data)
     ctx = ProfileContext(config=config, cache=out / "cache", images=images, labels=labels,
                          names=tuple(specs), profiled=tuple(models), data_name=data,
-                         progress=progress)
+                         progress=progress, refs={r.name: r for r in refs.values()})
     for m in specs:    # fail before any work on a missing checkpoint
         ctx.digest(m)
     main = dist.is_main_process()

@@ -84,17 +84,6 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
-def check_key(key, name: str = "key"):
-    """A typed `jax.random` key (`jax.random.key(seed)`); TypeError naming `name` for an int,
-    a raw uint32 key (`jax.random.PRNGKey`) or anything else. Returns the key."""
-    if not (hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-        got = type(key).__name__ if not hasattr(key, "dtype") else f"{key.dtype} array"
-        raise TypeError(f"{name} must be a typed jax.random key (jax.random.key(seed)), got "
-                        f"{got}: make one with jax.random.key(seed), or wrap a raw uint32 "
-                        "key with jax.random.wrap_key_data")
-    return key
-
-
 def check_nonnegative(name: str, value) -> float:
     try:
         v = float(value)
@@ -154,5 +143,6 @@ def check_key(key, name: str = "key"):
         what = ("an int seed" if isinstance(key, (int, np.integer))
                 else f"a raw {dtype} key" if dtype is not None else type(key).__name__)
         raise TypeError(f"{name} must be a typed PRNG key (jax.random.key(seed)), got {what}"
-                        " (wrap a raw key with jax.random.wrap_key_data)")
+                        " (make one with jax.random.key(seed), or wrap a raw uint32 key with"
+                        " jax.random.wrap_key_data)")
     return key
