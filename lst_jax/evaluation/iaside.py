@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lst_jax.data.reference import DATA_KINDS, DataRef, check_data_shape, open_images
 from lst_jax.evaluation.rundir import RunDir, config_digest, markdown_table
 from lst_jax.evaluation.tables import model_label
 from lst_jax.parallel import distributed as dist
@@ -39,7 +40,6 @@ from lst_jax.spectral.importance import coalitions_for, spectral_importance
 from lst_jax.spectral.values import DEFAULT_BLOCK
 from lst_jax.utils.checks import check_positive_int
 
-DATA_KINDS = ("digits", "cifar10", "imagenet2012", "folder")
 MAX_DEFAULT_K = 1000      # [ours] K = 1000, or every image of smaller data sets
 
 
@@ -50,8 +50,9 @@ class IasideConfig(SpectralConfig):
     Attributes:
         k: images per coalition (default None: every image of the split, at most 1000;
             resolved before the run is keyed).
-        data: "digits" (shipped), "cifar10", "imagenet2012" (prepared tfds data) or
-            "folder" (class subfolders).
+        data: the kind of data (`lst_jax.data.reference.DATA_KINDS`): "digits" (shipped),
+            "cifar10", "imagenet2012" (prepared tfds data), "folder" (class subfolders, or
+            flat with a label) or "photos" (labelled by each model's own prediction).
         split: data split (default: the source's test / validation split).
     """
 
@@ -113,11 +114,23 @@ class _BlockFiles:
                          for b in range(n_blocks)))
 
 
-def _source(spec, config: IasideConfig, data_dir, folder, interpolation):
-    from lst_jax.evaluation.jobs import _source_for
+def data_ref(config: IasideConfig, data=None, *, data_dir=None, folder=None,
+             interpolation=None) -> DataRef:
+    """The `DataRef` of a run: `data` (a DataRef, whose kind and split must be the
+    config's) or the config's kind and split with the legacy keyword options."""
+    if data is None:
+        return DataRef.of(config.data, split=config.split, data_dir=data_dir, folder=folder,
+                          interpolation=interpolation)
+    ref = DataRef.of(data, data_dir=data_dir, folder=folder, interpolation=interpolation)
+    if (ref.kind, ref.split) != (config.data, config.split):
+        raise ValueError(f"the data {ref.describe()} differ from the config's (data="
+                         f"{config.data!r}, split={config.split!r}); build the config with "
+                         "data=ref.kind, split=ref.split")
+    return ref
 
-    return _source_for(spec, config.data, data_dir=data_dir, folder=folder,
-                       split=config.split, interpolation=interpolation)
+
+def _source(spec, ref: DataRef):
+    return open_images(ref, spec.input_size, resize=spec.resize, labelled=ref.kind != "photos")
 
 
 def run_key(model_name: str, checkpoint_digest: str, source_name: str,
@@ -146,8 +159,8 @@ def load_model_result(run_dir) -> dict:
 
 
 def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
-                     root="runs/iaside_models", *, checkpoint=None, data_dir=None,
-                     folder=None, interpolation: str = "bilinear", mesh=None,
+                     root="runs/iaside_models", *, checkpoint=None, data=None, data_dir=None,
+                     folder=None, interpolation: str | None = None, mesh=None,
                      images_per_call: int | None = None, memory_budget=None,
                      block_size: int = DEFAULT_BLOCK, progress: bool = True) -> dict:
     """I-ASIDE of one registry model, resumable and reusable (see the module docstring).
@@ -156,7 +169,9 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
         model_name: registry name (`lst-jax models`).
         config: `IasideConfig`; `k=None` resolves to min(1000, images in the split).
         root: parent of the per-model run directories.
-        checkpoint, data_dir, folder, interpolation: where the checkpoint and the data are.
+        checkpoint: where the checkpoint is.
+        data: the images (`DataRef`; its kind and split are the config's); default: the
+            config's kind and split with data_dir, folder, interpolation.
         mesh, images_per_call, memory_budget: devices and compute batch (never change the
             numbers beyond round-off, so not part of the key).
         block_size: coalitions per block file of a new run (a resumed run keeps its own).
@@ -174,8 +189,11 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
         raise ValueError(f"config must be an IasideConfig, got {type(config).__name__}")
     spec = get_spec(model_name)
     check_square_side("the model's input", (1,) + tuple(spec.input_size))
+    ref = data_ref(config, data, data_dir=data_dir, folder=folder,
+                   interpolation=interpolation)
+    check_data_shape(ref, spec.input_size)
     digest = checkpoint_digest(model_name, checkpoint)
-    source = _source(spec, config, data_dir, folder, interpolation)
+    source = _source(spec, ref)
     n = len(source)
     k = config.k if config.k is not None else min(MAX_DEFAULT_K, n)
     if k > n:
@@ -197,6 +215,11 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
     else:                    # one seeded random subset, in random order (grouped in order)
         index = np.random.default_rng(config.seed).permutation(n)[:k]
     images, labels = source.get(index)
+    if np.any(labels < 0):   # unlabelled images (photos): the model's own prediction
+        from lst_jax.data.pool import predict_logits
+
+        labels = predict_logits(loaded.model_fn, loaded.params, images).argmax(-1)
+        labels = labels.astype(np.int32)
     if tuple(images.shape[1:]) != tuple(spec.input_size):
         raise ValueError(f"the {config.data} images are {tuple(images.shape[1:])} but "
                          f"{model_name} expects {tuple(spec.input_size)}")
@@ -296,8 +319,11 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
     from lst_jax.models.registry import get_spec
 
     specs = [get_spec(m) for m in models]   # names and data checked before anything is written
-    source = _source(specs[0], config, run_kw.get("data_dir"), run_kw.get("folder"),
-                     run_kw.get("interpolation", "bilinear"))
+    ref = data_ref(config, run_kw.get("data"), data_dir=run_kw.get("data_dir"),
+                   folder=run_kw.get("folder"), interpolation=run_kw.get("interpolation"))
+    for spec in specs:
+        check_data_shape(ref, spec.input_size)
+    source = _source(specs[0], ref)
     if config.k is not None and config.k > len(source):
         raise ValueError(f"k={config.k} exceeds the {len(source)} images of {source.name} "
                          "(--k must be at most that)")
