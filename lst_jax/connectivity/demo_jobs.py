@@ -19,7 +19,7 @@ from lst_jax.connectivity.jobs import _nested_dict, load_digits_model
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.connectivity.synthetic import feature_visualization, noise_inputs
 from lst_jax.connectivity.untrained import UNTRAINED_ARCHS, untrained_model
-from lst_jax.data.digits import load_digits32
+from lst_jax.data.reference import DataRef, check_data_shape, open_images, source_labels
 from lst_jax.evaluation.rundir import RunDir, markdown_table
 from lst_jax.geometry.paths import path_points
 from lst_jax.utils.checks import check_nonnegative, check_positive_int
@@ -77,36 +77,45 @@ def _display_strip(space, start, end, alphas):
 
 
 def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = BypassRunConfig(),
-               out=None, *, checkpoint=None, progress: bool = True) -> Path:
+               out=None, *, checkpoint=None, progress: bool = True,
+               data: DataRef | str = "digits") -> Path:
     """Linear vs bypassed paths for a real pair and a real-adversarial pair; writes the run
     directory (results.npz, summary.json/md, figures/profiles.png, paths.png,
-    difference.png) and returns it."""
+    difference.png) and returns it. `data`: the images (a `DataRef`; default the digits
+    test split)."""
+    from lst_jax.models.registry import get_spec
     from lst_jax.plots.connectivity import bypass_profiles, difference_pattern, path_images
 
+    data = DataRef.of(data)
+    check_data_shape(data, get_spec(model).input_size)
     loaded = load_digits_model(model, checkpoint)
     fn, space = model_in_space(loaded.model_fn, config.space)
     params = loaded.params
-    images, labels = load_digits32("test")
-    x = np.asarray(space.from_pixels(images))
+    source = open_images(data, loaded.spec.input_size, resize=loaded.spec.resize)
+    labels = source_labels(source)
     cand = np.flatnonzero(labels == config.target_class)[:config.candidates]
-    src = np.flatnonzero(labels == config.source_class)
+    src = np.flatnonzero(labels == config.source_class)[:1]
     if len(cand) < 2 or len(src) < 1:
-        raise ValueError(f"not enough test images of classes {config.target_class} / "
-                         f"{config.source_class}")
+        raise ValueError(f"not enough images of classes {config.target_class} / "
+                         f"{config.source_class} in {data.describe()} (need 2 and 1)")
+    index = np.concatenate([cand, src])      # only these images are read
+    x = np.asarray(space.from_pixels(source.get(index)[0]))
     c = config.target_class
-    a_idx, c_idx = _select_pair(fn, params, x, cand, c, config)
+    a_loc, c_loc = _select_pair(fn, params, x, np.arange(len(cand)), c, config)
+    a_idx, c_idx = index[a_loc], index[c_loc]
     run = RunDir(out or Path("runs") / "connectivity" / f"bypass_{model}")
     run.ensure_manifest({"model": model, "checkpoint_digest": loaded.metadata.get("digest"),
-                         "config": config.to_dict()}, mode="connectivity bypass")
-    adv = optimization_attack(fn, params, x[src[:1]], [c], None, config.attack).x
-    starts = np.stack([x[a_idx], x[a_idx]])
-    ends = np.concatenate([x[c_idx][None], adv])
+                         "config": config.to_dict(), "data": data.key()},
+                        mode="connectivity bypass")
+    adv = optimization_attack(fn, params, x[len(cand):], [c], None, config.attack).x
+    starts = np.stack([x[a_loc], x[a_loc]])
+    ends = np.concatenate([x[c_loc][None], adv])
     res = connect(fn, params, starts, ends, np.array([c, c]), method="bypass",
                   points=config.points, segment_points=config.segment_points,
                   threshold=config.threshold, max_depth=config.max_depth, bypass=config.bypass,
                   progress=progress)
     run.save_npz("results.npz", **res._asdict(), adversarial=adv, pair_index=[a_idx, c_idx],
-                 source_index=src[:1])
+                 source_index=src)
     names = ["real-real", "real-adversarial"]
     bypass_profiles([(names[p], res.primary[p], res.segment_losses[p], res.vertex_alpha[p],
                       res.num_vertices[p]) for p in range(2)], run.path("figures/profiles.png"),
