@@ -19,7 +19,7 @@ from lst_jax.connectivity.jobs import _nested_dict, load_digits_model
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.connectivity.synthetic import feature_visualization, noise_inputs
 from lst_jax.connectivity.untrained import UNTRAINED_ARCHS, untrained_model
-from lst_jax.data.reference import DataRef, check_data_shape, open_images, source_labels
+from lst_jax.data.reference import DataRef, open_images, source_labels
 from lst_jax.evaluation.rundir import RunDir, markdown_table
 from lst_jax.geometry.paths import path_points
 from lst_jax.utils.checks import check_nonnegative, check_positive_int
@@ -87,11 +87,11 @@ def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = By
     from lst_jax.plots.connectivity import bypass_profiles, difference_pattern, path_images
 
     data = DataRef.of(data)
-    check_data_shape(data, get_spec(model).input_size)
+    spec = get_spec(model)
+    source = open_images(data, spec.input_size, resize=spec.resize)   # before any model
     loaded = load_digits_model(model, checkpoint)
     fn, space = model_in_space(loaded.model_fn, config.space)
     params = loaded.params
-    source = open_images(data, loaded.spec.input_size, resize=loaded.spec.resize)
     labels = source_labels(source)
     cand = np.flatnonzero(labels == config.target_class)[:config.candidates]
     src = np.flatnonzero(labels == config.source_class)[:1]

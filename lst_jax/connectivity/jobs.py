@@ -26,7 +26,7 @@ from lst_jax.connectivity.detect import (DetectorConfig, FEATURE_SETS, class_los
 from lst_jax.connectivity.paths import barrier_stats, path_losses
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.data.pool import predict_logits
-from lst_jax.data.reference import DataRef, check_data_shape, load_images
+from lst_jax.data.reference import DataRef, load_images, open_images
 from lst_jax.evaluation.rundir import RunDir, cached_unit, markdown_table
 from lst_jax.models.registry import checkpoint_digest, get_spec, load_model
 from lst_jax.parallel import distributed as dist
@@ -185,7 +185,8 @@ def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> di
                          f"{type(config).__name__}")
     spec = get_spec(model)
     _check_digits_spec(spec)
-    check_data_shape(config.data, spec.input_size)
+    for split in {config.split, getattr(config, "reference_split", config.split)}:
+        open_images(config.data, spec.input_size, split=split)   # bad data: before any work
     digest = checkpoint_digest(model, checkpoint)
     key = {"model": model, "checkpoint_digest": digest, "config": config.to_dict()}
 

@@ -208,13 +208,12 @@ def pool_job(models: Sequence[str], data="digits", out=None,
     data = _data_ref(data, data_dir=data_dir, folder=folder, split=split,
                      interpolation=interpolation)
     preloaded = preloaded or {}
-    check_data_shape(data, (preloaded[models[0]].spec if models[0] in preloaded
-                            else get_spec(models[0])).input_size)
-    loaded = [preloaded[m] if m in preloaded else load_model(m, checkpoint) for m in models]
-    sizes = {tuple(m.spec.input_size) for m in loaded}
+    specs = [preloaded[m].spec if m in preloaded else get_spec(m) for m in models]
+    sizes = {tuple(s.input_size) for s in specs}
     if len(sizes) > 1:
         raise ValueError(f"the pool models expect different input sizes {sorted(sizes)}")
-    source = _source_for(loaded[0].spec, data)
+    source = _source_for(specs[0], data)          # data checked before any model is loaded
+    loaded = [preloaded[m] if m in preloaded else load_model(m, checkpoint) for m in models]
     order = None if scan_seed is None else np.random.default_rng(scan_seed).permutation(
         len(source))
     pool = build_target_pool([(m.model_fn, m.params) for m in loaded], source, classes,
@@ -267,10 +266,10 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
         raise ValueError(f"metrics must be 'all', 'basic' or 'none', got {metrics!r}")
     out = Path(out or Path("runs") / f"full_eval_{model}")
     data = _data_ref(data, data_dir=data_dir, folder=folder, interpolation=interpolation)
-    if pool is None:
-        check_data_shape(data, get_spec(model).input_size)
-    loaded = load_model(model, checkpoint, compute_dtype)
     pool_dir = Path(pool) if pool is not None else out / "pool"
+    if pool is None and not (pool_dir / "manifest.json").is_file():
+        _source_for(get_spec(model), data)        # data checked before the model is loaded
+    loaded = load_model(model, checkpoint, compute_dtype)
 
     def load():
         if pool is None and not (pool_dir / "manifest.json").is_file():
