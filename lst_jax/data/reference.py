@@ -161,43 +161,26 @@ def open_images(ref: DataRef, input_shape, *, split: str | None = None,
         ValueError: the data's shape differs from `input_shape`, or unlabelled data where
         labels are needed (before any image is read).
     """
-    from lst_jax.data.sources import ArraySource
+    from lst_jax.data.folder import read_class_index
+    from lst_jax.data.sources import open_source
 
     h, w, _ = check_data_shape(ref, input_shape)
     if split is not None:
         ref = dataclasses.replace(ref, split=split)
-    split = ref.resolved_split()
-    if ref.kind == "digits":
-        from lst_jax.data.digits import NUM_CLASSES, load_digits32
-
-        x, y = load_digits32(split)
-        return ArraySource(x, y, name=f"digits-{split}", num_classes=NUM_CLASSES)
-    if ref.kind == "cifar10":
-        from lst_jax.data.tfds import TfdsSource
-
-        return TfdsSource("cifar10", split=split, data_dir=ref.data_dir)
-    if ref.kind == "imagenet2012":
-        from lst_jax.data.tfds import TfdsSource
-
-        return TfdsSource("imagenet2012", split=split, data_dir=ref.data_dir, image_size=h,
-                          resize=resize or round(h * 256 / 224),
-                          interpolation=ref.interpolation)
-    if ref.kind == "photos":
-        if labelled:
-            raise ValueError("--data photos carries no class labels; this command needs "
-                             "labelled images (digits, cifar10, imagenet2012, or a folder "
-                             "with class subfolders or --label)")
-        from lst_jax.data.photos import PHOTOS, load_photos, spline_order
-
-        x, _ = load_photos(list(PHOTOS), size=h, resize=resize or h,
-                           order=spline_order(ref.interpolation))
-        return ArraySource(x, np.full(len(x), -1, np.int32), name="photos")
-    from lst_jax.data.folder import FolderSource, read_class_index
-
-    table = read_class_index(ref.class_index) if ref.class_index else None
-    source = FolderSource(ref.folder, image_size=h, resize=resize or h,
-                          interpolation=ref.interpolation, class_index=table, label=ref.label)
-    if labelled and source.flat and ref.label is None:
+    if ref.kind == "photos" and labelled:
+        raise ValueError("--data photos carries no class labels; this command needs "
+                         "labelled images (digits, cifar10, imagenet2012, or a folder "
+                         "with class subfolders or --label)")
+    resized = ref.kind not in FIXED_SHAPES
+    if resized and resize is None:
+        resize = round(h * 256 / 224) if ref.kind == "imagenet2012" else h
+    source = open_source(
+        ref.kind, split=ref.resolved_split(), data_dir=ref.data_dir, folder=ref.folder,
+        image_size=h if resized else None, resize=resize if resized else None,
+        interpolation=ref.interpolation,
+        class_index=read_class_index(ref.class_index) if ref.class_index else None,
+        label=ref.label)
+    if labelled and getattr(source, "flat", False) and ref.label is None:
         raise ValueError(f"--folder {ref.folder} holds images but no class subfolders; this "
                          "command needs labels: pass --label INT (the class of every image), "
                          "or put each class's images in FOLDER/<class>/")

@@ -129,10 +129,6 @@ def data_ref(config: IasideConfig, data=None, *, data_dir=None, folder=None,
     return ref
 
 
-def _source(spec, ref: DataRef):
-    return open_images(ref, spec.input_size, resize=spec.resize, labelled=ref.kind != "photos")
-
-
 def run_key(model_name: str, checkpoint_digest: str, source_name: str,
             config: IasideConfig) -> dict:
     """What identifies a per-model result (hashed into its directory name)."""
@@ -193,7 +189,8 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
                    interpolation=interpolation)
     check_data_shape(ref, spec.input_size)
     digest = checkpoint_digest(model_name, checkpoint)
-    source = _source(spec, ref)
+    source = open_images(ref, spec.input_size, resize=spec.resize,
+                         labelled=ref.kind != "photos")   # photos: labelled by the model
     n = len(source)
     k = config.k if config.k is not None else min(MAX_DEFAULT_K, n)
     if k > n:
@@ -323,7 +320,8 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
                    folder=run_kw.get("folder"), interpolation=run_kw.get("interpolation"))
     for spec in specs:
         check_data_shape(ref, spec.input_size)
-    source = _source(specs[0], ref)
+    source = open_images(ref, specs[0].input_size, resize=specs[0].resize,
+                         labelled=ref.kind != "photos")
     if config.k is not None and config.k > len(source):
         raise ValueError(f"k={config.k} exceeds the {len(source)} images of {source.name} "
                          "(--k must be at most that)")

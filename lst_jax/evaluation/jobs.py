@@ -32,17 +32,6 @@ def _data_ref(data, *, data_dir=None, folder=None, split=None, interpolation=Non
                       interpolation=interpolation)
 
 
-def _source_for(spec, data, *, labelled: bool = True, split=None):
-    """The image source of `data` (a `DataRef`) shaped for the model `spec` (crop = its
-    input size, resize = its `resize`); `labelled`: refuse data without classes.
-
-    The resize filter defaults to bilinear for every model, as in the reference (its DeiT-S AT
-    model was trained with bicubic; `../spec/lst.md` section 6 #15).
-    """
-    return open_images(data, spec.input_size, split=split, resize=spec.resize,
-                       labelled=labelled)
-
-
 def _check_shape(spec, images, what: str):
     if tuple(images.shape[1:]) != tuple(spec.input_size):
         raise ValueError(f"{what} images are {images.shape[1:]} but {spec.name} expects "
@@ -84,7 +73,9 @@ def examples_data(loaded, data, k: int, classes: Sequence[int] | None = None,
         return p.images[sel], p.labels[sel], [f"class {c}" for c in p.labels[sel]]
     if not isinstance(data, DataRef):
         raise ValueError(f"unknown data source {data!r}; choose one of {DATA_SOURCES}")
-    source = _source_for(spec, data, labelled=False)
+    # the resize filter is bilinear for every model unless --interpolation says otherwise, as
+    # in the reference (its DeiT-S AT model was trained with bicubic; spec/lst.md 6 #15)
+    source = open_images(data, spec.input_size, resize=spec.resize, labelled=False)
     if data.kind == "folder" and source.flat and data.label is None:
         images, _ = source.get(np.arange(min(k, len(source))))
         _check_shape(spec, images, f"folder {data.folder}")
@@ -212,7 +203,8 @@ def pool_job(models: Sequence[str], data="digits", out=None,
     sizes = {tuple(s.input_size) for s in specs}
     if len(sizes) > 1:
         raise ValueError(f"the pool models expect different input sizes {sorted(sizes)}")
-    source = _source_for(specs[0], data)          # data checked before any model is loaded
+    # the data checked (shape, labels, files) before any model is loaded
+    source = open_images(data, specs[0].input_size, resize=specs[0].resize)
     loaded = [preloaded[m] if m in preloaded else load_model(m, checkpoint) for m in models]
     order = None if scan_seed is None else np.random.default_rng(scan_seed).permutation(
         len(source))
@@ -268,7 +260,8 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
     data = _data_ref(data, data_dir=data_dir, folder=folder, interpolation=interpolation)
     pool_dir = Path(pool) if pool is not None else out / "pool"
     if pool is None and not (pool_dir / "manifest.json").is_file():
-        _source_for(get_spec(model), data)        # data checked before the model is loaded
+        spec = get_spec(model)                      # data checked before the model is loaded
+        open_images(data, spec.input_size, resize=spec.resize)
     loaded = load_model(model, checkpoint, compute_dtype)
 
     def load():
