@@ -213,3 +213,30 @@ def test_cli_refuses_bad_data_before_any_model(tmp_path, image_folder, capsys, m
         assert cli.main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and match in err, (argv, err)
+
+
+def test_iaside_on_the_unlabelled_photos(tmp_path):
+    """`iaside --data photos` (refused before): each model labels the photos itself."""
+    out = tmp_path / "iaside"
+    assert cli.main(["iaside", "--models", "digits_resnet-normal", "--data", "photos",
+                     "--k", "4", "--bands", "4", "--group-size", "2", "--quiet",
+                     "--out", str(out)]) == 0
+    res = json.loads((out / "summary.json").read_text())["results"][0]
+    assert res["K"] == 4 and np.isfinite(res["score"])
+
+
+def test_bypass_on_a_generated_image_folder(tmp_path, image_folder):
+    """The connectivity bypass (digits only before) on an ImageFolder of mixed sizes whose
+    classes come from a --class-index JSON."""
+    idx = tmp_path / "idx.json"
+    idx.write_text(json.dumps({"cat": 0, "dog": 1}))
+    out = tmp_path / "bypass"
+    assert cli.main(["connectivity", "bypass", "--quick", "--data", "folder", "--folder",
+                     str(image_folder), "--class-index", str(idx), "--target-class", "1",
+                     "--source-class", "0", "--candidates", "2", "--bypass-steps", "2",
+                     "--attack-steps", "3", "--points", "5", "--max-depth", "1", "--quiet",
+                     "--out", str(out)]) == 0
+    z = np.load(out / "results.npz")
+    assert z["pair_index"].tolist() == [2, 3] and z["source_index"].tolist() == [0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["data"]["kind"] == "folder"

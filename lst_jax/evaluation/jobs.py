@@ -52,7 +52,6 @@ def examples_data(loaded, data, k: int, classes: Sequence[int] | None = None,
         idx = select_per_class([(loaded.model_fn, loaded.params)], images, labels, classes)
         return images[idx], labels[idx], [f"digit {c}" for c in classes]
     if isinstance(data, DataRef) and data.kind == "photos":
-        open_images(data, spec.input_size, labelled=False)     # checks the input shape
         names = list(photos) if photos else list(PHOTOS)[:k]
         images, names = load_photos_for(spec, names)    # the model's own resize filter
         # The photos carry no ImageNet labels: the held class is the model's prediction.
