@@ -30,11 +30,11 @@ SELECTIONS = ("largest_gap", "lowest_loss")
 
 @dataclasses.dataclass(frozen=True)
 class BypassRunConfig:
-    """Bypass on the digits data for a real pair (A, C) of `target_class` and for A vs the
-    paper's demo attack (1024 steps, TV 1e-7, no early stop) from the first test image of
-    `source_class`.
+    """Bypass for a real pair (A, C) of `target_class` and for A vs the paper's demo attack
+    (1024 steps, TV 1e-7, no early stop) from the first image of `source_class` (the data:
+    `bypass_job`'s `data`, default the digits test split).
 
-    The real pair comes from the first `candidates` test images of the class:
+    The real pair comes from the first `candidates` images of the class:
     `selection="lowest_loss"` takes the two with the lowest CE (the authors' rule on
     ImageNet); `"largest_gap"` [ours, the default] the pair with the largest linear barrier
     gap, since the trained digits models put almost no barrier between low-loss digits.
