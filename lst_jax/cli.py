@@ -25,8 +25,8 @@ import os
 import sys
 
 from lst_jax.traversal.config import PRESETS, LSTConfig
-from lst_jax.utils.cliargs import (LstParser, add_preset_option, set_preset_selector,
-                                   show_defaults)
+from lst_jax.utils.cliargs import (LstParser, add_data_options, add_preset_option,
+                                   set_preset_selector, show_defaults)
 
 
 def _add_lst_args(p: argparse.ArgumentParser):
@@ -52,14 +52,6 @@ def _add_lst_args(p: argparse.ArgumentParser):
                    "of the model (for GPU/TPU; slower on CPUs without bfloat16 units)")
 
 
-def _add_data_args(p: argparse.ArgumentParser):
-    p.add_argument("--data-dir", help="tensorflow-datasets data directory (cifar10, "
-                   "imagenet2012; prepared data only, never downloaded)")
-    p.add_argument("--folder", help="image folder (with --data folder)")
-    p.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic"],
-                   help="resize filter for ImageNet / folder images (reference: bilinear)")
-
-
 def _add_mesh_arg(p: argparse.ArgumentParser):
     g = p.add_argument_group("devices (see docs/scaling.md)")
     g.add_argument("--mesh", default="auto", choices=["auto", "on", "off"],
@@ -83,13 +75,12 @@ def cmd_examples(args) -> int:
     widths = None
     if args.widths:
         widths = WidthSettings(radii=tuple(args.width_distances), num_dirs=args.width_dirs)
-    out = examples_job(model=args.model, data=args.data, k=args.k,
+    out = examples_job(model=args.model, data=args.data_ref or args.data, k=args.k,
                        config=config_from_args(args), seed=args.seed, out=args.out,
                        classes=args.classes, photos=args.photos, checkpoint=args.checkpoint,
                        compute_dtype="bfloat16" if args.bf16 else None,
                        progress=not args.quiet, widths=widths, plane_grid=args.plane_grid,
-                       path_points=args.path_points, data_dir=args.data_dir,
-                       folder=args.folder, pool=args.pool, interpolation=args.interpolation,
+                       path_points=args.path_points, pool=args.pool,
                        plane_source=args.plane_source, mesh=args.mesh)
     summary = json.loads((out / "summary.json").read_text())["aggregate"]
     print(json.dumps(summary, indent=2))
@@ -101,10 +92,9 @@ def cmd_examples(args) -> int:
 def cmd_pool(args) -> int:
     from lst_jax.evaluation.jobs import pool_job
 
-    out = pool_job(args.models, data=args.data, out=args.out, classes=args.classes,
-                   min_conf=args.min_conf, data_dir=args.data_dir, folder=args.folder,
-                   split=args.split, checkpoint=args.checkpoint, progress=not args.quiet,
-                   interpolation=args.interpolation, scan_seed=args.scan_seed)
+    out = pool_job(args.models, data=args.data_ref, out=args.out, classes=args.classes,
+                   min_conf=args.min_conf, checkpoint=args.checkpoint,
+                   progress=not args.quiet, scan_seed=args.scan_seed)
     m = json.loads((out / "manifest.json").read_text())
     print(f"wrote {len(m['files'])} target images (classes {m['classes'][:10]}"
           f"{' ...' if len(m['classes']) > 10 else ''}) to {out}")
@@ -131,9 +121,8 @@ def cmd_full_eval(args) -> int:
     res = full_eval_job(args.model, pool=args.pool, config=cfg, out=args.out,
                         metrics=args.metrics, checkpoint=args.checkpoint,
                         compute_dtype="bfloat16" if args.bf16 else None,
-                        progress=not args.quiet, data=args.data, pool_models=args.pool_models,
-                        data_dir=args.data_dir, folder=args.folder,
-                        interpolation=args.interpolation, mesh=args.mesh,
+                        progress=not args.quiet, data=args.data_ref,
+                        pool_models=args.pool_models, mesh=args.mesh,
                         memory_budget=args.memory_budget)
     if not is_main_process():
         return 0
@@ -159,8 +148,8 @@ def iaside_config(args):
     return IasideConfig(num_bands=args.bands, fill=args.fill, post=args.post,
                         normalize=args.normalize, group_size=args.group_size, beta=args.beta,
                         seed=args.seed, resample=args.resample, estimator=args.estimator,
-                        num_permutations=args.permutations, k=args.k, data=args.data,
-                        split=args.split)
+                        num_permutations=args.permutations, k=args.k,
+                        data=args.data_ref.kind, split=args.data_ref.split)
 
 
 def cmd_iaside(args) -> int:
@@ -182,8 +171,7 @@ def cmd_iaside(args) -> int:
         mesh = data_mesh(jax.local_devices()[:args.devices])
     res = iaside_job(args.models, cfg, args.out, model_root=args.model_root,
                      progress=not args.quiet, checkpoint=args.checkpoint,
-                     data_dir=args.data_dir, folder=args.folder,
-                     interpolation=args.interpolation, mesh=mesh,
+                     data=args.data_ref, mesh=mesh,
                      batch_size=args.batch_size, memory_budget=args.memory_budget)
     if not is_main_process():
         return 0
@@ -285,6 +273,7 @@ def cmd_profile(args) -> int:
 
     initialize_from_args(args)   # several processes: before anything touches a device
     from lst_jax.profile import profile_job, profile_preset
+    from lst_jax.utils.cliargs import data_options_argv
 
     changes = {}
     if args.baseline:
@@ -296,9 +285,10 @@ def cmd_profile(args) -> int:
     parts = ["--models", *args.models, "--preset", args.preset]
     parts += ["--baseline", args.baseline] if args.baseline else []
     parts += ["--analyses", *args.analyses] if args.analyses else []
+    parts += data_options_argv(args.data_ref)
     command = "lst-jax profile " + " ".join(shlex.quote(a) for a in parts + ["--out", out])
     prof = profile_job(args.models, config, out, progress=not args.quiet, command=command,
-                       preset_name=args.preset)
+                       preset_name=args.preset, data=args.data_ref)
     if not is_main_process():
         return 0
     from pathlib import Path
@@ -335,15 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("examples", help="K x K LST examples grid (the main job)")
     p.add_argument("--model", default=ex["model"],
                    help="registry name or checkpoint directory (`lst-jax convert --arch`)")
-    p.add_argument("--data", default=ex["data"],
-                   choices=["digits", "photos", "pool", "folder", "cifar10", "imagenet2012"])
     p.add_argument("--k", type=int, default=ex["k"], help="number of images (sources = "
                    "targets)")
     p.add_argument("--classes", type=int, nargs="+", help="classes (default 0..k-1; ImageNet: "
                    "99 199 299 400 499)")
     p.add_argument("--photos", nargs="+", help="sample photo names (with --data photos; "
                    "default: the first K)")
-    _add_data_args(p)
+    add_data_options(p, extra_kinds=("pool",), default=ex["data"])
     p.add_argument("--pool", help="target pool directory (with --data pool)")
     p.add_argument("--checkpoint", help="checkpoint directory or root (default checkpoints/)")
     p.add_argument("--seed", type=int, default=ex["seed"])
@@ -369,16 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=["digits_resnet-normal", "digits_resnet-linf"],
                    help="every model (registry name or checkpoint directory) must classify "
                    "each pool image correctly")
-    p.add_argument("--data", default="digits",
-                   choices=["digits", "folder", "cifar10", "imagenet2012"])
     p.add_argument("--classes", type=int, nargs="+", help="classes (default: all)")
     p.add_argument("--min-conf", type=float, default=defaults_of(pool_job)["min_conf"],
                    help="confidence threshold (> value)")
     p.add_argument("--scan-seed", type=int, help="scan the data in a seeded random order "
                    "(default: natural order)")
-    p.add_argument("--split", help="data split (default: digits test, cifar10 test, "
-                   "imagenet2012 validation)")
-    _add_data_args(p)
+    add_data_options(p)
     p.add_argument("--checkpoint", help="checkpoint root (default checkpoints/)")
     p.add_argument("--out", help="pool directory (default runs/pool_<data>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -389,11 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="registry name or checkpoint directory (`lst-jax convert --arch`)")
     p.add_argument("--pool", help="target pool directory (`lst-jax pool`); default: build "
                    "one from --data with --pool-models into OUT/pool")
-    p.add_argument("--data", default="digits",
-                   choices=["digits", "folder", "cifar10", "imagenet2012"])
     p.add_argument("--pool-models", nargs="+", help="models selecting the pool (default: "
                    "--model)")
-    _add_data_args(p)
+    add_data_options(p)
     fe = FullEvalConfig()
     p.add_argument("--num-samples", type=int, default=fe.num_samples, help="sources (first "
                    "kept pool images)")
@@ -432,11 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "spectral robustness score, per model, side by side (docs/iaside.md).")
     p.add_argument("--models", nargs="+", required=True,
                    help="registry names or checkpoint directories")
-    p.add_argument("--data", default="digits",
-                   choices=["digits", "folder", "cifar10", "imagenet2012"])
-    p.add_argument("--split", help="data split (default: digits test, cifar10 test, "
-                   "imagenet2012 validation)")
-    _add_data_args(p)
+    add_data_options(p)
     p.add_argument("--k", type=int, help="images per coalition (default: all images of the "
                    "split, at most 1000)")
     ia = IasideConfig()
@@ -510,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="mCE baseline model (default digits_resnet-normal)")
     p.add_argument("--analyses", nargs="+", choices=sorted(ANALYSES),
                    help="run only these analyses (default: all of the preset)")
+    add_data_options(p)
     p.add_argument("--out", help="report directory (default runs/profile_<preset>); its "
                    "cache/ keeps every finished analysis, so re-running is free")
     p.add_argument("--quiet", action="store_true", help="no progress output")

@@ -15,6 +15,7 @@ from lst_jax import cli
 from lst_jax.connectivity import command
 from lst_jax.connectivity.demo_jobs import BypassRunConfig, SyntheticRunConfig
 from lst_jax.connectivity.jobs import BarrierRunConfig, DetectRunConfig
+from lst_jax.data.reference import DataRef
 from lst_jax.evaluation.examples import WidthSettings
 from lst_jax.evaluation.full_eval import FullEvalConfig
 from lst_jax.evaluation.iaside import IasideConfig
@@ -68,7 +69,7 @@ CODE_DEFAULTS = {
                     "--plane-grid": EX["plane_grid"].default,
                     "--path-points": EX["path_points"].default,
                     "--plane-source": EX["plane_source"].default,
-                    "--interpolation": EX["interpolation"].default,
+                    "--interpolation": DataRef().interpolation,
                     "--width-distances": W.radii, "--width-dirs": W.num_dirs},
     ("pool",): {"--min-conf": POOL["min_conf"].default, "--data": POOL["data"].default},
     ("full-eval",): {"--num-samples": FE.num_samples, "--rounds": FE.rounds,

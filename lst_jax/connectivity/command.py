@@ -12,7 +12,7 @@ import argparse
 import sys
 from fractions import Fraction
 
-from lst_jax.utils.cliargs import add_preset_option, set_preset_selector
+from lst_jax.utils.cliargs import add_data_options, add_preset_option, set_preset_selector
 
 DIGITS_MODELS = ["digits_resnet-normal", "digits_resnet-linf"]
 
@@ -74,6 +74,7 @@ def _common(p, models=True):
                         "tensor space)")
     if models:
         p.add_argument("--seed", type=int, default=0, help="pairs, attack targets, CV folds")
+    add_data_options(p)
     _quick_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -85,10 +86,13 @@ def _run_models(args, unit, config, table_fn, name):
     from lst_jax.models.reference import resolve_model
     from lst_jax.parallel.distributed import initialize_from_args, is_main_process
 
+    from lst_jax.data.reference import check_data_shape
+
     # every model (registry name or checkpoint directory) checked before the first one runs
     refs = [resolve_model(m, args.checkpoint) for m in args.models]
     for r in refs:
         _check_digits_spec(r.spec)
+        check_data_shape(config.data, r.spec.input_size)
     names = [r.name for r in refs]
     if len(set(names)) != len(names):
         raise ValueError(f"--models names a model twice: {args.models} are the models {names}")
@@ -110,7 +114,8 @@ def barrier_config(args):
     """The `BarrierRunConfig` of parsed `connectivity barrier` arguments."""
     from lst_jax.connectivity.jobs import BarrierRunConfig
 
-    return BarrierRunConfig(pairs_per_class=args.pairs_per_class,
+    return BarrierRunConfig(data=args.data_ref, split=args.data_ref.split,
+                            pairs_per_class=args.pairs_per_class,
                             drop_per_class=args.drop_per_class, points=args.points,
                             classes=tuple(args.classes) if args.classes else None,
                             batch_size=args.batch_size,
@@ -144,7 +149,8 @@ def detect_config(args):
 
     pgd = PGDConfig(eps=args.pgd_eps, steps=args.pgd_steps,
                     step_size=args.pgd_step_size or args.pgd_eps / 4)
-    return DetectRunConfig(num_samples=args.num_samples, points=args.points,
+    return DetectRunConfig(data=args.data_ref, split=args.data_ref.split,
+                           num_samples=args.num_samples, points=args.points,
                            batch_size=args.batch_size, attacks=tuple(args.attacks),
                            attack=_attack_config(args, DetectRunConfig().attack), pgd=pgd,
                            detector=DetectorConfig(folds=args.folds), features=args.features,
@@ -200,7 +206,7 @@ def cmd_bypass(args) -> int:
 
     cfg = bypass_config(args)
     out = bypass_job(args.model, cfg, args.out, checkpoint=args.checkpoint,
-                     progress=not args.quiet)
+                     progress=not args.quiet, data=args.data_ref)
     print((out / "summary.md").read_text())
     print(f"wrote {out}/ (summary.md/json, results.npz, figures/profiles.png, paths.png, "
           f"difference_*.png)")

@@ -20,7 +20,7 @@ from lst_jax.connectivity.jobs import _nested_dict, load_digits_model
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.connectivity.synthetic import feature_visualization, noise_inputs
 from lst_jax.connectivity.untrained import UNTRAINED_ARCHS, untrained_model
-from lst_jax.data.digits import load_digits32
+from lst_jax.data.reference import DataRef, open_images, source_labels
 from lst_jax.evaluation.rundir import RunDir, markdown_table
 from lst_jax.geometry.paths import path_points
 from lst_jax.utils.checks import check_nonnegative, check_positive_int
@@ -31,11 +31,11 @@ SELECTIONS = ("largest_gap", "lowest_loss")
 
 @dataclasses.dataclass(frozen=True)
 class BypassRunConfig:
-    """Bypass on the digits data for a real pair (A, C) of `target_class` and for A vs the
-    paper's demo attack (1024 steps, TV 1e-7, no early stop) from the first test image of
-    `source_class`.
+    """Bypass for a real pair (A, C) of `target_class` and for A vs the paper's demo attack
+    (1024 steps, TV 1e-7, no early stop) from the first image of `source_class` (the data:
+    `bypass_job`'s `data`, default the digits test split).
 
-    The real pair comes from the first `candidates` test images of the class:
+    The real pair comes from the first `candidates` images of the class:
     `selection="lowest_loss"` takes the two with the lowest CE (the authors' rule on
     ImageNet); `"largest_gap"` [ours, the default] the pair with the largest linear barrier
     gap, since the trained digits models put almost no barrier between low-loss digits.
@@ -78,39 +78,48 @@ def _display_strip(space, start, end, alphas):
 
 
 def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = BypassRunConfig(),
-               out=None, *, checkpoint=None, progress: bool = True) -> Path:
+               out=None, *, checkpoint=None, progress: bool = True,
+               data: DataRef | str = "digits") -> Path:
     """Linear vs bypassed paths for a real pair and a real-adversarial pair; writes the run
     directory (results.npz, summary.json/md, figures/profiles.png, paths.png,
-    difference.png) and returns it."""
+    difference.png) and returns it. `data`: the images (a `DataRef`; default the digits
+    test split)."""
+    from lst_jax.models.registry import get_spec
     from lst_jax.plots.connectivity import bypass_profiles, difference_pattern, path_images
 
+    data = DataRef.of(data)
+    spec = get_spec(model)
+    source = open_images(data, spec.input_size, resize=spec.resize)   # before any model
     loaded = load_digits_model(model, checkpoint)
     model = loaded.spec.name
     fn, space = model_in_space(loaded.model_fn, space=config.space)
     params = loaded.params
-    images, labels = load_digits32("test")
-    x = np.asarray(space.from_pixels(images))
+    labels = source_labels(source)
     cand = np.flatnonzero(labels == config.target_class)[:config.candidates]
-    src = np.flatnonzero(labels == config.source_class)
+    src = np.flatnonzero(labels == config.source_class)[:1]
     if len(cand) < 2 or len(src) < 1:
-        raise ValueError(f"not enough test images of classes {config.target_class} / "
-                         f"{config.source_class}")
+        raise ValueError(f"not enough images of classes {config.target_class} / "
+                         f"{config.source_class} in {data.describe()} (need 2 and 1)")
+    index = np.concatenate([cand, src])      # only these images are read
+    x = np.asarray(space.from_pixels(source.get(index)[0]))
     c = config.target_class
-    a_idx, c_idx = _select_pair(fn, params, x, cand, c, config)
+    a_loc, c_loc = _select_pair(fn, params, x, np.arange(len(cand)), c, config)
+    a_idx, c_idx = index[a_loc], index[c_loc]
     run = RunDir(out or Path("runs") / "connectivity" / f"bypass_{model}")
     run.ensure_manifest({"model": model, "checkpoint_digest": loaded.metadata.get("digest"),
-                         "config": config.to_dict()}, mode="connectivity bypass")
-    adv = np.asarray(optimization_attack(fn, params, x[src[:1]], np.array([c]),
+                         "config": config.to_dict(), "data": data.key()},
+                        mode="connectivity bypass")
+    adv = np.asarray(optimization_attack(fn, params, x[len(cand):], np.array([c]),
                                          config=config.attack).x)
-    starts = np.stack([x[a_idx], x[a_idx]])
-    ends = np.concatenate([x[c_idx][None], adv])
+    starts = np.stack([x[a_loc], x[a_loc]])
+    ends = np.concatenate([x[c_loc][None], adv])
     res = connect(fn, params, starts, ends, np.array([c, c]), config=ConnectConfig(
         method="bypass", points=config.points, segment_points=config.segment_points,
         threshold=config.threshold, max_depth=config.max_depth, bypass=config.bypass),
         progress=progress)
     res = ConnectResult(*map(np.asarray, res))      # host bookkeeping and figures
     run.save_npz("results.npz", **res._asdict(), adversarial=adv, pair_index=[a_idx, c_idx],
-                 source_index=src[:1])
+                 source_index=src)
     names = ["real-real", "real-adversarial"]
     bypass_profiles([(names[p], res.primary[p], res.segment_losses[p], res.vertex_alpha[p],
                       res.num_vertices[p]) for p in range(2)], run.path("figures/profiles.png"),

@@ -25,8 +25,8 @@ from lst_jax.connectivity.detect import (DetectorConfig, FEATURE_SETS, class_los
                                          random_state_of, select_references)
 from lst_jax.connectivity.paths import barrier_stats, path_losses
 from lst_jax.connectivity.space import SPACES, model_in_space
-from lst_jax.data.digits import load_digits32
 from lst_jax.data.pool import predict_logits
+from lst_jax.data.reference import DataRef, load_images, open_images
 from lst_jax.evaluation.rundir import RunDir, cached_unit, markdown_table
 from lst_jax.models.reference import resolve_model
 from lst_jax.parallel import distributed as dist
@@ -35,17 +35,29 @@ from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
 
 ATTACKS = ("optimization", "pgd")
-DATA = ("digits",)
 NUM_CLASSES = {"digits": 10}
 
 
 def _nested_dict(cfg) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    out = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    if isinstance(getattr(cfg, "data", None), DataRef):
+        out["data"] = cfg.data.key()       # "digits": the keys of earlier versions
+    return out
+
+
+def _resolve_data(cfg, *splits):
+    """`cfg.data` as a `DataRef` and each of `splits` (field names) left None resolved: the
+    data's own split, else the kind's default (digits: test; detect's references: train)."""
+    ref = DataRef.of(cfg.data)
+    object.__setattr__(cfg, "data", ref)
+    for name in splits:
+        if getattr(cfg, name) is None:
+            default = ("train" if name == "reference_split" and ref.kind == "digits"
+                       else ref.resolved_split())
+            object.__setattr__(cfg, name, default)
 
 
 def _check_common(cfg):
-    if cfg.data not in DATA:
-        raise ValueError(f"data must be one of {DATA}, got {cfg.data!r}")
     if cfg.space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {cfg.space!r}")
     check_positive_int("points", cfg.points)
@@ -56,7 +68,9 @@ def _check_common(cfg):
 
 @dataclasses.dataclass(frozen=True)
 class BarrierRunConfig:
-    """Barrier statistics of one model (paper 4.2, Fig. 6), on the digits data.
+    """Barrier statistics of one model (paper 4.2, Fig. 6).
+
+    `data`: a `DataRef` (or its kind name; default the digits), `split` default the data's.
 
     Per class c (in the split's order): real-real pairs (images 2p, 2p + 1 of c); real-
     adversarial pairs (image 2p of c vs the paper's attack toward c from image 2p of a
@@ -65,8 +79,8 @@ class BarrierRunConfig:
     dropped (the authors' post-processing).
     """
 
-    data: str = "digits"
-    split: str = "test"
+    data: DataRef | str = "digits"
+    split: str | None = None
     classes: tuple | None = None
     pairs_per_class: int = 7
     drop_per_class: int = 2
@@ -77,6 +91,7 @@ class BarrierRunConfig:
     batch_size: int = 64
 
     def __post_init__(self):
+        _resolve_data(self, "split")
         _check_common(self)
         check_positive_int("pairs_per_class", self.pairs_per_class)
         if not isinstance(self.drop_per_class, int) or self.drop_per_class < 0:
@@ -88,11 +103,12 @@ class BarrierRunConfig:
                              "dropped, leaving no barrier to report")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
-            n = NUM_CLASSES[self.data]
-            bad = [c for c in self.classes if not 0 <= c < n]
+            n = NUM_CLASSES.get(self.data.kind)
+            bad = [c for c in self.classes if not 0 <= c < (n or np.inf)]
             if bad or not self.classes:
-                raise ValueError(f"classes must lie in 0..{n - 1} (the {self.data} classes), "
-                                 f"got {list(self.classes)}")
+                raise ValueError(f"classes must lie in 0..{n - 1} (the {self.data.kind} "
+                                 f"classes), got {list(self.classes)}" if n else
+                                 f"classes must be >= 0, got {list(self.classes)}")
 
     def to_dict(self) -> dict:
         return _nested_dict(self)
@@ -111,9 +127,9 @@ class DetectRunConfig:
     attacks enter the detector; clean inputs are all of them.
     """
 
-    data: str = "digits"
-    split: str = "test"
-    reference_split: str = "train"
+    data: DataRef | str = "digits"
+    split: str | None = None
+    reference_split: str | None = None
     num_samples: int | None = None
     points: int = 250
     attacks: tuple = ATTACKS
@@ -126,6 +142,7 @@ class DetectRunConfig:
     batch_size: int = 64
 
     def __post_init__(self):
+        _resolve_data(self, "split", "reference_split")
         _check_common(self)
         object.__setattr__(self, "attacks", tuple(self.attacks))
         bad = [a for a in self.attacks if a not in ATTACKS]
@@ -171,6 +188,8 @@ def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> di
     ref = resolve_model(model, checkpoint)
     spec, model = ref.spec, ref.name
     _check_digits_spec(spec)
+    for split in {config.split, getattr(config, "reference_split", config.split)}:
+        open_images(config.data, spec.input_size, split=split)   # bad data: before any work
     digest = ref.digest()
     key = {"model": model, "checkpoint_digest": digest, "config": config.to_dict()}
 
@@ -271,7 +290,9 @@ def barrier_model_run(model: str, config: BarrierRunConfig = BarrierRunConfig(),
 def _barrier_compute(config, progress, loaded, digest, run, fn, space) -> dict:
     model = loaded.spec.name
     params = loaded.params
-    images, labels = load_digits32(config.split)
+    # the first 2 * pairs_per_class images of each class: every image a pair can use
+    images, labels = load_images(config.data, loaded.spec.input_size, split=config.split,
+                                 per_class=2 * config.pairs_per_class, classes=config.classes)
     classes = list(config.classes) if config.classes is not None else \
         sorted(int(c) for c in np.unique(labels))
     x = np.asarray(space.from_pixels(images))
@@ -379,9 +400,9 @@ def _write_barrier_tables(run, model, summary, plan, real_curves, adv, config):
 # --------------------------------------------------------------------------- detection
 
 
-def _detect_data(config: DetectRunConfig, fn, params, space):
-    images, labels = load_digits32(config.split)
-    ref_images, ref_labels = load_digits32(config.reference_split)
+def _detect_data(config: DetectRunConfig, fn, params, space, shape):
+    images, labels = load_images(config.data, shape, split=config.split)
+    ref_images, ref_labels = load_images(config.data, shape, split=config.reference_split)
     x = np.asarray(space.from_pixels(images))
     pred = predict_logits(fn, params, x).argmax(-1)
     idx = np.flatnonzero(pred == labels)
@@ -405,7 +426,8 @@ def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), ro
 def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
     model = loaded.spec.name
     params = loaded.params
-    images, labels, x, idx, ref_images, ref_labels = _detect_data(config, fn, params, space)
+    images, labels, x, idx, ref_images, ref_labels = _detect_data(config, fn, params, space,
+                                                                   loaded.spec.input_size)
 
     def references():
         if not run.exists("references.npz"):

@@ -77,8 +77,8 @@ class ArraySource:
 
 def open_source(kind: str, *, split: str | None = None, data_dir=None, folder=None,
                 image_size: int | None = None, resize: int | None = None,
-                interpolation: str = "bilinear", photos: Sequence[str] | None = None
-                ) -> ImageSource:
+                interpolation: str = "bilinear", photos: Sequence[str] | None = None,
+                class_index: dict | None = None, label: int | None = None) -> ImageSource:
     """An image source by name.
 
     Args:
@@ -88,6 +88,10 @@ def open_source(kind: str, *, split: str | None = None, data_dir=None, folder=No
         data_dir: tensorflow-datasets data directory (default: tfds' own default).
         image_size, resize, interpolation: crop size, short-side resize and filter for
             photos / folder / ImageNet images.
+        class_index, label: the classes of a folder's subfolders / of a flat folder.
+
+    Most callers want `lst_jax.data.reference.open_images`, which shapes the source for a
+    model and checks the options.
     """
     if kind == "digits":
         from lst_jax.data.digits import NUM_CLASSES, load_digits32
@@ -107,7 +111,7 @@ def open_source(kind: str, *, split: str | None = None, data_dir=None, folder=No
         if folder is None:
             raise ValueError("the folder source needs a directory (--folder DIR)")
         return FolderSource(folder, image_size=image_size, resize=resize,
-                            interpolation=interpolation)
+                            interpolation=interpolation, class_index=class_index, label=label)
     if kind in ("cifar10", "imagenet2012"):
         from lst_jax.data.tfds import TfdsSource
 

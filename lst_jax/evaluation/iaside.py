@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lst_jax.data.reference import DATA_KINDS, DataRef, check_data_shape, open_images
 from lst_jax.evaluation.rundir import RunDir, config_digest, markdown_table
 from lst_jax.evaluation.tables import model_label
 from lst_jax.parallel import distributed as dist
@@ -41,7 +42,6 @@ from lst_jax.spectral.values import DEFAULT_BLOCK
 
 MAX_SEED = 2 ** 32        # the key is jax.random.key(seed): 32-bit seeds are kept whole
 
-DATA_KINDS = ("digits", "cifar10", "imagenet2012", "folder")
 MAX_DEFAULT_K = 1000      # [ours] K = 1000, or every image of smaller data sets
 
 
@@ -53,8 +53,9 @@ class IasideConfig(SpectralConfig):
     Attributes:
         k: images per coalition (default None: every image of the split, at most 1000;
             resolved before the run is keyed).
-        data: "digits" (shipped), "cifar10", "imagenet2012" (prepared tfds data) or
-            "folder" (class subfolders).
+        data: the kind of data (`lst_jax.data.reference.DATA_KINDS`): "digits" (shipped),
+            "cifar10", "imagenet2012" (prepared tfds data), "folder" (class subfolders, or
+            flat with a label) or "photos" (labelled by each model's own prediction).
         split: data split (default: the source's test / validation split).
         seed: the image subset (`default_rng(seed)`) and the key of the method,
             `jax.random.key(seed)` (pairings, noise, permutations, bootstrap; reference 42).
@@ -125,11 +126,19 @@ class _BlockFiles:
                          for b in range(n_blocks)))
 
 
-def _source(spec, config: IasideConfig, data_dir, folder, interpolation):
-    from lst_jax.evaluation.jobs import _source_for
-
-    return _source_for(spec, config.data, data_dir=data_dir, folder=folder,
-                       split=config.split, interpolation=interpolation)
+def data_ref(config: IasideConfig, data=None, *, data_dir=None, folder=None,
+             interpolation=None) -> DataRef:
+    """The `DataRef` of a run: `data` (a DataRef, whose kind and split must be the
+    config's) or the config's kind and split with the legacy keyword options."""
+    if data is None:
+        return DataRef.of(config.data, split=config.split, data_dir=data_dir, folder=folder,
+                          interpolation=interpolation)
+    ref = DataRef.of(data, data_dir=data_dir, folder=folder, interpolation=interpolation)
+    if (ref.kind, ref.split) != (config.data, config.split):
+        raise ValueError(f"the data {ref.describe()} differ from the config's (data="
+                         f"{config.data!r}, split={config.split!r}); build the config with "
+                         "data=ref.kind, split=ref.split")
+    return ref
 
 
 def run_key(model_name: str, checkpoint_digest: str, source_name: str,
@@ -158,8 +167,8 @@ def load_model_result(run_dir) -> dict:
 
 
 def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
-                     root="runs/iaside_models", *, checkpoint=None, data_dir=None,
-                     folder=None, interpolation: str = "bilinear", mesh=None,
+                     root="runs/iaside_models", *, checkpoint=None, data=None, data_dir=None,
+                     folder=None, interpolation: str | None = None, mesh=None,
                      batch_size: int | None = None, memory_budget=None,
                      block_size: int = DEFAULT_BLOCK, progress: bool = True) -> dict:
     """I-ASIDE of one registry model, resumable and reusable (see the module docstring).
@@ -169,7 +178,9 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
             (`resolve_model`); named in the run by `ModelRef.name`.
         config: `IasideConfig`; `k=None` resolves to min(1000, images in the split).
         root: parent of the per-model run directories.
-        checkpoint, data_dir, folder, interpolation: where the checkpoint and the data are.
+        checkpoint: where the checkpoint is.
+        data: the images (`DataRef`; its kind and split are the config's); default: the
+            config's kind and split with data_dir, folder, interpolation.
         mesh, batch_size, memory_budget: devices (default: all devices of this process,
             `data_mesh`) and images per device in one call (never change the numbers
             beyond round-off, so not part of the key).
@@ -189,8 +200,12 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
     ref = resolve_model(model_name, checkpoint)
     spec, model_name = ref.spec, ref.name
     check_square_side("the model's input", (1,) + tuple(spec.input_size))
+    dref = data_ref(config, data, data_dir=data_dir, folder=folder,
+                    interpolation=interpolation)
+    check_data_shape(dref, spec.input_size)
     digest = ref.digest()
-    source = _source(spec, config, data_dir, folder, interpolation)
+    source = open_images(dref, spec.input_size, resize=spec.resize,
+                         labelled=dref.kind != "photos")   # photos: labelled by the model
     n = len(source)
     k = config.k if config.k is not None else min(MAX_DEFAULT_K, n)
     if k > n:
@@ -212,6 +227,11 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
     else:                    # one seeded random subset, in random order (grouped in order)
         index = np.random.default_rng(config.seed).permutation(n)[:k]
     images, labels = source.get(index)
+    if np.any(labels < 0):   # unlabelled images (photos): the model's own prediction
+        from lst_jax.data.pool import predict_logits
+
+        labels = predict_logits(loaded.model_fn, loaded.params, images).argmax(-1)
+        labels = labels.astype(np.int32)
     if tuple(images.shape[1:]) != tuple(spec.input_size):
         raise ValueError(f"the {config.data} images are {tuple(images.shape[1:])} but "
                          f"{model_name} expects {tuple(spec.input_size)}")
@@ -326,8 +346,12 @@ def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out
     names = [r.name for r in refs]
     if len(set(names)) != len(names):
         raise ValueError(f"models contains two models of the same name: {names}")
-    source = _source(specs[0], config, run_kw.get("data_dir"), run_kw.get("folder"),
-                     run_kw.get("interpolation", "bilinear"))
+    dref = data_ref(config, run_kw.get("data"), data_dir=run_kw.get("data_dir"),
+                    folder=run_kw.get("folder"), interpolation=run_kw.get("interpolation"))
+    for spec in specs:
+        check_data_shape(dref, spec.input_size)
+    source = open_images(dref, specs[0].input_size, resize=specs[0].resize,
+                         labelled=dref.kind != "photos")
     if config.k is not None and config.k > len(source):
         raise ValueError(f"k={config.k} exceeds the {len(source)} images of {source.name} "
                          "(--k must be at most that)")

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lst_jax.data.digits import load_digits32
 from lst_jax.data.photos import PHOTOS, load_photos_for
+from lst_jax.data.reference import DataRef, check_data_shape, load_images, open_images
 from lst_jax.data.pool import (build_target_pool, load_pool, predict_probs, save_pool,
                                select_per_class)
 from lst_jax.evaluation.examples import (WidthSettings, examples_geometry, run_examples,
@@ -27,35 +27,10 @@ DATA_SOURCES = ("digits", "photos", "folder", "cifar10", "imagenet2012", "pool")
 IMAGENET_EXAMPLE_CLASSES = (99, 199, 299, 400, 499)
 
 
-def _source_for(spec, data: str, *, data_dir=None, folder=None, split=None,
-                interpolation: str = "bilinear", labelled: bool = True):
-    """An image source shaped for the model `spec` (crop = its input size); `labelled`:
-    refuse a flat image folder (no class subfolders, so no labels).
-
-    The resize filter defaults to bilinear for every model, as in the reference (its DeiT-S AT
-    model was trained with bicubic; `../spec/lst.md` section 6 #15).
-    """
-    from lst_jax.data.sources import open_source
-
-    h = spec.input_size[0]
-    if data == "cifar10":
-        return open_source("cifar10", split=split, data_dir=data_dir)
-    if data == "imagenet2012":
-        return open_source("imagenet2012", split=split, data_dir=data_dir, image_size=h,
-                           resize=spec.resize or 256, interpolation=interpolation)
-    if data == "folder":
-        source = open_source("folder", folder=folder, image_size=h,
-                             resize=spec.resize or h, interpolation=interpolation)
-        if labelled and source.num_classes is None:
-            raise ValueError(f"--folder {folder} holds images but no class subfolders; this "
-                             "command needs labels: put each class's images in FOLDER/<class>/ "
-                             f"(class 0..{spec.num_classes - 1} as integer names, or names in "
-                             "sorted class order)")
-        return source
-    if data == "digits":
-        return open_source("digits", split=split)
-    raise ValueError(f"unknown data source {data!r} for a pool; choose digits, folder, "
-                     "cifar10 or imagenet2012")
+def _data_ref(data, *, data_dir=None, folder=None, split=None, interpolation=None):
+    """`data` (a `DataRef` or a kind name) with the legacy keyword options folded in."""
+    return DataRef.of(data, data_dir=data_dir, folder=folder, split=split,
+                      interpolation=interpolation)
 
 
 def _check_shape(spec, images, what: str):
@@ -64,22 +39,22 @@ def _check_shape(spec, images, what: str):
                          f"{tuple(spec.input_size)}")
 
 
-def examples_data(loaded, data: str, k: int, classes: Sequence[int] | None = None,
-                  photos: Sequence[str] | None = None, *, data_dir=None, folder=None,
-                  pool=None, interpolation: str = "bilinear"):
-    """The K example images, their labels and display names for a loaded model."""
+def examples_data(loaded, data, k: int, classes: Sequence[int] | None = None,
+                  photos: Sequence[str] | None = None, *, pool=None):
+    """The K example images, their labels and display names for a loaded model.
+
+    Args:
+        data: "pool" (with `pool`, a directory of `lst-jax pool`) or a `DataRef`.
+    """
     spec = loaded.spec
-    if data == "digits":
-        if tuple(spec.input_size) != (32, 32, 3):
-            raise ValueError(f"the digits data are 32x32x3 but {spec.name} expects "
-                             f"{spec.input_size}; use --data photos for ImageNet-size models")
-        images, labels = load_digits32("test")
+    if isinstance(data, DataRef) and data.kind == "digits":
+        images, labels = load_images(data, spec.input_size)
         classes = list(classes) if classes else list(range(k))
         idx = select_per_class([(loaded.model_fn, loaded.params)], images, labels, classes)
         return images[idx], labels[idx], [f"digit {c}" for c in classes]
-    if data == "photos":
+    if isinstance(data, DataRef) and data.kind == "photos":
         names = list(photos) if photos else list(PHOTOS)[:k]
-        images, names = load_photos_for(spec, names)
+        images, names = load_photos_for(spec, names)    # the model's own resize filter
         # The photos carry no ImageNet labels: the held class is the model's prediction.
         labels = predict_probs(loaded.model_fn, loaded.params, images).argmax(-1).astype(np.int32)
         return images, labels, names
@@ -96,21 +71,22 @@ def examples_data(loaded, data: str, k: int, classes: Sequence[int] | None = Non
             raise ValueError(f"classes {[c for c, s in zip(classes, sel) if s < 0]} are not in "
                              f"the pool {pool}")
         return p.images[sel], p.labels[sel], [f"class {c}" for c in p.labels[sel]]
-    if data in ("folder", "cifar10", "imagenet2012"):
-        source = _source_for(spec, data, data_dir=data_dir, folder=folder,
-                             interpolation=interpolation, labelled=False)
-        if data == "folder" and source.num_classes is None:
-            images, _ = source.get(np.arange(min(k, len(source))))
-            _check_shape(spec, images, f"folder {folder}")
-            labels = predict_probs(loaded.model_fn, loaded.params, images).argmax(-1)
-            return images, labels.astype(np.int32), [p.stem for p in source.files[:k]]
-        if not classes:
-            classes = (IMAGENET_EXAMPLE_CLASSES[:k] if data == "imagenet2012" and k <= 5
-                       else range(k))
-        p = build_target_pool([(loaded.model_fn, loaded.params)], source, list(classes))
-        _check_shape(spec, p.images, data)
-        return p.images, p.labels, [f"class {c}" for c in p.labels]
-    raise ValueError(f"unknown data source {data!r}; choose one of {DATA_SOURCES}")
+    if not isinstance(data, DataRef):
+        raise ValueError(f"unknown data source {data!r}; choose one of {DATA_SOURCES}")
+    # the resize filter is bilinear for every model unless --interpolation says otherwise, as
+    # in the reference (its DeiT-S AT model was trained with bicubic; spec/lst.md 6 #15)
+    source = open_images(data, spec.input_size, resize=spec.resize, labelled=False)
+    if data.kind == "folder" and source.flat and data.label is None:
+        images, _ = source.get(np.arange(min(k, len(source))))
+        _check_shape(spec, images, f"folder {data.folder}")
+        labels = predict_probs(loaded.model_fn, loaded.params, images).argmax(-1)
+        return images, labels.astype(np.int32), [p.stem for p in source.files[:k]]
+    if not classes:
+        classes = (IMAGENET_EXAMPLE_CLASSES[:k] if data.kind == "imagenet2012" and k <= 5
+                   else range(k))
+    p = build_target_pool([(loaded.model_fn, loaded.params)], source, list(classes))
+    _check_shape(spec, p.images, data.describe())
+    return p.images, p.labels, [f"class {c}" for c in p.labels]
 
 
 def check_examples_options(spec, data: str, k: int, classes=None, photos=None, *,
@@ -122,6 +98,9 @@ def check_examples_options(spec, data: str, k: int, classes=None, photos=None, *
 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise ValueError(f"--k must be an integer >= 2, got {k!r}")
+    if isinstance(data, DataRef):
+        check_data_shape(data, spec.input_size)
+        data = data.kind
     if data not in DATA_SOURCES:
         raise ValueError(f"unknown data source {data!r}; choose one of {DATA_SOURCES}")
     n = len(classes) if classes else len(photos) if data == "photos" and photos else k
@@ -149,12 +128,12 @@ def check_examples_options(spec, data: str, k: int, classes=None, photos=None, *
                          f"those between), got {path_points!r}") from None
 
 
-def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
+def examples_job(model: str = DEFAULT_MODEL, data="digits", k: int = 5,
                  config: LSTConfig | None = None, seed: int = 0, out=None,
                  classes: Sequence[int] | None = None, photos: Sequence[str] | None = None,
                  checkpoint=None, progress: bool = True, widths: WidthSettings | None = None,
                  plane_grid: int = 10, path_points: int = 21, data_dir=None, folder=None,
-                 pool=None, interpolation: str = "bilinear", plane_source: int = 0,
+                 pool=None, interpolation: str | None = None, plane_source: int = 0,
                  compute_dtype=None, mesh="auto") -> Path:
     """The main job: K x K LST examples grid for a model (a registry name or a checkpoint
     directory, `resolve_model`); returns the run dir.
@@ -169,14 +148,16 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
     config = config or preset("paper")
     ref = resolve_model(model, checkpoint)
     model = ref.name
+    if data != "pool":
+        data = _data_ref(data, data_dir=data_dir, folder=folder, interpolation=interpolation)
+    kind = data if data == "pool" else data.kind
     check_examples_options(ref.spec, data, k, classes, photos, plane_source=plane_source,
                            plane_grid=plane_grid, path_points=path_points)
     loaded = ref.load(compute_dtype)
-    images, labels, names = examples_data(loaded, data, k, classes, photos, data_dir=data_dir,
-                                          folder=folder, pool=pool,
-                                          interpolation=interpolation)
-    run = RunDir(out or Path("runs") / f"examples_{model}_{data}")
-    run.write_manifest(mode="examples", model=model, data=data, k=len(images), seed=seed,
+    images, labels, names = examples_data(loaded, data, k, classes, photos, pool=pool)
+    run = RunDir(out or Path("runs") / f"examples_{model}_{kind}")
+    run.write_manifest(mode="examples", model=model,
+                       data=data if data == "pool" else data.key(), k=len(images), seed=seed,
                        config=config.to_dict(), names=names, labels=labels.tolist(),
                        model_spec=loaded.spec, checkpoint_digest=loaded.metadata.get("digest"),
                        widths=widths, plane_grid=plane_grid, path_points=path_points,
@@ -202,10 +183,10 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
     return run.root
 
 
-def pool_job(models: Sequence[str], data: str = "digits", out=None,
+def pool_job(models: Sequence[str], data="digits", out=None,
              classes: Sequence[int] | None = None, min_conf: float = 0.6, data_dir=None,
              folder=None, split: str | None = None, checkpoint=None,
-             progress: bool = True, interpolation: str = "bilinear",
+             progress: bool = True, interpolation: str | None = None,
              scan_seed: int | None = None, preloaded: dict | None = None) -> Path:
     """Builds the target pool shared by `models` and writes it as PNGs + manifest.
 
@@ -218,24 +199,28 @@ def pool_job(models: Sequence[str], data: str = "digits", out=None,
     """
     if not models:
         raise ValueError("pool needs at least one --models entry")
+    data = _data_ref(data, data_dir=data_dir, folder=folder, split=split,
+                     interpolation=interpolation)
     preloaded = preloaded or {}
-    loaded = [preloaded[m] if m in preloaded else load_model(m, checkpoint) for m in models]
-    models = [m.spec.name for m in loaded]
-    sizes = {tuple(m.spec.input_size) for m in loaded}
+    refs = {m: resolve_model(m, checkpoint) for m in models if m not in preloaded}
+    specs = [preloaded[m].spec if m in preloaded else refs[m].spec for m in models]
+    sizes = {tuple(s.input_size) for s in specs}
     if len(sizes) > 1:
         raise ValueError(f"the pool models expect different input sizes {sorted(sizes)}")
-    source = _source_for(loaded[0].spec, data, data_dir=data_dir, folder=folder, split=split,
-                         interpolation=interpolation)
+    # the data checked (shape, labels, files) before any model is loaded
+    source = open_images(data, specs[0].input_size, resize=specs[0].resize)
+    loaded = [preloaded[m] if m in preloaded else refs[m].load() for m in models]
+    models = [m.spec.name for m in loaded]
     order = None if scan_seed is None else np.random.default_rng(scan_seed).permutation(
         len(source))
     pool = build_target_pool([(m.model_fn, m.params) for m in loaded], source, classes,
                              min_conf=min_conf, progress=progress, order=order,
                              skip_missing=classes is None)
-    _check_shape(loaded[0].spec, pool.images, data)
-    out = Path(out or Path("runs") / f"pool_{data}")
+    _check_shape(loaded[0].spec, pool.images, data.describe())
+    out = Path(out or Path("runs") / f"pool_{data.kind}")
     return save_pool(pool, out, models=list(models), min_conf=min_conf, dataset=source.name,
                      checkpoint_digests=[m.metadata.get("digest") for m in loaded],
-                     interpolation=interpolation, scan_seed=scan_seed)
+                     interpolation=data.interpolation, scan_seed=scan_seed)
 
 
 def _pool_on_every_process(load):
@@ -261,8 +246,8 @@ def _pool_on_every_process(load):
 
 def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, *,
                   metrics: str = "all", checkpoint=None, progress: bool = True,
-                  data: str = "digits", pool_models: Sequence[str] | None = None,
-                  data_dir=None, folder=None, interpolation: str = "bilinear",
+                  data="digits", pool_models: Sequence[str] | None = None,
+                  data_dir=None, folder=None, interpolation: str | None = None,
                   mesh="auto", memory_budget=None, compute_dtype=None):
     """Full evaluation of a model (registry name or checkpoint directory) on a target pool; returns the FullEvalResult
     (None on processes other than 0 of a multi-process run).
@@ -279,8 +264,12 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
     ref = resolve_model(model, checkpoint)
     model = ref.name
     out = Path(out or Path("runs") / f"full_eval_{model}")
-    loaded = ref.load(compute_dtype)
+    data = _data_ref(data, data_dir=data_dir, folder=folder, interpolation=interpolation)
     pool_dir = Path(pool) if pool is not None else out / "pool"
+    if pool is None and not (pool_dir / "manifest.json").is_file():
+        spec = ref.spec                             # data checked before the model is loaded
+        open_images(data, spec.input_size, resize=spec.resize)
+    loaded = ref.load(compute_dtype)
 
     def load():
         if pool is None and not (pool_dir / "manifest.json").is_file():
@@ -288,9 +277,8 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
             # restored parameters are reused, not restored a second time.
             f32 = dataclasses.replace(
                 loaded, model_fn=dataclasses.replace(loaded.model_fn, compute_dtype=None))
-            pool_job(list(pool_models or [ref.ref]), data, pool_dir, data_dir=data_dir,
-                     folder=folder, checkpoint=checkpoint, progress=progress,
-                     interpolation=interpolation, preloaded={ref.ref: f32})
+            pool_job(list(pool_models or [ref.ref]), data, pool_dir, checkpoint=checkpoint,
+                     progress=progress, preloaded={ref.ref: f32})
         p = load_pool(pool_dir)
         _check_shape(loaded.spec, p.images, f"pool {pool_dir}")
         return p

@@ -28,11 +28,21 @@ class ProfileContext:
     labels: np.ndarray               # (N,)
     names: tuple                     # every model of the profile (profiled + baseline)
     profiled: tuple                  # the profiled names, in order
-    data_name: str = "digits"
+    data: Any = None                 # the DataRef of the images (None: the digits test split)
     progress: bool = False
     refs: dict = dataclasses.field(default_factory=dict)   # name -> ModelRef (or ref)
     _pool: Any = None
     _loaded: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        from lst_jax.data.reference import DataRef
+
+        self.data = DataRef.of("digits" if self.data is None else self.data)
+
+    @property
+    def data_name(self):
+        """The data in cache keys (`DataRef.key`: "digits" for the shipped digits)."""
+        return self.data.key()
 
     def ref(self, name: str):
         """The `ModelRef` of a model of the profile (`resolve_model`)."""
@@ -71,12 +81,12 @@ class ProfileContext:
 
             names = sorted(self.profiled)
             key = {"models": names, "digests": [self.digest(n) for n in names], "data": self.data_name}
-            root = unit_dir(self.cache, "pool", self.data_name, key)
+            root = unit_dir(self.cache, "pool", self.data.kind, key)
 
             def load():      # several processes: process 0 alone, the pool is broadcast
                 if not (root / "manifest.json").is_file():
                     with process_local():
-                        pool_job([self.ref(n) for n in names], data=self.data_name,
+                        pool_job([self.ref(n) for n in names], data=self.data,
                                  out=root, progress=self.progress)
                 return load_pool(root)
 
@@ -180,7 +190,8 @@ def _lst_metrics(r):
 def _iaside_run(ctx, name):
     from lst_jax.evaluation.iaside import iaside_model_run
 
-    r = iaside_model_run(name, ctx.config.iaside, ctx.cache / "iaside", progress=ctx.progress)
+    r = iaside_model_run(name, ctx.config.iaside, ctx.cache / "iaside", data=ctx.data,
+                         progress=ctx.progress)
     if r is None:        # not process 0 of a multi-process run
         return None
     keep = ("model", "K", "M", "fill", "score", "signed_score", "score_se", "distribution",

@@ -53,6 +53,15 @@ class ProfileConfig:
     def replace(self, **changes) -> "ProfileConfig":
         return dataclasses.replace(self, **changes)
 
+    def with_data(self, ref) -> "ProfileConfig":
+        """The config whose I-ASIDE and connectivity analyses read the images of `ref` (a
+        `DataRef`; their splits: `ref`'s, else each kind's default)."""
+        return dataclasses.replace(
+            self, iaside=dataclasses.replace(self.iaside, data=ref.kind, split=ref.split),
+            barrier=dataclasses.replace(self.barrier, data=ref, split=ref.split),
+            detect=dataclasses.replace(self.detect, data=ref, split=ref.split,
+                                       reference_split=None))
+
 
 def _quick() -> ProfileConfig:
     return ProfileConfig(

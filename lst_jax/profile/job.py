@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Sequence
 
+from lst_jax.data.reference import DataRef, check_data_shape, load_images
 from lst_jax.evaluation.rundir import RunDir
 from lst_jax.parallel import distributed as dist
 from lst_jax.profile.analyses import ANALYSES, ProfileContext
@@ -44,21 +45,18 @@ def validate_models(models: Sequence[str], baseline: str):
     return specs
 
 
-def _load_data(data: str):
-    from lst_jax.data.digits import load_digits32
-
-    return load_digits32("test")
-
-
 def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", out=None, *,
                 progress: bool = True, command: str | None = None,
-                preset_name: str | None = None) -> dict:
+                preset_name: str | None = None, data=None) -> dict:
     """Profiles `models` (registry names) with every analysis of `config`; returns the
     profile dict (also written as profile.json next to report.md / report.html / profile.csv).
 
     Every (analysis, model) unit is cached under `<out>/cache/` keyed by the model, its
     checkpoint digest and the analysis' full settings: a second call recomputes nothing, a
     changed setting reruns only the analysis it affects, a killed run resumes.
+
+    `data` (a `lst_jax.data.reference.DataRef`, default the digits test split) gives the
+    images of every analysis; it must have the models' input shape (checked before any work).
 
     Several processes (`jax.distributed`): call it on every process. The units run one
     after the other, each split over the processes in its own way (LST and robustness data
@@ -82,11 +80,14 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     models = [refs[m].name for m in models]
     config = dataclasses.replace(config, baseline=refs[config.baseline].name)
     specs = {refs[m].name: s for m, s in specs.items()}
-    data = specs[models[0]].dataset
+    dref = DataRef.of("digits" if data is None else data)
+    shape = specs[models[0]].input_size
+    check_data_shape(dref, shape)
+    config = config.with_data(dref)
     out = Path(out or Path("runs") / "profile")
-    images, labels = _load_data(data)
+    images, labels = load_images(dref, shape)
     ctx = ProfileContext(config=config, cache=out / "cache", images=images, labels=labels,
-                         names=tuple(specs), profiled=tuple(models), data_name=data,
+                         names=tuple(specs), profiled=tuple(models), data=dref,
                          progress=progress, refs={r.name: r for r in refs.values()})
     for m in specs:    # fail before any work on a missing checkpoint
         ctx.digest(m)
@@ -116,7 +117,7 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     corr = correlations(table, models) if len(models) >= 2 else {}
     timing = {m: {a: results[a][m].get("seconds") for a in config.analyses} for m in models}
     profile = {
-        "models": models, "baseline": config.baseline, "data": data,
+        "models": models, "baseline": config.baseline, "data": dref.key(),
         "num_images": int(len(images)), "preset": preset_name or "custom",
         "command": command or f"lst-jax profile --models {' '.join(models)}"
                               + (f" --preset {preset_name}" if preset_name else ""),

@@ -133,8 +133,75 @@ def closest(name: str, choices, n: int = 3) -> list[str]:
 
 class LstParser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` whose parsed namespace has its presets resolved
-    (`resolve_presets`) and whose subparsers are of the same class."""
+    (`resolve_presets`) and its data options turned into `data_ref` (`add_data_options`),
+    and whose subparsers are of the same class."""
 
     def parse_known_args(self, args=None, namespace=None):
         ns, rest = super().parse_known_args(args, namespace)
+        if hasattr(ns, _DATA) and not hasattr(ns, "data_ref"):
+            try:
+                ns.data_ref = data_ref_from_args(ns)
+            except ValueError as e:
+                self.error(str(e))
         return resolve_presets(ns), rest
+
+
+# --------------------------------------------------------------------------------- data
+_DATA = "_data_options"           # namespace key: the extra --data choices of a command
+
+
+def add_data_options(p, *, extra_kinds: tuple = (), default: str = "digits"):
+    """The data options of every command that reads images (`--data`, `--folder`,
+    `--data-dir`, `--split`, `--interpolation`, `--class-index`, `--label`); the parsed
+    namespace gets `data_ref`, their `lst_jax.data.reference.DataRef` (None for an
+    `extra_kinds` choice such as examples' `pool`), built once by `LstParser`."""
+    from lst_jax.data.reference import DATA_KINDS, DEFAULT_SPLITS, INTERPOLATIONS
+
+    g = p.add_argument_group("data (docs/data.md)")
+    g.add_argument("--data", default=default, choices=list(DATA_KINDS) + list(extra_kinds),
+                   help="digits: the shipped 32x32 digits; photos: scikit-image sample "
+                   "photos (no labels); folder: --folder; cifar10, imagenet2012: prepared "
+                   "tensorflow-datasets splits (--data-dir)")
+    g.add_argument("--folder", help="image folder (with --data folder): one subfolder per "
+                   "class (torchvision ImageFolder), or flat with --label")
+    g.add_argument("--class-index", help="JSON {subfolder name: class} of an ImageFolder, "
+                   "e.g. ImageNet's wnid -> index (default: sorted subfolder names, or their "
+                   "integer names)")
+    g.add_argument("--label", type=int, help="the class of every image of a flat --folder")
+    g.add_argument("--data-dir", help="tensorflow-datasets data directory (cifar10, "
+                   "imagenet2012; prepared data only, never downloaded)")
+    g.add_argument("--split", help="data split (default: " + ", ".join(
+        f"{k} {v}" for k, v in DEFAULT_SPLITS.items()) + ")")
+    g.add_argument("--interpolation", default="bilinear", choices=list(INTERPOLATIONS),
+                   help="resize filter of folder / imagenet2012 images (reference: bilinear)")
+    p.set_defaults(**{_DATA: tuple(extra_kinds)})
+    return g
+
+
+def data_ref_from_args(args):
+    """The `DataRef` of parsed data options (None when `--data` is an extra choice)."""
+    from lst_jax.data.reference import DataRef
+
+    if args.data in getattr(args, _DATA, ()):
+        given = [f for f, v in (("--folder", args.folder), ("--class-index", args.class_index),
+                                ("--label", args.label), ("--data-dir", args.data_dir),
+                                ("--split", args.split)) if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} do not apply to --data {args.data}")
+        return None
+    return DataRef(kind=args.data, folder=args.folder, data_dir=args.data_dir,
+                   split=args.split, interpolation=args.interpolation,
+                   class_index=args.class_index, label=args.label)
+
+
+def data_options_argv(ref) -> list[str]:
+    """The command-line options that give `ref` (a `DataRef`; nothing for the defaults), for
+    the command lines that reports print."""
+    import dataclasses
+
+    out = []
+    for f in dataclasses.fields(ref):
+        v = getattr(ref, f.name)
+        if v != f.default:
+            out += [("--data" if f.name == "kind" else "--" + f.name.replace("_", "-")), str(v)]
+    return out
