@@ -15,7 +15,7 @@ from lst_jax.parallel.distributed import (ProcessFailure as ProcessFailure,
                                           process_share as process_share,
                                           raise_if_main_failed as raise_if_main_failed)
 from lst_jax.parallel.evaluators import ShardedEvaluator as ShardedEvaluator
-from lst_jax.parallel.gather import gather_rows as gather_rows
+from lst_jax.parallel.gather import gather_rows as gather_rows, per_shard as per_shard
 from lst_jax.parallel.mesh import (allgather_host as allgather_host,
                                    batch_sharding as batch_sharding, constrain as constrain,
                                    data_mesh as data_mesh,

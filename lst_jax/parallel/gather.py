@@ -83,4 +83,20 @@ def gather_rows(rows, indices, mesh: Mesh | None):
     return ring(rows, indices)
 
 
-__all__ = ["gather_rows"]
+def per_shard(fn, mesh: Mesh | None):
+    """`fn` run by each device on its own rows (`jax.shard_map` over `"data"`, every
+    argument and output split along its leading axis); None or one device: `fn` itself.
+
+    For per-example work that XLA's sharding propagation would otherwise replicate (an FFT
+    of a batch split over `"data"` is all-gathered first): each device then computes only
+    its rows, with the same per-example arithmetic.
+
+    Shape:
+        arguments (n, ...) with n a multiple of the device count -> outputs (n, ...).
+    """
+    if mesh is None or num_shards(mesh) == 1:
+        return fn
+    return jax.shard_map(fn, mesh=mesh, in_specs=P(DATA_AXIS), out_specs=P(DATA_AXIS))
+
+
+__all__ = ["gather_rows", "per_shard"]

@@ -34,7 +34,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from lst_jax.parallel import (batch_sharding, constrain, data_mesh, gather_rows, num_shards,
-                              pad_to_multiple, put_batch, put_replicated, sharded_apply)
+                              pad_to_multiple, per_shard, put_batch, put_replicated,
+                              sharded_apply)
 from lst_jax.parallel import distributed as dist
 from lst_jax.spectral.bands import band_index_map, check_num_bands, check_square_side
 from lst_jax.spectral.config import SpectralConfig
@@ -115,7 +116,11 @@ class UnitLogProbs:
             keys = jax.vmap(jax.random.fold_in, (None, 0))(base, block.noise_tag[c])
             keys = jax.vmap(jax.vmap(jax.random.fold_in, (None, 0)), (0, 0))(keys, members)
             fill = gaussian_fill(keys, spectra.shape[2:])
-        x = filter_groups(spectra, fill, keep, post=self.post, normalize=self.normalize)
+        filt = functools.partial(filter_groups, post=self.post, normalize=self.normalize)
+        if fill is None:
+            x = per_shard(lambda s, k: filt(s, None, k), self.mesh)(spectra, keep)
+        else:                            # each device filters its own units (no all-gather)
+            x = per_shard(filt, self.mesh)(spectra, fill, keep)
         return x, labels
 
     def __call__(self, params_data, units):
