@@ -36,6 +36,12 @@ out["gather"] = {"spectra": bool(np.array_equal(np.asarray(got[0]), spec[idx])),
                  "spec": list(got[0].sharding.spec), "all_gathers": hlo.count("all-gather"),
                  "permutes": hlo.count("collective-permute")}
 
+try:                                          # 12 indices: not a multiple of the 8 devices
+    jax.jit(lambda r, i: par.gather_rows(r, i, eight))(rows, jnp.zeros((12, 5), jnp.int32))
+    out["gather"]["error"] = ""
+except ValueError as e:
+    out["gather"]["error"] = str(e)
+
 # The table: per-device bytes, kept split through sharded_apply's placement.
 w = np.linspace(-1, 1, 16 * 16 * 3 * 5, dtype=np.float32).reshape(-1, 5) / 50
 model_fn = lambda p, x: x.reshape(len(x), -1) @ p
@@ -96,6 +102,7 @@ def test_table_split_over_devices():
     g = out["gather"]
     assert g["spectra"] and g["labels"] and g["spec"] == ["data"], g
     assert g["all_gathers"] == 0 and g["permutes"] > 0, g         # a ring, no full table
+    assert g["error"].startswith("indices has leading size 12, not a multiple of the 8"), g
     b = out["bytes"]
     assert b["rows"] == 24 and b["specs"] == [["data"]] * 2 + [[]] * 2, b
     row_bytes = 16 * 16 * 3 * 8 + 4                                # complex64 spectrum + label
