@@ -1,8 +1,9 @@
 """I-ASIDE's table (spectra, labels) split by rows over 8 fake CPU devices (one child process):
 `gather_rows` equals plain indexing bit for bit (random indices across shards, padding rows,
 repeats) and its program all-gathers nothing; each device holds 1/8 of the table's bytes
-(padded to a multiple of 8), `sharded_apply` keeps it split (no re-replication), and the
-coalition values equal the one-device ones."""
+(padded to a multiple of 8), `sharded_apply` keeps it split (no re-replication), neither the
+table's FFT nor the units' program all-gathers anything, and the coalition values equal the
+one-device ones."""
 
 import numpy as np
 
@@ -70,7 +71,10 @@ compiled = sh._apply.lower(fn, par.put_params((w, table, block), eight), units,
                            par.batch_sharding(eight)).compile()
 in_specs = [list(s.spec) for s in jax.tree.leaves(compiled.input_shardings[0][0][1])]
 hlo = compiled.as_text()
-out["program"] = {"table_specs": in_specs[:2], "all_gathers": hlo.count("all-gather")}
+fft = V._row_spectra.lower(par.put_batch(np.zeros((24, 16, 16, 3), np.float32), eight),
+                          eight).compile().as_text()
+out["program"] = {"table_specs": in_specs[:2], "all_gathers": hlo.count("all-gather"),
+                  "fft_all_gathers": fft.count("all-gather")}
 
 # Coalition values: 8 devices (split table) == 1 device, for every fill; the table reaches
 # the compiled program split (a spy on sharded_apply's call of it).
@@ -112,7 +116,7 @@ def test_table_split_over_devices():
     assert out["seen"] and all(s == [["data"]] * 2 for s in out["seen"]), out["seen"]
     p = out["program"]
     assert p["table_specs"] == [["data"]] * 2, p
-    assert p["all_gathers"] == 0, p
+    assert p["all_gathers"] == 0 and p["fft_all_gathers"] == 0, p  # each device its own rows
     # The filtered images are the same bits (a gather selects; each image's FFTs are the same
     # arithmetic); the logits are a dot of 768 terms of |x w| <= |w| (x in [0, 1]) blocked
     # differently for 3 and 24 images per call, and log_softmax moves by at most twice that.

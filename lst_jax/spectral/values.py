@@ -33,9 +33,8 @@ import numpy as np
 
 from jax.sharding import Mesh
 
-from lst_jax.parallel import (batch_sharding, constrain, data_mesh, gather_rows, num_shards,
-                              pad_to_multiple, per_shard, put_batch, put_replicated,
-                              sharded_apply)
+from lst_jax.parallel import (data_mesh, gather_rows, num_shards, pad_to_multiple, per_shard,
+                              put_batch, put_replicated, sharded_apply)
 from lst_jax.parallel import distributed as dist
 from lst_jax.spectral.bands import band_index_map, check_num_bands, check_square_side
 from lst_jax.spectral.config import SpectralConfig
@@ -185,10 +184,11 @@ def noise_key_data(key) -> np.ndarray:
         return np.asarray(jax.device_get(jax.random.key_data(key)), np.uint32)
 
 
-@functools.partial(jax.jit, static_argnames=("sharding",))
-def _row_spectra(images, sharding):
-    """FFT of rows split over "data": each device transforms its own images."""
-    return constrain(image_spectra(images), sharding)
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def _row_spectra(images, mesh):
+    """FFT of rows split over "data": each device transforms its own images (`per_shard`:
+    XLA's propagation would all-gather the images before the FFT)."""
+    return per_shard(image_spectra, mesh)(images)
 
 
 def build_table(images, labels, num_bands: int, key, mesh) -> SpectralTable:
@@ -204,7 +204,7 @@ def build_table(images, labels, num_bands: int, key, mesh) -> SpectralTable:
     images, labels = put_batch((images, labels), mesh)
     small = put_replicated((band_index_map(images.shape[1], num_bands=num_bands),
                             noise_key_data(key)), mesh)
-    return SpectralTable(_row_spectra(images, batch_sharding(mesh)), labels, *small)
+    return SpectralTable(_row_spectra(images, mesh), labels, *small)
 
 
 def _blocks(n: int, size: int) -> list[tuple[int, int]]:
