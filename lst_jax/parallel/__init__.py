@@ -15,11 +15,14 @@ from lst_jax.parallel.distributed import (ProcessFailure as ProcessFailure,
                                           process_share as process_share,
                                           raise_if_main_failed as raise_if_main_failed)
 from lst_jax.parallel.evaluators import ShardedEvaluator as ShardedEvaluator
+from lst_jax.parallel.gather import gather_rows as gather_rows, per_shard as per_shard
 from lst_jax.parallel.mesh import (allgather_host as allgather_host,
                                    batch_sharding as batch_sharding, constrain as constrain,
                                    data_mesh as data_mesh,
                                    num_shards as num_shards, pad_to_multiple as pad_to_multiple,
-                                   put_batch as put_batch, put_process_local as put_process_local,
+                                   placed_sharding as placed_sharding,
+                                   put_batch as put_batch, put_params as put_params,
+                                   put_process_local as put_process_local,
                                    put_replicated as put_replicated, replicated as replicated,
                                    to_host as to_host, unpad as unpad)
 from lst_jax.parallel.sharded import (MemoryEstimate as MemoryEstimate,

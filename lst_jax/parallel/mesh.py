@@ -160,6 +160,30 @@ def put_replicated(tree, mesh: Mesh):
     return jax.tree.map(put, tree)
 
 
+def placed_sharding(a, mesh: Mesh) -> NamedSharding:
+    """The sharding `put_params` gives leaf `a`: its own if it is a jax.Array already placed
+    on `mesh` (a row-split table, `put_batch`), else `replicated(mesh)`."""
+    s = getattr(a, "sharding", None) if isinstance(a, jax.Array) else None
+    if isinstance(s, NamedSharding) and s.mesh == mesh:
+        return s
+    return replicated(mesh)
+
+
+def put_params(tree, mesh: Mesh):
+    """Places the fixed arguments of a sharded program: leaves already placed on `mesh`
+    keep their sharding (a table split over `"data"` stays split, never re-replicated),
+    every other leaf is replicated (`put_replicated`).
+
+    Shape:
+        any pytree -> the same pytree of jax.Arrays on `mesh`.
+    """
+    def put(a):
+        placed = isinstance(a, jax.Array) and placed_sharding(a, mesh) == a.sharding
+        return a if placed else _place(a, replicated(mesh))
+
+    return jax.tree.map(put, tree)
+
+
 def put_batch(tree, mesh: Mesh):
     """Splits host arrays along their leading axis over the `"data"` axis of `mesh`.
 
@@ -252,5 +276,6 @@ def allgather_host(tree):
 
 
 __all__ = ["DATA_AXIS", "data_mesh", "num_shards", "replicated", "batch_sharding", "round_up",
-           "leading_size", "pad_to_multiple", "unpad", "put_replicated", "put_batch",
-           "put_process_local", "to_host", "allgather_host", "constrain"]
+           "leading_size", "pad_to_multiple", "unpad", "put_replicated", "put_params",
+           "placed_sharding", "put_batch", "put_process_local", "to_host", "allgather_host",
+           "constrain"]

@@ -2,7 +2,8 @@
 
 `sharded_apply(fn, params, batch, mesh)` evaluates `fn(params, x)` on N examples: in chunks of
 a fixed size (a multiple of the device count; the last chunk padded), each chunk split over the
-mesh's `"data"` axis with the parameters replicated, one compiled program for every chunk, the
+mesh's `"data"` axis with the parameters replicated (leaves already placed on the mesh, e.g. a
+table split over `"data"`, keep their sharding), one compiled program for every chunk, the
 padding dropped and the results gathered to host numpy arrays.
 
 The chunk size comes from an explicit `chunk_size` or from a per-device `memory_budget` in
@@ -23,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from lst_jax.parallel.mesh import (batch_sharding, constrain, data_mesh, leading_size, num_shards,
-                                   pad_to_multiple, put_batch, put_replicated, replicated,
+                                   pad_to_multiple, placed_sharding, put_batch, put_params,
                                    round_up, to_host)
 from lst_jax.utils.cache import ModelCache
 from lst_jax.utils.checks import check_positive_int
@@ -66,12 +67,14 @@ def _dtype(a):
 
 
 def _specs(tree, size: int | None, sharding):
-    """ShapeDtypeStructs of `tree` (with the leading axis replaced by `size` if given)."""
+    """ShapeDtypeStructs of `tree` (with the leading axis replaced by `size` if given);
+    `sharding`: one for every leaf, or a function of the leaf."""
     def f(a):
         shape = tuple(np.shape(a))
         if size is not None:
             shape = (size,) + shape[1:]
-        return jax.ShapeDtypeStruct(shape, _dtype(a), sharding=sharding)
+        s = sharding(a) if callable(sharding) else sharding
+        return jax.ShapeDtypeStruct(shape, _dtype(a), sharding=s)
 
     return jax.tree.map(f, tree)
 
@@ -139,12 +142,13 @@ def estimate_memory(fn: Callable, params, batch, mesh: Mesh) -> MemoryEstimate:
     Shape:
         batch: leaves (N, ...) (only shapes and dtypes are used).
     """
-    key = (mesh, _params_key(params), _tree_key(batch))
+    shardings = [placed_sharding(a, mesh) for a in jax.tree.leaves(params)]
+    key = (mesh, _params_key(params), tuple(s.spec for s in shardings), _tree_key(batch))
     cached = _ESTIMATES.get(fn, key)
     if cached is not None:
         return cached
     d = num_shards(mesh)
-    p_specs = _specs(params, None, replicated(mesh))
+    p_specs = _specs(params, None, lambda a: placed_sharding(a, mesh))
     totals = []
     for per_device in (1, 2):
         x_specs = _specs(batch, per_device * d, batch_sharding(mesh))
@@ -221,10 +225,11 @@ def sharded_apply(fn: Callable, params, batch, mesh: Mesh | None = None, *,
     confidence on a batch of hull points) and return a pytree of arrays whose leading axis is
     the batch. The batch is cut into chunks of one fixed size (a multiple of the device count,
     see `plan_chunk_size`); the last is padded with copies of the last example. Each chunk is
-    split over the mesh's `"data"` axis (`P("data")`), `params` are replicated (`P()`), and one
-    compiled program serves every chunk (and later calls with the same fn, shapes, mesh). The
-    next chunk is dispatched before the previous one is copied back, so transfers overlap
-    compute.
+    split over the mesh's `"data"` axis (`P("data")`), `params` are replicated (`P()`; a leaf
+    already placed on `mesh`, e.g. rows split with `put_batch`, keeps its sharding:
+    `put_params`), and one compiled program serves every chunk (and later calls with the
+    same fn, shapes, mesh). The next chunk is dispatched before the previous one is copied
+    back, so transfers overlap compute.
 
     Multi-process: call it on every process with the same `batch` (the global data); each
     process transfers only its devices' rows, and every process gets the full result.
@@ -232,8 +237,8 @@ def sharded_apply(fn: Callable, params, batch, mesh: Mesh | None = None, *,
     Args:
         fn: `fn(params, x) -> y`, jittable and hashable (pass the same function object every
             time to reuse the compiled program; a fresh `lambda`/`partial` recompiles).
-        params: pytree (host or device arrays); replicate it once with `put_replicated` to
-            avoid a transfer per call.
+        params: pytree (host or device arrays); place it once with `put_replicated` (or
+            `put_params`) to avoid a transfer per call.
         batch: array or pytree of arrays with a common leading size N (host data).
         mesh: a mesh with a `"data"` axis (default `data_mesh()`: all devices).
         chunk_size, memory_budget: see `plan_chunk_size`.
@@ -253,7 +258,7 @@ def sharded_apply(fn: Callable, params, batch, mesh: Mesh | None = None, *,
                             memory_budget=memory_budget)
     _check_outputs(fn, params, batch, chunk)
     host = jax.tree.map(np.asarray, batch)
-    params = put_replicated(params, mesh)
+    params = put_params(params, mesh)
     out_sharding = batch_sharding(mesh)
     outs, pending = [], None
     with Progress(n, desc=desc, unit="ex", enabled=progress) as bar:

@@ -7,10 +7,14 @@ group is never split). `lst_jax.parallel.sharded_apply` evaluates a vector of un
 chunks of a fixed number of units (a multiple of the device count, or planned from a
 per-device memory budget), each split over the mesh's `"data"` axis (`mesh=None`: one
 device), one compiled program
-for every chunk and every block. The model parameters, the spectra of all images (FFT once
-per image) and the block's small index arrays are replicated; each device gathers the
-spectra of its own units, filters, and runs the model on `units x g` images. Numbers do
-not depend on the chunking or the device count (tested: 8 devices == 1 to 1e-6).
+for every chunk and every block. The model parameters and the block's small index arrays
+are replicated; the spectra of all images (FFT once per image, on the devices) and their
+labels are split by rows over `"data"` (N / D images per device, padded to a multiple of the
+device count), so the table's memory is spread over the devices rather than copied on each.
+Each device fetches the spectra of its own units' images from every shard
+(`lst_jax.parallel.gather_rows`: the shards travel around the ring of devices), filters, and
+runs the model on `units x g` images. Numbers do not depend on the chunking or the device
+count (tested: 8 devices == 1 to 1e-6).
 
 Blocks of coalitions (the resumable unit: `store.save` after each) all have the same shape
 (the last is padded with copies of its last coalition), so one program serves them all.
@@ -19,6 +23,7 @@ Blocks of coalitions (the resumable unit: `store.save` after each) all have the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Callable, NamedTuple, Protocol
 
@@ -26,7 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lst_jax.parallel import data_mesh, num_shards, put_replicated, sharded_apply
+from jax.sharding import Mesh
+
+from lst_jax.parallel import (data_mesh, gather_rows, num_shards, pad_to_multiple, per_shard,
+                              put_batch, put_replicated, sharded_apply)
 from lst_jax.parallel import distributed as dist
 from lst_jax.spectral.bands import band_index_map, check_num_bands, check_square_side
 from lst_jax.spectral.config import SpectralConfig
@@ -41,11 +49,13 @@ DEFAULT_IMAGES_PER_DEVICE = 128  # images per device and model call (no budget g
 
 
 class SpectralTable(NamedTuple):
-    """What every unit reads (replicated on every device).
+    """What every unit reads: the rows (spectra, labels) split over the mesh's `"data"` axis
+    by `build_table`, the band map and the noise key replicated.
 
     Shape:
-        spectra: (N, H, W, C) complex64, `image_spectra` of the images;
-        labels: (N,) int32; band_map: (H, W) int32 (natural layout);
+        spectra: (N_pad, H, W, C) complex64, `image_spectra` of the images (N_pad: N rounded
+        up to a multiple of the device count; the padding repeats the last image);
+        labels: (N_pad,) int32; band_map: (H, W) int32 (natural layout);
         noise_key: raw data of the key of the Gaussian fill (threefry: (2,) uint32).
     """
 
@@ -74,8 +84,10 @@ class UnitLogProbs:
     """`fn(params_data, units) -> (n, g)` for `sharded_apply`: the log-softmax of the label
     of every image of every unit (unit u = coalition u // G, group u % G of the block).
 
-    Hashable by value (the model function and the static filter settings), so every block
-    and every later call with the same model, settings and shapes reuse one program.
+    Hashable by value (the model function, the static filter settings and the mesh), so
+    every block and every later call with the same model, settings and shapes reuse one
+    program. `mesh`: the mesh the table's rows are split over (`gather_rows`); None: the
+    table is whole on every device (plain indexing).
     """
 
     model_fn: Callable
@@ -83,6 +95,7 @@ class UnitLogProbs:
     post: str = "abs"
     normalize: str = "group"
     key_impl: str = "threefry2x32"
+    mesh: Mesh | None = None
 
     def images(self, table: SpectralTable, block: CoalitionBlock, units):
         """Filtered images and labels of `units`. Shape: (n,) -> (n, g, H, W, C), (n, g)."""
@@ -90,17 +103,24 @@ class UnitLogProbs:
         c, j = units // n_groups, units % n_groups
         members = block.members[c, j]                                # (n, g)
         keep = block.bits[c][:, table.band_map]                      # (n, H, W)
-        spectra = table.spectra[members]                             # (n, g, H, W, C)
+        rows = members
+        if self.fill == "random":                                    # one ring pass for both
+            rows = jnp.stack([members, block.partners[c, j]], axis=1)   # (n, 2, g)
+        spectra, labels = gather_rows((table.spectra, table.labels), rows, self.mesh)
         fill = None
         if self.fill == "random":
-            fill = table.spectra[block.partners[c, j]]
+            spectra, fill, labels = spectra[:, 0], spectra[:, 1], labels[:, 0]
         elif self.fill == "gaussian":
             base = jax.random.wrap_key_data(table.noise_key, impl=self.key_impl)
             keys = jax.vmap(jax.random.fold_in, (None, 0))(base, block.noise_tag[c])
             keys = jax.vmap(jax.vmap(jax.random.fold_in, (None, 0)), (0, 0))(keys, members)
             fill = gaussian_fill(keys, spectra.shape[2:])
-        x = filter_groups(spectra, fill, keep, post=self.post, normalize=self.normalize)
-        return x, table.labels[members]
+        filt = functools.partial(filter_groups, post=self.post, normalize=self.normalize)
+        if fill is None:
+            x = per_shard(lambda s, k: filt(s, None, k), self.mesh)(spectra, keep)
+        else:                            # each device filters its own units (no all-gather)
+            x = per_shard(filt, self.mesh)(spectra, fill, keep)
+        return x, labels
 
     def __call__(self, params_data, units):
         params, table, block = params_data
@@ -120,10 +140,6 @@ class BlockStore(Protocol):
     def save(self, block: int, coalitions: np.ndarray, log_probs: np.ndarray,
              seconds: float) -> None:
         """Persists a finished block (atomically)."""
-
-
-def _fft_images(_, x):
-    return image_spectra(x)
 
 
 def check_config(config) -> SpectralConfig:
@@ -168,14 +184,27 @@ def noise_key_data(key) -> np.ndarray:
         return np.asarray(jax.device_get(jax.random.key_data(key)), np.uint32)
 
 
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def _row_spectra(images, mesh):
+    """FFT of rows split over "data": each device transforms its own images (`per_shard`:
+    XLA's propagation would all-gather the images before the FFT)."""
+    return per_shard(image_spectra, mesh)(images)
+
+
 def build_table(images, labels, num_bands: int, key, mesh) -> SpectralTable:
-    """The replicated table: spectra (one sharded FFT pass), labels, band map, noise key."""
-    spectra = sharded_apply(_fft_images, (), images, mesh,
-                            chunk_size=DEFAULT_IMAGES_PER_DEVICE * num_shards(mesh))
-    table = SpectralTable(spectra, np.asarray(labels, np.int32),
-                          band_index_map(images.shape[1], num_bands=num_bands),
-                          noise_key_data(key))
-    return put_replicated(table, mesh)
+    """The table: spectra and labels split by rows over `mesh`'s `"data"` axis (padded to a
+    multiple of the device count with copies of the last image; the FFT runs on the devices
+    holding the rows), the band map and the noise key replicated.
+
+    Shape:
+        images: (N, H, W, C) float32 host; labels: (N,) -> `SpectralTable` of N_pad rows.
+    """
+    (images, labels), _ = pad_to_multiple((np.asarray(images, np.float32),
+                                           np.asarray(labels, np.int32)), num_shards(mesh))
+    images, labels = put_batch((images, labels), mesh)
+    small = put_replicated((band_index_map(images.shape[1], num_bands=num_bands),
+                            noise_key_data(key)), mesh)
+    return SpectralTable(_row_spectra(images, mesh), labels, *small)
 
 
 def _blocks(n: int, size: int) -> list[tuple[int, int]]:
@@ -280,7 +309,7 @@ def coalition_log_probs(model_fn, params, images, labels, coalitions, *, key,
     elif memory_budget is None:
         chunk = max(1, DEFAULT_IMAGES_PER_DEVICE // g) * num_shards(mesh)
     fn = UnitLogProbs(model_fn, config.fill, config.post, config.normalize,
-                      str(jax.random.key_impl(key)))
+                      str(jax.random.key_impl(key)), mesh)
     block_size = min(block_size, len(bits))
     units = np.arange(block_size * n_groups, dtype=np.int32)
     real = layout.real.reshape(-1)
