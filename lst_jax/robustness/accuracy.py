@@ -144,7 +144,7 @@ def corruption_accuracy(model_fn, params, images, labels, *, seed: int = 0,
     """Accuracy on every (corruption, severity) cell of the "-C" benchmark of `images`.
 
     Cell (c, s) corrupts the whole set with `corruption_key(seed, c, s)` and the severity
-    table `table` ("cifar10" or "digits", `lst_jax.robustness.corruptions`): the same arrays
+    table `table` ("cifar10", "imagenet" or "digits", `lst_jax.robustness.corruptions`): the same arrays
     for every model, so models are compared on identical inputs.
 
     Returns:

@@ -23,7 +23,7 @@ class RobustnessConfig:
         pgd_radii: L-inf radii in 1/255 units (PGD step eps/8, random start).
         pgd_steps: PGD iterations (20: PGD-20).
         headline_radius: the radius (in `pgd_radii`) reported as "PGD robust accuracy".
-        table: corruption severity table ("digits" or "cifar10").
+        table: corruption severity table ("digits", "cifar10" or "imagenet").
         corruptions, severities: the "-C" cells.
         seed: corruption noise (`corruption_key(seed, c, s)`) and PGD starts (`key(seed + 1)`,
             as the shipped checkpoints' metadata).
