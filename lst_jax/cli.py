@@ -485,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ResNet robustness ladder)")
     p.add_argument("--preset", default="paper", choices=["quick", "paper"],
                    help="quick: a smoke run in minutes; paper: the README report")
-    p.add_argument("--baseline", help="mCE baseline model (default digits_resnet-normal)")
+    p.add_argument("--baseline", help="mCE baseline model (default digits_resnet-normal on "
+                   "the digits, else the first of --models)")
     p.add_argument("--analyses", nargs="+", choices=sorted(ANALYSES),
                    help="run only these analyses (default: all of the preset)")
     add_data_options(p)

@@ -97,12 +97,14 @@ class ProfileContext:
 @dataclasses.dataclass(frozen=True)
 class Analysis:
     """One analysis: `run(ctx, name) -> dict` (a JSON-able result, cached per unit) and
-    `metrics(result) -> {metric: float}` (the scalars of the report table)."""
+    `metrics(result) -> {metric: float}` (the scalars of the report table) and
+    `images(result) -> {what: count}` (how many test images, or pairs, it used)."""
 
     name: str
     title: str
     run: Callable
     metrics: Callable
+    images: Callable = lambda r: {}
 
 
 def _cached(kind: str, config: Callable, compute: Callable) -> Callable:
@@ -238,16 +240,22 @@ def _connectivity_metrics(r):
     return out
 
 
+def _connectivity_images(r):
+    return {"barrier pairs": r["barrier"]["real"]["n"],
+            "detector images": r["detect"]["n_clean"]}
+
+
 ANALYSES: dict[str, Analysis] = {a.name: a for a in [
     Analysis("robustness", "Robustness (clean, PGD, corruptions)",
              _cached("robustness", _robustness_config, _robustness_compute),
-             _robustness_metrics),
+             _robustness_metrics, lambda r: {"images": r["num_images"]}),
     Analysis("lst", "Level Set Traversal (Tables 1-2, star paths)",
-             _cached("lst", _lst_config, _lst_compute), _lst_metrics),
+             _cached("lst", _lst_config, _lst_compute), _lst_metrics,
+             lambda r: {"source images": r["num_sources"]}),
     Analysis("iaside", "I-ASIDE (spectral importance, robustness score)", _iaside_run,
-             _iaside_metrics),
+             _iaside_metrics, lambda r: {"images": r["K"]}),
     Analysis("connectivity", "Input-space connectivity (barriers, detector)",
-             _connectivity_run, _connectivity_metrics),
+             _connectivity_run, _connectivity_metrics, _connectivity_images),
 ]}
 
 __all__ = ["ANALYSES", "Analysis", "ProfileContext"]

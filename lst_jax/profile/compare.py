@@ -43,8 +43,13 @@ UNIT_INTERVAL_METRICS = ("clean_accuracy", "robust_accuracy", "mean_corruption_a
 ROBUSTNESS_METRICS = ("clean_accuracy", "robust_accuracy", "mean_corruption_accuracy", "mce")
 
 
-def metric_label(name: str) -> str:
-    return METRIC_INFO.get(name, (name, None))[0]
+def metric_label(name: str, pgd_radius: int | None = None) -> str:
+    """The metric's label in tables and figures; the PGD robust accuracy names its radius
+    (`pgd_radius`, in 1/255) where given."""
+    label = METRIC_INFO.get(name, (name, None))[0]
+    if name == "robust_accuracy" and pgd_radius is not None:
+        label = f"{label} at {pgd_radius:g}/255"
+    return label
 
 
 def add_corruption_errors(metrics: dict, robustness: dict, baseline: dict) -> list[str]:

@@ -12,8 +12,24 @@ from lst_jax.robustness.evaluate import RobustnessConfig
 from lst_jax.traversal import preset as lst_preset
 
 # The model whose corruption errors normalise everybody's (the mCE convention of ImageNet-C,
-# where AlexNet plays this part).
+# where AlexNet plays this part) on the digits; on other data the first profiled model.
 DEFAULT_BASELINE = "digits_resnet-normal"
+
+# The robustness suite by kind of data: corruption severity table
+# (`lst_jax.robustness.corruptions.TABLES`) and headline PGD radius in 1/255 (digits: the
+# ladder's 16/255; CIFAR-10: 8/255; ImageNet: 4/255, the usual L-inf threat models).
+SUITES = {"digits": ("digits", 16), "cifar10": ("cifar10", 8), "imagenet": ("imagenet", 4)}
+# Natural images up to this side (pixels) get CIFAR-10-C's severities, larger ones ImageNet-C's.
+SMALL_IMAGE_SIDE = 64
+
+
+def data_suite(ref, input_size) -> str:
+    """The robustness suite (`SUITES` key) of data `ref` (a `DataRef`) at the models' input
+    size (H, W, C): "digits" for the shipped digits, else "cifar10" for inputs of at most
+    `SMALL_IMAGE_SIDE` pixels a side (CIFAR-10-C) and "imagenet" above (ImageNet-C)."""
+    if ref.kind == "digits":
+        return "digits"
+    return "cifar10" if max(input_size[:2]) <= SMALL_IMAGE_SIDE else "imagenet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +43,12 @@ class ProfileConfig:
         iaside: I-ASIDE (`IasideConfig`: bands, fill, K, ...).
         barrier, detect: connectivity barrier statistics and adversarial detection
             (`BarrierRunConfig`, `DetectRunConfig`).
-        baseline: registry name of the mCE baseline (evaluated even when not profiled).
+        baseline: the mCE baseline (registry name or checkpoint directory; evaluated even
+            when not profiled); None: `DEFAULT_BASELINE` on the digits, else the first
+            profiled model.
         analyses: which analyses run (names of `lst_jax.profile.analyses.ANALYSES`).
+        fit_data: the robustness corruption table and headline PGD radius follow the data
+            (`for_suite`, `data_suite`); False keeps `robustness` as given.
     """
 
     robustness: RobustnessConfig = RobustnessConfig()
@@ -37,8 +57,9 @@ class ProfileConfig:
     iaside: IasideConfig = IasideConfig()
     barrier: BarrierRunConfig = BarrierRunConfig()
     detect: DetectRunConfig = DetectRunConfig()
-    baseline: str = DEFAULT_BASELINE
+    baseline: str | None = None
     analyses: tuple = ("robustness", "lst", "iaside", "connectivity")
+    fit_data: bool = True
 
     def __post_init__(self):
         from lst_jax.profile.analyses import ANALYSES
@@ -61,6 +82,23 @@ class ProfileConfig:
             barrier=dataclasses.replace(self.barrier, data=ref, split=ref.split),
             detect=dataclasses.replace(self.detect, data=ref, split=ref.split,
                                        reference_split=None))
+
+
+    def for_suite(self, suite: str) -> "ProfileConfig":
+        """The config whose robustness uses `suite`'s corruption table and headline PGD radius
+        (`SUITES`; the radius replaces the config's headline radius in `pgd_radii` unless it
+        is there already). Unchanged when `fit_data` is False; the digits suite leaves the
+        presets as they are."""
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
+        if not self.fit_data:
+            return self
+        table, radius = SUITES[suite]
+        rob = self.robustness
+        radii = rob.pgd_radii if radius in rob.pgd_radii else tuple(sorted(
+            {r for r in rob.pgd_radii if r != rob.headline_radius} | {radius}))
+        return dataclasses.replace(self, robustness=dataclasses.replace(
+            rob, table=table, pgd_radii=radii, headline_radius=radius))
 
 
 def _quick() -> ProfileConfig:
@@ -98,4 +136,5 @@ def profile_preset(name: str, **changes) -> ProfileConfig:
     return PRESETS[name]().replace(**changes)
 
 
-__all__ = ["ProfileConfig", "PRESETS", "profile_preset", "DEFAULT_BASELINE"]
+__all__ = ["ProfileConfig", "PRESETS", "profile_preset", "DEFAULT_BASELINE", "SUITES",
+           "data_suite"]

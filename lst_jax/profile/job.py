@@ -12,37 +12,56 @@ from lst_jax.parallel import distributed as dist
 from lst_jax.profile.analyses import ANALYSES, ProfileContext
 from lst_jax.profile.compare import (ROBUSTNESS_METRICS, add_corruption_errors, correlations,
                                      metric_label)
-from lst_jax.profile.config import ProfileConfig, profile_preset
+from lst_jax.profile.config import (DEFAULT_BASELINE, ProfileConfig, data_suite,
+                                    profile_preset)
 from lst_jax.utils.progress import Progress
 
-SUPPORTED_DATA = ("digits",)
 # One signature per method for the report's first figure.
 KEY_METRICS = ("hull_mean_conf", "star_min_conf", "lst_rmse", "iaside_score",
                "barrier_adv_max_median", "detect_auroc_optimization")
+# The label set of the data kinds whose labels are known (folders and photos: the models').
+DATA_LABEL_SETS = {"digits": "digits", "cifar10": "cifar10", "imagenet2012": "imagenet"}
 
 
-def validate_models(models: Sequence[str], baseline: str):
-    """Checks the model list before any work: non-empty, no repeats, known names, one dataset
-    and one input shape (the baseline's too). Returns the registry specs."""
-    from lst_jax.models.registry import get_spec
+def _label_set(spec) -> str:
+    return spec.label_set or f"{spec.num_classes} unnamed classes"
+
+
+def validate_models(models: Sequence[str], baseline: str | None = None, data=None) -> dict:
+    """Checks the model list before any work: non-empty, no repeats, known models (registry
+    names or checkpoint directories), one input shape and one label set (the baseline's
+    too), and a label set that fits `data` (a `DataRef`) where the data's labels are known.
+
+    Returns:
+        dict: each given model (and the baseline) -> its `ModelRef`.
+
+    Raises:
+        ValueError: one line naming the models concerned.
+    """
+    from lst_jax.models.reference import resolve_model
 
     if not models:
         raise ValueError("profile needs at least one model (--models A [B ...])")
-    dupes = sorted({m for m in models if list(models).count(m) > 1})
+    dupes = sorted({str(m) for m in models if list(models).count(m) > 1})
     if dupes:
         raise ValueError(f"models are listed more than once: {dupes}")
-    specs = {m: get_spec(m) for m in list(models) + [baseline]}
-    kinds = {(s.dataset, tuple(s.input_size)) for s in specs.values()}
+    refs = {m: resolve_model(m) for m in list(models) + ([baseline] if baseline else [])}
+    kinds = {(_label_set(r.spec), tuple(r.spec.input_size)) for r in refs.values()}
     if len(kinds) > 1:
-        detail = ", ".join(f"{m}: {s.dataset} {'x'.join(map(str, s.input_size))}"
-                           for m, s in specs.items())
+        detail = ", ".join(f"{m}: label set {_label_set(r.spec)}, input "
+                           f"{'x'.join(map(str, r.spec.input_size))}" for m, r in refs.items())
         raise ValueError(f"a profile compares models on the same data: these models (and the "
-                         f"mCE baseline) differ in dataset or input shape ({detail})")
-    data = next(iter(kinds))[0]
-    if data not in SUPPORTED_DATA:
-        raise ValueError(f"profile runs on the shipped {', '.join(SUPPORTED_DATA)} data; "
-                         f"{data!r} models are not supported yet")
-    return specs
+                         f"mCE baseline) differ in label set or input shape ({detail})")
+    label_set = next(iter(kinds))[0]
+    if data is not None:
+        from lst_jax.data.reference import DataRef
+
+        dref = DataRef.of(data)
+        want = DATA_LABEL_SETS.get(dref.kind)
+        if want is not None and label_set in DATA_LABEL_SETS.values() and label_set != want:
+            raise ValueError(f"the models ({', '.join(map(str, refs))}) classify the "
+                             f"{label_set} labels, but --data {dref.kind} has {want} labels")
+    return refs
 
 
 def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", out=None, *,
@@ -69,21 +88,25 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     if not isinstance(config, ProfileConfig):
         raise ValueError(f"config must be a ProfileConfig or a preset name, got {config!r}")
     models = list(models)
-    specs = validate_models(models, config.baseline)
+    dref = DataRef.of("digits" if data is None else data)
+    given = validate_models(models, config.baseline, dref)
+    first = given[models[0]]
+    if config.baseline is None:     # the digits' baseline model, else the first model
+        default = DEFAULT_BASELINE if first.spec.label_set == "digits" else models[0]
+        given.setdefault(default, validate_models([models[0]], default)[default])
+        config = dataclasses.replace(config, baseline=default)
     # registry names or checkpoint directories -> the models' names (rows, cache keys)
-    from lst_jax.models.reference import resolve_model
-
-    refs = {m: resolve_model(m) for m in specs}
+    refs = {m: given[m] for m in list(models) + [config.baseline]}
     if len({refs[m].name for m in models}) != len(models):
         raise ValueError("two of the models have the same name: "
                          f"{[f'{m} -> {refs[m].name}' for m in models]}")
     models = [refs[m].name for m in models]
     config = dataclasses.replace(config, baseline=refs[config.baseline].name)
-    specs = {refs[m].name: s for m, s in specs.items()}
-    dref = DataRef.of("digits" if data is None else data)
-    shape = specs[models[0]].input_size
+    specs = {r.name: r.spec for r in refs.values()}
+    shape = first.spec.input_size
     check_data_shape(dref, shape)
-    config = config.with_data(dref)
+    suite = data_suite(dref, shape)
+    config = config.with_data(dref).for_suite(suite)
     out = Path(out or Path("runs") / "profile")
     images, labels = load_images(dref, shape)
     ctx = ProfileContext(config=config, cache=out / "cache", images=images, labels=labels,
@@ -116,9 +139,15 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
             mce_left_out = add_corruption_errors(table[m], results["robustness"][m], base)
     corr = correlations(table, models) if len(models) >= 2 else {}
     timing = {m: {a: results[a][m].get("seconds") for a in config.analyses} for m in models}
+    radius = (config.robustness.headline_radius if "robustness" in config.analyses
+              else None)
     profile = {
         "models": models, "baseline": config.baseline, "data": dref.key(),
-        "num_images": int(len(images)), "preset": preset_name or "custom",
+        "num_images": int(len(images)),
+        "images_per_analysis": images_per_analysis(results, models),
+        "corruption_table": (config.robustness.table if "robustness" in config.analyses
+                             else None),
+        "pgd_radius": radius, "preset": preset_name or "custom",
         "command": command or f"lst-jax profile --models {' '.join(models)}"
                               + (f" --preset {preset_name}" if preset_name else ""),
         "config": _config_dict(config), "metrics": table, "correlations": corr,
@@ -131,6 +160,20 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     run.write_manifest(mode="profile", models=models, config=profile["config"],
                        preset=profile["preset"])
     return profile
+
+
+def images_per_analysis(results: dict, models) -> dict:
+    """How many test images each analysis used (`Analysis.images`): analysis -> {what: count}
+    where every profiled model used the same count, else {what: {model: count}}."""
+    out = {}
+    for a, by_model in results.items():
+        counts = {m: ANALYSES[a].images(by_model[m]) for m in models}
+        merged = {}
+        for what in dict.fromkeys(k for c in counts.values() for k in c):
+            per = {m: counts[m].get(what) for m in models}
+            merged[what] = next(iter(per.values())) if len(set(per.values())) == 1 else per
+        out[a] = merged
+    return out
 
 
 def _config_dict(config: ProfileConfig) -> dict:
@@ -147,7 +190,7 @@ def _figures(run: RunDir, profile: dict, results: dict, config: ProfileConfig) -
     from lst_jax.profile.report import metric_errors, scalar_metrics
 
     models, table = profile["models"], profile["metrics"]
-    labels = {k: metric_label(k) for m in models for k in table[m]}
+    labels = {k: metric_label(k, profile.get("pgd_radius")) for m in models for k in table[m]}
     errors = metric_errors(profile, run.root)
 
     def plot_metrics_against(*args, **kw):   # ± 1 SE bars; axes from 0 (to 1 where bounded)
@@ -173,4 +216,4 @@ def _figures(run: RunDir, profile: dict, results: dict, config: ProfileConfig) -
     return figs
 
 
-__all__ = ["profile_job", "validate_models"]
+__all__ = ["profile_job", "validate_models", "images_per_analysis"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lst_jax.evaluation.rundir import RunDir, markdown_table
+from lst_jax.profile import compare
 from lst_jax.profile.compare import (METRIC_INFO, ROBUSTNESS_METRICS, describe, metric_label,
                                      significance_threshold)
 from lst_jax.utils.rounding import format_estimate
@@ -131,6 +132,36 @@ def write_csv(run: RunDir, table: dict, models) -> Path:
     return run.write_text("profile.csv", buf.getvalue())
 
 
+# The analyses' names in the report's data line.
+ANALYSIS_NAMES = {"robustness": "robustness", "lst": "LST", "iaside": "I-ASIDE",
+                  "connectivity": "connectivity"}
+TABLE_NAMES = {"digits": "the digits table [ours]",
+               "cifar10": "CIFAR-10-C's severities (32x32)",
+               "imagenet": "ImageNet-C's severities (224x224)"}
+
+
+def _count(v) -> str:
+    if isinstance(v, dict):     # differs between the models
+        return " / ".join(f"{c} ({m})" for m, c in v.items())
+    return str(v)
+
+
+def data_line(profile: dict) -> str:
+    """The report's data sentence: the images loaded, how many each analysis used, the
+    corruption table and the PGD radius."""
+    used = profile.get("images_per_analysis") or {}
+    parts = [f"{ANALYSIS_NAMES.get(a, a)} " + ", ".join(f"{_count(v)} {what}"
+                                                       for what, v in c.items())
+             for a, c in used.items() if c]
+    out = f"Data: {profile['data']} ({profile['num_images']} test images loaded"
+    out += f"; used: {'; '.join(parts)})" if parts else ")"
+    if profile.get("corruption_table"):
+        table = profile["corruption_table"]
+        out += (f"; corruptions: {TABLE_NAMES.get(table, table)}; "
+                f"PGD radius {profile['pgd_radius']:g}/255")
+    return out
+
+
 def _correlation_rows(corr: dict):
     rows = []
     for metric, by in corr.items():
@@ -155,9 +186,14 @@ def render_markdown(profile: dict, figures: dict, errors: dict | None = None) ->
 
     n = len(models)
     cols = scalar_metrics(table, models)
+    radius = profile.get("pgd_radius")
+
+    def metric_label(c):     # the PGD robust accuracy names its radius
+        return compare.metric_label(c, radius)
+
     out = [f"# Model profile: {', '.join(models)}", "",
            f"Regenerate: `{profile['command']}`", "",
-           f"Data: {profile['data']} ({profile['num_images']} test images); preset "
+           f"{data_line(profile)}; preset "
            f"`{profile['preset']}`; mCE baseline `{profile['baseline']}`"
            + (f" (left out of the mCE, the baseline never errs on them: "
               f"{', '.join(profile['mce_left_out'])})" if profile.get("mce_left_out") else "")
@@ -179,7 +215,8 @@ def render_markdown(profile: dict, figures: dict, errors: dict | None = None) ->
         out += [f"## Rank correlation with robustness (Spearman, n = {n} models)", "",
                 f"Exact permutation p-values (two-sided; {power}): a ranking check over "
                 "these models, not a law.", "",
-                markdown_table(["geometry metric", "vs PGD robust accuracy", "vs mCE"],
+                markdown_table(["geometry metric", f"vs {metric_label('robust_accuracy')}",
+                                "vs mCE"],
                                _correlation_rows(profile["correlations"])), ""]
         out += ["## In words", ""] + [f"- {s}" for s in describe(profile["correlations"], n, table,
                                                                  models)]
@@ -276,5 +313,5 @@ def write_report(run: RunDir, profile: dict, figures: dict) -> dict:
             "markdown": run.path("report.md"), "html": run.path("report.html")}
 
 
-__all__ = ["write_report", "render_markdown", "markdown_to_html", "scalar_metrics",
+__all__ = ["write_report", "render_markdown", "data_line", "markdown_to_html", "scalar_metrics",
            "metric_errors"]
