@@ -166,3 +166,8 @@ def test_suite_by_data_and_the_imagenet_table():
     paper = profile_preset("paper").for_suite("imagenet").robustness
     assert paper.table == "imagenet" and paper.headline_radius == 4
     assert paper.pgd_radii == (2, 4, 8, 16)
+    # a table chosen by the caller, or fit_data=False, stays as given
+    own = quick.replace(robustness=RobustnessConfig(table="cifar10", pgd_radii=(2,),
+                                                    headline_radius=2))
+    assert own.for_suite("cifar10") == own
+    assert quick.replace(fit_data=False).for_suite("imagenet").robustness == quick.robustness

@@ -47,8 +47,9 @@ class ProfileConfig:
             when not profiled); None: `DEFAULT_BASELINE` on the digits, else the first
             profiled model.
         analyses: which analyses run (names of `lst_jax.profile.analyses.ANALYSES`).
-        fit_data: the robustness corruption table and headline PGD radius follow the data
-            (`for_suite`, `data_suite`); False keeps `robustness` as given.
+        fit_data: a robustness config on the digits table moves to the data's corruption
+            table and headline PGD radius (`for_suite`, `data_suite`); False keeps
+            `robustness` as given.
     """
 
     robustness: RobustnessConfig = RobustnessConfig()
@@ -87,11 +88,13 @@ class ProfileConfig:
     def for_suite(self, suite: str) -> "ProfileConfig":
         """The config whose robustness uses `suite`'s corruption table and headline PGD radius
         (`SUITES`; the radius replaces the config's headline radius in `pgd_radii` unless it
-        is there already). Unchanged when `fit_data` is False; the digits suite leaves the
-        presets as they are."""
+        is there already). Only a robustness config on the digits table (the presets', or
+        `RobustnessConfig()`'s default) is moved to another suite; one with another table is
+        the caller's choice and stays, and so does everything when `fit_data` is False or
+        `suite` is "digits"."""
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
-        if not self.fit_data:
+        if not self.fit_data or suite == "digits" or self.robustness.table != "digits":
             return self
         table, radius = SUITES[suite]
         rob = self.robustness
