@@ -86,8 +86,8 @@ def run_examples(model_fn, params, images, labels, config: LSTConfig, key, *,
     t0 = time.perf_counter()
     if log_images:
         config = config.replace(log_images=True)
-    res = level_set_traversal(model_fn, params, images[sj], images[ti], labels[sj], key,
-                              config, target_labels=tl[ti], progress=progress, mesh=mesh,
+    res = level_set_traversal(model_fn, params, images[sj], images[ti], labels[sj], key=key,
+                              config=config, target_labels=tl[ti], progress=progress, mesh=mesh,
                               desc=f"LST {len(pairs)} pairs")
     res = jax.device_get(res)
     seconds = time.perf_counter() - t0

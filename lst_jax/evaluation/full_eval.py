@@ -181,8 +181,9 @@ def lst_batch(model_fn, params, sources, targets, labels, target_labels, key,
     n = len(sources)
     size = max(n, pad_to or n)
     args = (model_fn, params, _pad(np.asarray(sources), size), _pad(np.asarray(targets), size),
-            _pad(np.asarray(labels), size), key, config)
-    kw = dict(target_labels=_pad(np.asarray(target_labels), size), progress=progress,
+            _pad(np.asarray(labels), size))
+    kw = dict(key=key, config=config, target_labels=_pad(np.asarray(target_labels), size),
+              progress=progress,
               desc=f"LST batch of {n}")
     res = jax.device_get(level_set_traversal(*args, mesh=mesh, **kw))
     out = {
