@@ -81,9 +81,9 @@ def path_losses(model_fn, params, starts, ends, labels, num_points: int = 250, *
     if extra:
         pad = lambda a: np.concatenate([a, np.repeat(a[-1:], extra, axis=0)])
         starts, ends, labels = pad(starts), pad(ends), pad(labels)
-    logp = linear_path_confidences(model_fn, params, starts, ends, labels, num_points,
-                                   chunk_size=chunk_size, evaluate_fn=evaluate_fn,
-                                   score="log_prob")
+    logp = linear_path_confidences(model_fn, params, starts, ends, labels,
+                                   num_points=num_points, batch_size=chunk_size,
+                                   evaluate_fn=evaluate_fn, score="log_prob")
     return -np.asarray(logp, np.float32)[:b]
 
 

@@ -44,8 +44,11 @@ class TriangleGrid(NamedTuple):
         return int(self.t.shape[0])
 
 
-def triangle_grid(kind: str = "reference", n: int = 10) -> TriangleGrid:
+def triangle_grid(*, kind: str = "reference", n: int = 10) -> TriangleGrid:
     """The barycentric grid used for Table 2 and the triangle figures.
+
+    >>> triangle_grid().num_points, triangle_grid(kind="exact").num_points
+    (64, 66)
 
     Args:
         kind: "reference" (the reference's float filter: 64 points for n = 10) or "exact"
