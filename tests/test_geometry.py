@@ -180,7 +180,7 @@ def test_linear_paths_and_embedding(model):
                          np.linalg.norm(co[1] - co[2])])
     np.testing.assert_allclose(sides_2d / sides_2d[0], sides_img / sides_img[0], rtol=1e-4)
     assert co[2, 1] >= 0 and np.allclose(co[:2], [[0, 0], [1, 0]])
-    pts = np.asarray(embed_grid(co, triangle_grid()))
+    pts = np.asarray(embed_grid(co, grid=triangle_grid()))
     assert pts.shape == (64, 2)
     assert np.isnan(np.asarray(triangle_embedding(x0, x0, x2))).all()
 

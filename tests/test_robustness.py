@@ -33,7 +33,7 @@ def test_deterministic_in_range_and_batching_independent():
         np.testing.assert_array_equal(
             np.asarray(corrupt(x, name=name, severity=0, key=jax.random.key(0))), x)
         for table, s in (("cifar10", 1), ("digits", 5)):
-            k = corruption_key(jax.random.key(7), name, s)
+            k = corruption_key(key=jax.random.key(7), name=name, severity=s)
             a = np.asarray(corrupt(x, name=name, severity=s, key=k, table=table))
             assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1
             np.testing.assert_array_equal(
@@ -43,7 +43,8 @@ def test_deterministic_in_range_and_batching_independent():
                                       table=table))
             np.testing.assert_array_equal(part, a[5:9])
     # different seeds give different noise
-    k1, k2 = corruption_key(jax.random.key(0), "gaussian_noise", 3), corruption_key(jax.random.key(1), "gaussian_noise", 3)
+    k1 = corruption_key(key=jax.random.key(0), name="gaussian_noise", severity=3)
+    k2 = corruption_key(key=jax.random.key(1), name="gaussian_noise", severity=3)
     assert not np.array_equal(np.asarray(corrupt(x, name="gaussian_noise", severity=3, key=k1)),
                               np.asarray(corrupt(x, name="gaussian_noise", severity=3, key=k2)))
 

@@ -89,7 +89,7 @@ def test_record_and_log_point_semantics():
     assert res.record.conf_source.shape == (10, 2)
     assert res.logged_images.shape == (3, 2) + SHAPE          # x_0, x_4, x_8
     np.testing.assert_array_equal(res.logged_images[0], res.start)
-    logs = reference_log_points(res, 4)
+    logs = reference_log_points(res, log_step=4)
     probs = jax.nn.softmax(model_fn(params, res.logged_images[1]), -1)
     np.testing.assert_allclose(logs.conf_source[1], probs[jnp.arange(2), labels], atol=1e-5)
     # The last record entry describes the final images.

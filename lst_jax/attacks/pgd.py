@@ -82,7 +82,18 @@ def pgd_loop(model_fn, params, images, labels, x0, eps, step_size, steps: int):
 def pgd_linf_unchecked(model_fn, params, images, labels, *, key=None,
                        config: PGDAttackConfig = PGDAttackConfig(), start=None):
     """`pgd_linf` without input validation (traceable inside a user's `jax.jit`; the config
-    may hold traced `eps` / `step_size`)."""
+    may hold traced `eps` / `step_size`).
+
+    >>> import jax, jax.numpy as jnp
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> images = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+    >>> attack = jax.jit(lambda x, eps: pgd_linf_unchecked(
+    ...     model_fn, params, x, jnp.array([0, 1]), key=jax.random.key(2),
+    ...     config=PGDAttackConfig(eps=eps, steps=2)))
+    >>> attack(images, 4 / 255).shape
+    (2, 8, 8, 3)
+    """
     eps = config.eps
     if start is not None:
         x0 = start

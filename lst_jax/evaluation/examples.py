@@ -286,7 +286,7 @@ def examples_geometry(model_fn, params, images, labels, result: ExamplesResult,
                 clip=True, batch_size=chunk_size, evaluate_fn=evaluate_fn))
             verts = np.stack([np.asarray(triangle_embedding(src[i], v1[i], v2[i]))
                               for i in range(len(tris))])
-            pts = np.stack([np.asarray(embed_grid(v, grid)) for v in verts])
+            pts = np.stack([np.asarray(embed_grid(v, grid=grid)) for v in verts])
         else:
             plane_conf = np.zeros((0, grid.num_points), np.float32)
             verts = np.zeros((0, 3, 2), np.float32)

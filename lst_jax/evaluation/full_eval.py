@@ -557,7 +557,7 @@ def read_results(root, label: str | None = None) -> FullEvalResult:
     hull = [run.load_npz(_hull_name(b)) for b in range(len(bounds))]
     tri = np.concatenate([h["triangle_stats"] for h in hull])
     per_source = np.asarray(per_source_statistics(tri))
-    names = stat_names(DELTAS)
+    names = stat_names(deltas=DELTAS)
     dist_keys = [k[5:] for k in per_round[0] if k.startswith("dist_")]
     distances = {k: np.stack([pr[f"dist_{k}"] for pr in per_round]) for k in dist_keys}
     t1, t2 = table1_stats(distances), table2_stats(per_source, names)

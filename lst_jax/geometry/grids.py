@@ -83,7 +83,11 @@ def triangle_grid(*, kind: str = "reference", n: int = 10) -> TriangleGrid:
 
 
 def round_pairs(rounds: int) -> list[tuple[int, int]]:
-    """All unordered pairs (r1 < r2) of rounds: the triangles of Table 2 (10 for 5 rounds)."""
+    """All unordered pairs (r1 < r2) of rounds: the triangles of Table 2 (10 for 5 rounds).
+
+    >>> round_pairs(3)
+    [(0, 1), (0, 2), (1, 2)]
+    """
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 2:
         raise ValueError(f"rounds must be an integer >= 2 to form triangles, got {rounds!r}")
     return list(itertools.combinations(range(int(rounds)), 2))

@@ -24,8 +24,12 @@ STAT_NAMES = ("p_src", "mean", "frac_0", "frac_0.1", "frac_0.2", "frac_0.3", "ed
               "edge_min")
 
 
-def stat_names(deltas: Sequence[float] = DELTAS) -> tuple[str, ...]:
-    """Column names of `triangle_statistics` for the given drops."""
+def stat_names(*, deltas: Sequence[float] = DELTAS) -> tuple[str, ...]:
+    """Column names of `triangle_statistics` for the given drops.
+
+    >>> stat_names(deltas=(0.0, 0.5))
+    ('p_src', 'mean', 'frac_0', 'frac_0.5', 'edge_mean', 'edge_min')
+    """
     return ("p_src", "mean", *[f"frac_{d:g}" for d in deltas], "edge_mean", "edge_min")
 
 
@@ -125,7 +129,7 @@ def triangle_statistics(conf, *, grid: TriangleGrid | None = None,
     >>> triangle_statistics(jnp.full((2, 64), 0.5)).shape
     (2, 8)
 
-    Returns columns `stat_names(deltas)`: p_src, mean, frac_d for each d (strict `>`),
+    Returns columns `stat_names(deltas=deltas)`: p_src, mean, frac_d for each d (strict `>`),
     edge_mean (both legs concatenated, source twice), edge_min (min over legs of conf - p_src).
 
     Shape:

@@ -54,6 +54,11 @@ def _combine(data: Combinations, idx):
 def combination_probes(data: Combinations, idx):
     """Probe family: weighted sums of vertices, not clipped (the Table-2 hull probes).
 
+    >>> import jax.numpy as jnp
+    >>> data = Combinations(jnp.ones((2, 3, 8, 8, 3)), jnp.array([[0.5, 0.5]]), jnp.zeros(3))
+    >>> combination_probes(data, jnp.arange(3))[0].shape
+    (3, 8, 8, 3)
+
     Shape:
         idx: (n,) int flat indices in [0, B * P) -> images (n, H, W, C), labels (n,).
     """
@@ -122,6 +127,15 @@ def evaluate_in_chunks(model_fn, params, probe_fn, data, total: int, *,
     "log_prob" (its log-softmax, i.e. minus the cross-entropy). Compiles once per
     (model_fn, probe_fn, data shapes, total, batch_size, score).
 
+    >>> import jax, jax.numpy as jnp
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> vertices = jax.random.uniform(jax.random.key(1), (2, 3, 8, 8, 3))   # V=2, B=3
+    >>> weights = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])          # P=3
+    >>> data = Combinations(vertices, weights, jnp.zeros(3, jnp.int32))
+    >>> evaluate_in_chunks(model_fn, params, combination_probes, data, 9, batch_size=4).shape
+    (9,)
+
     Shape:
         -> (total,) float32, entry m = p_{label_m}(probe_m) (or its log).
     """
@@ -168,6 +182,14 @@ def evaluate_combinations(model_fn, params, vertices, weights, labels, *, clip: 
                           evaluate_fn: Evaluator | None = None,
                           score: str = "confidence") -> jax.Array:
     """Source-class confidence at every weighted combination of vertices, per image.
+
+    >>> import jax, jax.numpy as jnp
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> vertices = jax.random.uniform(jax.random.key(1), (2, 3, 8, 8, 3))   # V=2, B=3
+    >>> weights = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])          # P=3
+    >>> evaluate_combinations(model_fn, params, vertices, weights, jnp.zeros(3, jnp.int32)).shape
+    (3, 3)
 
     Args:
         vertices: V stacked image batches (e.g. source, output 1, output 2).

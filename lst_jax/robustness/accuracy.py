@@ -241,7 +241,8 @@ def corruption_accuracy(model_fn, params, images, labels, *, key,
         for i, c in enumerate(corruptions):
             for j, s in enumerate(severities):
                 x = np.asarray(corrupt(images, name=c, severity=s,
-                                       key=corruption_key(key, c, s), table=config.table))
+                                       key=corruption_key(key=key, name=c, severity=s),
+                                       table=config.table))
                 ok = sharded_apply(_Correct(model_fn), params, (x, labels), mesh,
                                    chunk_size=_chunk(mesh, batch_size),
                                    memory_budget=memory_budget)
@@ -256,6 +257,9 @@ def corruption_errors(errors, baseline_errors, *, skip_undefined: bool = False) 
 
     A corruption on which the baseline makes no error has no corruption error: ValueError,
     or NaN with `skip_undefined=True`.
+
+    >>> corruption_errors([[0.2, 0.4]], [[0.4, 0.8]])
+    array([0.5])
 
     Shape:
         errors, baseline_errors: (C, S) top-1 errors -> (C,).
@@ -276,6 +280,9 @@ def mean_corruption_error(errors, baseline_errors, *, skip_undefined: bool = Fal
     """mCE: the mean over corruptions of `corruption_errors` (1.0 for the baseline itself);
     `skip_undefined=True` averages over the corruptions the baseline gets wrong at all.
 
+    >>> mean_corruption_error([[0.2], [0.3]], [[0.4], [0.3]])
+    0.75
+
     Shape:
         errors, baseline_errors: (C, S) -> scalar.
     """
@@ -288,7 +295,11 @@ def mean_corruption_error(errors, baseline_errors, *, skip_undefined: bool = Fal
 def relative_mean_corruption_error(errors, clean_error: float, baseline_errors,
                                    baseline_clean_error: float) -> float:
     """Relative mCE: `mean_c sum_s (E[c,s] - E_clean) / sum_s (E_base[c,s] - E_base_clean)`,
-    the degradation caused by the corruptions relative to the baseline's."""
+    the degradation caused by the corruptions relative to the baseline's.
+
+    >>> relative_mean_corruption_error([[0.25]], 0.125, [[0.5]], 0.25)
+    0.5
+    """
     e = np.asarray(errors, np.float64) - float(clean_error)
     b = np.asarray(baseline_errors, np.float64) - float(baseline_clean_error)
     return mean_corruption_error(e, b)

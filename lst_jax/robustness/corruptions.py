@@ -293,12 +293,13 @@ def corrupt(images, *, name: str, severity: int, key, offset: int = 0,
     return _corrupt(images, key, jnp.uint32(offset), jnp.float32(c), name, static)
 
 
-def corruption_key(key, name: str, severity: int):
+def corruption_key(*, key, name: str, severity: int):
     """The key of one (corruption, severity) cell of a benchmark generated with `key`:
     `fold_in(fold_in(key, index of name in CORRUPTIONS), severity)`.
 
     >>> import jax
-    >>> k = corruption_key(jax.random.key(0), "contrast", 2)
+    >>> corruption_key(key=jax.random.key(0), name="contrast", severity=2).shape
+    ()
     """
     from lst_jax.utils.checks import check_key
 

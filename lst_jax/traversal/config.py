@@ -128,7 +128,11 @@ PRESETS: dict[str, LSTConfig] = {
 
 
 def preset(name: str, **overrides) -> LSTConfig:
-    """Returns a named preset (`paper`, `reference_defaults`) with optional overrides."""
+    """Returns a named preset (`paper`, `reference_defaults`) with optional overrides.
+
+    >>> preset("paper", iters=40).iters
+    40
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown LST preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides)

@@ -358,8 +358,19 @@ def _as_jax(result: LSTResult) -> LSTResult:
     return jax.tree.map(lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a), result)
 
 
-def reference_log_points(result: LSTResult, log_step: int) -> LSTRecord:
+def reference_log_points(result: LSTResult, *, log_step: int) -> LSTRecord:
     """The reference's logged confidences: values at x_k for k = 0, log_step, 2 log_step, ...
+
+    >>> import jax, jax.numpy as jnp
+    >>> from lst_jax.traversal import LSTConfig, level_set_traversal
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> images = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+    >>> labels = jnp.argmax(model_fn(params, images), -1)
+    >>> res = level_set_traversal(model_fn, params, images, images[::-1], labels,
+    ...                           key=jax.random.key(2), config=LSTConfig(iters=6))
+    >>> reference_log_points(res, log_step=4).conf_source.shape     # x_0, x_4
+    (2, 2)
 
     Shape:
         -> LSTRecord with fields (ceil(T / log_step), B).

@@ -23,6 +23,10 @@ def project_orthogonal(g: jax.Array, v: jax.Array) -> jax.Array:
     Scale-invariant in `g` (pass a gradient's direction). Deviation from the reference: a
     zero gradient gives coefficient 0 instead of 0/0 = NaN, so `v` passes unchanged.
 
+    >>> import jax.numpy as jnp
+    >>> project_orthogonal(jnp.array([1.0, 0.0]), jnp.array([3.0, 4.0]))
+    Array([0., 4.], dtype=float32)
+
     Shape:
         g, v: (H, W, C) (any shape, flattened for the inner products) -> same shape.
     """
@@ -103,15 +107,23 @@ def input_gradient(model_fn: ModelFn, params, x: jax.Array, labels: jax.Array, *
     return probs, direction, scale.astype(direction.dtype)
 
 
-def forward_backward(model_fn: ModelFn, params, x: jax.Array, labels: jax.Array, *,
+def forward_backward(model_fn: ModelFn, params, images: jax.Array, labels: jax.Array, *,
                      reference_numerics: bool = False):
     """Probabilities and the input gradient of the summed CE (`input_gradient`, multiplied out;
     `reference_numerics`: see `ce_cotangent`).
 
+    >>> import jax, jax.numpy as jnp
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> images = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+    >>> probs, grad = forward_backward(model_fn, params, images, jnp.array([0, 1]))
+    >>> probs.shape, grad.shape
+    ((2, 4), (2, 8, 8, 3))
+
     Shape:
-        x: (B, H, W, C), labels: (B,) -> probs (B, K), grad (B, H, W, C).
+        images: (B, H, W, C), labels: (B,) -> probs (B, K), grad (B, H, W, C).
     """
-    probs, direction, scale = input_gradient(model_fn, params, x, labels,
+    probs, direction, scale = input_gradient(model_fn, params, images, labels,
                                              reference_numerics=reference_numerics)
     return probs, direction * scale.reshape((-1,) + (1,) * (direction.ndim - 1))
 
@@ -149,6 +161,16 @@ def _select(ok, new, old):
 
 def record_of(state: LSTState) -> LSTRecord:
     """Per-sample diagnostics of the state's iterate (see `LSTRecord`).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from lst_jax.traversal import lst_init
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> images = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+    >>> state = lst_init(model_fn, params, images, images[::-1], jnp.array([0, 1]),
+    ...                  key=jax.random.key(2))
+    >>> record_of(state).conf_source.shape
+    (2,)
 
     Shape:
         -> LSTRecord with fields (B,).

@@ -133,17 +133,16 @@ def num_classes_of(model_fn, params, image_shape) -> int:
 
 
 def check_key(key, name: str = "key"):
-    """Checks a typed PRNG key (`jax.random.key(seed)`) of shape (); returns it.
+    """Checks a typed PRNG key (`jax.random.key(seed)`); returns it.
 
     Raises:
         TypeError: an int seed, a raw uint32 key (`jax.random.PRNGKey`) or anything else.
-        ValueError: a typed key array of another shape.
     """
-    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    if not typed:
-        what = (f"dtype {key.dtype}" if hasattr(key, "dtype") else type(key).__name__)
-        raise TypeError(f"{name} must be a typed PRNG key made with jax.random.key(seed) "
-                        f"(not an int seed or a raw uint32 PRNGKey), got {what}")
-    if key.shape != ():
-        raise ValueError(f"{name} must be a single key of shape (), got shape {key.shape}")
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        what = ("an int seed" if isinstance(key, (int, np.integer))
+                else f"a raw {dtype} key" if dtype is not None else type(key).__name__)
+        raise TypeError(f"{name} must be a typed PRNG key (a typed jax.random key: "
+                        f"jax.random.key(seed)), got {what} (wrap a raw key with "
+                        f"jax.random.wrap_key_data)")
     return key
