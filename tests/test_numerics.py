@@ -91,7 +91,7 @@ def test_float64_mode_runs_in_float64_and_does_not_recompile():
     cfg = LSTConfig(iters=3, log_step=3)
     r = level_set_traversal(model_fn, params, xs, xt, ys, key=jax.random.key(0), config=cfg,
                             precision="float64")
-    assert isinstance(r.images, np.ndarray) and r.images.dtype == np.float64
+    assert isinstance(r.images, jax.Array) and r.images.dtype == np.float64   # jax arrays
     assert r.record.conf_source.dtype == np.float64
     n = run_mod._traverse_jit._cache_size()
     level_set_traversal(model_fn, params, xs[::-1], xt, ys[::-1], key=jax.random.key(1), config=cfg,
