@@ -29,8 +29,9 @@ from lst_jax.data.pool import predict_logits
 from lst_jax.data.reference import DataRef, load_images, open_images
 from lst_jax.evaluation.rundir import RunDir, cached_unit, markdown_table
 from lst_jax.models.reference import resolve_model
+from lst_jax.parallel import data_mesh
 from lst_jax.parallel import distributed as dist
-from lst_jax.robustness import pgd_examples
+from lst_jax.robustness import PGDAttackConfig, pgd_examples
 from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
 
@@ -461,9 +462,10 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
         else:
             key = jax.random.fold_in(jax.random.key(config.seed), i)
             xa = np.asarray(space.from_pixels(pgd_examples(
-                loaded.model_fn, params, images[rows], labels[rows], key,
-                eps=config.pgd.eps, step_size=config.pgd.step_size,
-                steps=config.pgd.steps, chunk_size=config.batch_size)))
+                loaded.model_fn, params, images[rows], labels[rows], key=key,
+                config=PGDAttackConfig(eps=config.pgd.eps, step_size=config.pgd.step_size,
+                                       steps=config.pgd.steps),
+                batch_size=config.batch_size, mesh=data_mesh())))
         f = feats(xa)
         success = (f["predicted"] == targets[s:e]) if name == "optimization" \
             else (f["predicted"] != labels[rows])

@@ -22,6 +22,8 @@ class ProfileConfig:
 
     Attributes:
         robustness: clean / PGD / corruption accuracy (`RobustnessConfig`).
+        robustness_seed: the robustness measurements' key is `jax.random.key(seed)`
+            (corruption noise and PGD starts).
         lst: LST Tables 1-2 (`FullEvalConfig`); `lst_metrics` "all" (RMSE, L-inf, SSIM,
             LPIPS) or "basic" (RMSE, L-inf).
         iaside: I-ASIDE (`IasideConfig`: bands, fill, K, ...).
@@ -32,6 +34,7 @@ class ProfileConfig:
     """
 
     robustness: RobustnessConfig = RobustnessConfig()
+    robustness_seed: int = 0
     lst: FullEvalConfig = FullEvalConfig(num_samples=10, rounds=5, batch_size=10)
     lst_metrics: str = "all"
     iaside: IasideConfig = IasideConfig()
