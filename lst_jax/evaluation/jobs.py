@@ -181,7 +181,8 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
                        model_spec=loaded.spec, checkpoint_digest=loaded.metadata.get("digest"),
                        widths=widths, plane_grid=plane_grid, path_points=path_points,
                        plane_source=plane_source,
-                       compute_dtype=str(jnp.dtype(loaded.model_fn.compute_dtype or jnp.float32)))
+                       compute_dtype=str(jnp.dtype(getattr(loaded.model_fn, "compute_dtype",
+                                                           None) or jnp.float32)))
     from lst_jax.evaluation.full_eval import resolve_mesh
     from lst_jax.parallel import ShardedEvaluator
 
@@ -286,8 +287,9 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
         if pool is None and not (pool_dir / "manifest.json").is_file():
             # The pool is selected in float32 whatever the evaluation's compute dtype; the
             # restored parameters are reused, not restored a second time.
-            f32 = dataclasses.replace(
-                loaded, model_fn=dataclasses.replace(loaded.model_fn, compute_dtype=None))
+            f32 = loaded if getattr(loaded.model_fn, "compute_dtype", None) is None else \
+                dataclasses.replace(loaded, model_fn=dataclasses.replace(loaded.model_fn,
+                                                                         compute_dtype=None))
             pool_job(list(pool_models or [ref.ref]), data, pool_dir, data_dir=data_dir,
                      folder=folder, checkpoint=checkpoint, progress=progress,
                      interpolation=interpolation, preloaded={ref.ref: f32})

@@ -27,7 +27,7 @@ def validate_models(models: Sequence[str], baseline: str):
 
     if not models:
         raise ValueError("profile needs at least one model (--models A [B ...])")
-    dupes = sorted({m for m in models if list(models).count(m) > 1})
+    dupes = sorted({str(m) for m in models if list(models).count(m) > 1})
     if dupes:
         raise ValueError(f"models are listed more than once: {dupes}")
     specs = {m: get_spec(m) for m in list(models) + [baseline]}
