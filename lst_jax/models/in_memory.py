@@ -147,7 +147,8 @@ def _check_forward(model_fn, params, shape, num_classes, name) -> int:
             raise ValueError(f"model {name!r}: the module cannot be applied to images of "
                              f"input_shape {shape}: {type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
-        check_tree_matches(params, abstract, what=f"params of model {name!r}")
+        check_tree_matches(params, abstract, what=f"params of model {name!r} (for images of "
+                           f"input_shape {shape})")
     try:
         out = jax.eval_shape(model_fn, params, images)
     except Exception as e:       # noqa: BLE001 - the model's own error, named
