@@ -156,8 +156,8 @@ def examples_job(model: str = DEFAULT_MODEL, data: str = "digits", k: int = 5,
                  plane_grid: int = 10, path_points: int = 21, data_dir=None, folder=None,
                  pool=None, interpolation: str = "bilinear", plane_source: int = 0,
                  compute_dtype=None, mesh="auto") -> Path:
-    """The main job: K x K LST examples grid for a model (a registry name or a checkpoint
-    directory, `resolve_model`); returns the run dir.
+    """The main job: K x K LST examples grid for a model (a registry name, a checkpoint
+    directory or an in-memory model, `resolve_model`); returns the run dir.
 
     `mesh` ("auto", "on", "off" or a Mesh, as in `full_evaluation`): with several devices the
     K(K-1) traversals and the geometry probes are split over them (same numbers).
@@ -208,7 +208,8 @@ def pool_job(models: Sequence[str], data: str = "digits", out=None,
              folder=None, split: str | None = None, checkpoint=None,
              progress: bool = True, interpolation: str = "bilinear",
              scan_seed: int | None = None, preloaded: dict | None = None) -> Path:
-    """Builds the target pool shared by `models` and writes it as PNGs + manifest.
+    """Builds the target pool shared by `models` (registry names, checkpoint directories or
+    in-memory models, `resolve_model`) and writes it as PNGs + manifest.
 
     Without explicit `classes` every class of the data is wanted and classes without a
     qualifying image are skipped (listed in the manifest); with `classes` a missing class is
@@ -265,8 +266,9 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
                   data: str = "digits", pool_models: Sequence[str] | None = None,
                   data_dir=None, folder=None, interpolation: str = "bilinear",
                   mesh="auto", memory_budget=None, compute_dtype=None):
-    """Full evaluation of a model (registry name or checkpoint directory) on a target pool; returns the FullEvalResult
-    (None on processes other than 0 of a multi-process run).
+    """Full evaluation of a model (registry name, checkpoint directory or in-memory model,
+    `resolve_model`) on a target pool; returns the FullEvalResult (None on processes other
+    than 0 of a multi-process run).
 
     Without `pool`, the pool is built from `data` with `pool_models` (default: the model
     itself) into `<out>/pool` first (or reused from there). Multi-process: only process 0

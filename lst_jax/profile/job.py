@@ -53,7 +53,8 @@ def _load_data(data: str):
 def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", out=None, *,
                 progress: bool = True, command: str | None = None,
                 preset_name: str | None = None) -> dict:
-    """Profiles `models` (registry names) with every analysis of `config`; returns the
+    """Profiles `models` (registry names, checkpoint directories or in-memory models,
+    `resolve_model`; `config.baseline` too) with every analysis of `config`; returns the
     profile dict (also written as profile.json next to report.md / report.html / profile.csv).
 
     Every (analysis, model) unit is cached under `<out>/cache/` keyed by the model, its
@@ -72,7 +73,7 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
         raise ValueError(f"config must be a ProfileConfig or a preset name, got {config!r}")
     models = list(models)
     specs = validate_models(models, config.baseline)
-    # registry names or checkpoint directories -> the models' names (rows, cache keys)
+    # names, checkpoint directories or in-memory models -> the models' names (rows, keys)
     from lst_jax.models.reference import resolve_model
 
     refs = {m: resolve_model(m) for m in specs}
