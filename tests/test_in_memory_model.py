@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lst_jax.data.pool import load_pool
 from lst_jax.evaluation.iaside import IasideConfig, iaside_job
+from lst_jax.evaluation.jobs import pool_job
 from lst_jax.models import Classifier, ModelRef, Normalization, load_model, resolve_model
 from lst_jax.models.registry import checkpoint_digest
 from lst_jax.profile import profile_job, profile_preset
@@ -94,6 +96,11 @@ def test_in_memory_copy_of_shipped_checkpoint_has_its_digest_and_numbers(tmp_pat
     # the same run-directory name (model name + digest of the key) under either root
     rel = lambda r: r["run_dir"].split("/models/")[1]
     assert rel(a) == rel(b)
+    # the pool job (models restored through load_model) takes it as well
+    pools = [load_pool(pool_job([m], "digits", tmp_path / f"pool{i}", classes=[0, 1, 2],
+                                progress=False)) for i, m in enumerate((SHIPPED, ref))]
+    np.testing.assert_array_equal(pools[0].images, pools[1].images)
+    np.testing.assert_array_equal(pools[0].source_index, pools[1].source_index)
 
 
 def test_plain_model_fn_reference():
