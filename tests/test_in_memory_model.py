@@ -143,3 +143,14 @@ def test_plain_model_fn_that_fails_on_the_input_shape_is_named():
                            input_shape=(4, 4, 1))
     with pytest.raises(ValueError, match="an in-memory model"):
         resolve_model(model_fn)
+
+
+def test_profile_refuses_other_parameters_under_the_baseline_name(tmp_path):
+    clf, variables = _tiny()
+    ref = ModelRef.in_memory(clf, variables, name=SHIPPED, input_shape=(32, 32, 3),
+                             label_set="digits")
+    config = profile_preset("quick", analyses=("iaside",), iaside=TINY_IASIDE)
+    assert config.baseline == SHIPPED
+    with pytest.raises(ValueError, match=f"two different models .* named '{SHIPPED}'"):
+        profile_job([ref], config, tmp_path / "p", progress=False)
+    assert not (tmp_path / "p").exists()

@@ -80,6 +80,12 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     if len({refs[m].name for m in models}) != len(models):
         raise ValueError("two of the models have the same name: "
                          f"{[f'{m} -> {refs[m].name}' for m in models]}")
+    by_name: dict = {}
+    for r in refs.values():   # e.g. an in-memory model named like the registry baseline
+        first = by_name.setdefault(r.name, r)
+        if first is not r and first.digest() != r.digest():
+            raise ValueError(f"two different models (other parameters) are named "
+                             f"{r.name!r} among the models and the baseline; rename one")
     models = [refs[m].name for m in models]
     config = dataclasses.replace(config, baseline=refs[config.baseline].name)
     specs = {refs[m].name: s for m, s in specs.items()}
