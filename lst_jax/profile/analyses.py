@@ -180,7 +180,8 @@ def _lst_metrics(r):
 def _iaside_run(ctx, name):
     from lst_jax.evaluation.iaside import iaside_model_run
 
-    r = iaside_model_run(ctx.ref(name), ctx.config.iaside, ctx.cache / "iaside", progress=ctx.progress)
+    r = iaside_model_run(ctx.ref(name), ctx.config.iaside, ctx.cache / "iaside",
+                         progress=ctx.progress)
     if r is None:        # not process 0 of a multi-process run
         return None
     keep = ("model", "K", "M", "fill", "score", "signed_score", "score_se", "distribution",
