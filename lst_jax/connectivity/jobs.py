@@ -172,8 +172,8 @@ def _check_digits_spec(spec) -> None:
 
 
 def load_digits_model(model, checkpoint=None):
-    """`load_model` for the digits jobs: the model (registry name or checkpoint directory,
-    `resolve_model`) must take 32x32x3 inputs."""
+    """`load_model` for the digits jobs: the model (registry name, checkpoint directory or
+    in-memory model, `resolve_model`) must take 32x32x3 inputs."""
     ref = resolve_model(model, checkpoint)
     _check_digits_spec(ref.spec)
     return ref.load()
@@ -278,7 +278,8 @@ def _compute_missing(run, names, sizes, compute, bar: Progress):
 
 def barrier_model_run(model: str, config: BarrierRunConfig = BarrierRunConfig(), root="runs",
                       *, checkpoint=None, progress: bool = True) -> dict:
-    """Barrier statistics of one model, in (or from) its own run directory.
+    """Barrier statistics of one model (registry name, checkpoint directory or in-memory
+    model, `resolve_model`), in (or from) its own run directory.
 
     Returns the summary: `real` and `adversarial` groups each with `n`, `max_median`,
     `max_mean`, `gap_median`, `gap_mean` (after the authors' post-processing; `raw` before
@@ -414,7 +415,8 @@ def _detect_data(config: DetectRunConfig, fn, params, space, shape):
 
 def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), root="runs", *,
                      checkpoint=None, progress: bool = True) -> dict:
-    """Adversarial detection of one model, in (or from) its own run directory.
+    """Adversarial detection of one model (registry name, checkpoint directory or in-memory
+    model, `resolve_model`), in (or from) its own run directory.
 
     Returns the summary with, per attack, `auroc`, `accuracy`, fold statistics, attack
     success rate and the ablations (`auroc_by_features`: the detector on each feature set;

@@ -208,7 +208,7 @@ def _lst_metrics(r):
 def _iaside_run(ctx, name):
     from lst_jax.evaluation.iaside import iaside_model_run
 
-    r = iaside_model_run(name, ctx.config.iaside, ctx.cache / "iaside", data=ctx.data,
+    r = iaside_model_run(ctx.ref(name), ctx.config.iaside, ctx.cache / "iaside", data=ctx.data,
                          progress=ctx.progress)
     if r is None:        # not process 0 of a multi-process run
         return None
@@ -235,8 +235,8 @@ def _connectivity_run(ctx, name):
     from lst_jax.connectivity.jobs import barrier_model_run, detect_model_run
 
     root = ctx.cache / "connectivity"
-    barrier = barrier_model_run(name, ctx.config.barrier, root, progress=ctx.progress)
-    detect = detect_model_run(name, ctx.config.detect, root, progress=ctx.progress)
+    barrier = barrier_model_run(ctx.ref(name), ctx.config.barrier, root, progress=ctx.progress)
+    detect = detect_model_run(ctx.ref(name), ctx.config.detect, root, progress=ctx.progress)
     if barrier is None:  # not process 0 of a multi-process run
         return None
     seconds = sum(unit_seconds(r["run_dir"]) or 0.0 for r in (barrier, detect))

@@ -28,7 +28,7 @@ def validate_models(models: Sequence[str], baseline: str):
 
     if not models:
         raise ValueError("profile needs at least one model (--models A [B ...])")
-    dupes = sorted({m for m in models if list(models).count(m) > 1})
+    dupes = sorted({str(m) for m in models if list(models).count(m) > 1})
     if dupes:
         raise ValueError(f"models are listed more than once: {dupes}")
     specs = {m: get_spec(m) for m in list(models) + [baseline]}
@@ -48,7 +48,8 @@ def validate_models(models: Sequence[str], baseline: str):
 def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", out=None, *,
                 progress: bool = True, command: str | None = None,
                 preset_name: str | None = None, data=None) -> dict:
-    """Profiles `models` (registry names) with every analysis of `config`; returns the
+    """Profiles `models` (registry names, checkpoint directories or in-memory models,
+    `resolve_model`; `config.baseline` too) with every analysis of `config`; returns the
     profile dict (also written as profile.json next to report.md / report.html / profile.csv).
 
     Every (analysis, model) unit is cached under `<out>/cache/` keyed by the model, its
@@ -70,13 +71,19 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
         raise ValueError(f"config must be a ProfileConfig or a preset name, got {config!r}")
     models = list(models)
     specs = validate_models(models, config.baseline)
-    # registry names or checkpoint directories -> the models' names (rows, cache keys)
+    # names, checkpoint directories or in-memory models -> the models' names (rows, keys)
     from lst_jax.models.reference import resolve_model
 
     refs = {m: resolve_model(m) for m in specs}
     if len({refs[m].name for m in models}) != len(models):
         raise ValueError("two of the models have the same name: "
                          f"{[f'{m} -> {refs[m].name}' for m in models]}")
+    by_name: dict = {}
+    for r in refs.values():   # e.g. an in-memory model named like the registry baseline
+        first = by_name.setdefault(r.name, r)
+        if first is not r and first.digest() != r.digest():
+            raise ValueError(f"two different models (other parameters) are named "
+                             f"{r.name!r} among the models and the baseline; rename one")
     models = [refs[m].name for m in models]
     config = dataclasses.replace(config, baseline=refs[config.baseline].name)
     specs = {refs[m].name: s for m, s in specs.items()}
