@@ -138,6 +138,7 @@ def _robustness_compute(ctx, name, run):
     t0 = time.perf_counter()
     r = robustness_measurements(m.model_fn, m.params, ctx.images, ctx.labels,
                                 key=jax.random.key(ctx.config.robustness_seed), config=cfg,
+                                pgd_key=jax.random.key(ctx.config.robustness_seed + 1),
                                 mesh=data_mesh(), progress=ctx.progress)
     r = jax.device_get(r)
     pgd = {f"{k}/255": float(a) for k, a in zip(cfg.pgd_radii, r.pgd_accuracy)}

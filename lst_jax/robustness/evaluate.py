@@ -98,11 +98,12 @@ class RobustnessResult(NamedTuple):
 def robustness_measurements(model_fn, params, images, labels, *, key,
                             config: RobustnessConfig = RobustnessConfig(), mesh=None,
                             batch_size: int | None = None, memory_budget=None,
-                            progress: bool = False) -> RobustnessResult:
+                            pgd_key=None, progress: bool = False) -> RobustnessResult:
     """Clean accuracy, PGD robust accuracy per radius and corruption accuracy per cell.
 
-    The corruption cells use `corruption_key(key, c, s)`; the PGD starts
-    `fold_in(key, PGD_STREAM)` (example i: `fold_in` of that with i).
+    The corruption cells use `corruption_key(key, c, s)`; the PGD starts `pgd_key`, by default
+    `fold_in(key, PGD_STREAM)` (example i: `fold_in` of that with i). The profile passes
+    `pgd_key=jax.random.key(seed + 1)`, the stream its committed reports were made with.
 
     >>> import jax, jax.numpy as jnp
     >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
@@ -132,7 +133,8 @@ def robustness_measurements(model_fn, params, images, labels, *, key,
     size = {} if batch_size is None else {"batch_size": batch_size}
     place = dict(mesh=mesh, memory_budget=memory_budget, **size)
     clean = accuracy(model_fn, params, x, y, **place)
-    k_pgd = jax.random.fold_in(key, PGD_STREAM)
+    k_pgd = jax.random.fold_in(key, PGD_STREAM) if pgd_key is None else check_key(pgd_key,
+                                                                                  "pgd_key")
     pgd = [pgd_accuracy(model_fn, params, x, y, key=k_pgd, config=config.pgd(r),
                         progress=progress, **place) for r in config.pgd_radii]
     acc = corruption_accuracy(model_fn, params, x, y, key=key, config=config.corruption,
