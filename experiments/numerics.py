@@ -163,7 +163,7 @@ def jax_snapshots(model_fn, params, xs, xt, ys, config, iters, precision):
     """
     step = int(np.gcd.reduce(np.asarray(iters)))
     cfg = config.replace(iters=max(iters), log_images=True, log_step=step)
-    res = level_set_traversal(model_fn, params, xs, xt, ys, jax.random.key(0), cfg,
+    res = level_set_traversal(model_fn, params, xs, xt, ys, key=jax.random.key(0), config=cfg,
                               precision=precision)
     logged = np.asarray(res.logged_images, np.float64)
     snaps = {k: (np.asarray(res.images, np.float64) if k == max(iters)

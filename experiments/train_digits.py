@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lst_jax.attacks import pgd_linf
+from lst_jax.attacks import PGDAttackConfig, pgd_linf_unchecked
 from lst_jax.data.digits import load_digits32
 from lst_jax.models.checkpoint import load_checkpoint, save_checkpoint
 from lst_jax.models.registry import checkpoint_root, get_spec
@@ -103,8 +103,10 @@ def make_train_step(model_fn, tx, attack: dict | None):
         x = augment(k_aug, x)
         if attack is not None:
             variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-            x = pgd_linf(model_fn, variables, x, y, k_adv, eps=attack["eps"] * eps_scale,
-                         step_size=attack["step_size"] * eps_scale, steps=attack["steps"])
+            pgd = PGDAttackConfig(eps=attack["eps"] * eps_scale,
+                                  step_size=attack["step_size"] * eps_scale,
+                                  steps=attack["steps"])      # traced radii: one program
+            x = pgd_linf_unchecked(model_fn, variables, x, y, key=k_adv, config=pgd)
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, batch_stats, x, y)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -118,10 +120,13 @@ def make_train_step(model_fn, tx, attack: dict | None):
 def evaluate(model_fn, variables, images, labels, key=None, pgd=None):
     """Clean accuracy, and PGD robust accuracy (attack `pgd`, default EVAL_PGD) when `key`
     is given (`lst_jax.robustness`: random start per example from fold_in(key, index))."""
-    clean = accuracy(model_fn, variables, images, labels)
+    n = len(images)
+    exact = lambda acc: round(float(acc) * n) / n     # count / n in float64 (float32 result)
+    clean = exact(accuracy(model_fn, variables, images, labels))
     if key is None:
         return clean, None
-    return clean, pgd_accuracy(model_fn, variables, images, labels, key, **(pgd or EVAL_PGD))
+    return clean, exact(pgd_accuracy(model_fn, variables, images, labels, key=key,
+                                     config=PGDAttackConfig(**(pgd or EVAL_PGD))))
 
 
 def train(name: str, seed: int = 0, epochs: int | None = None, out=None, quiet=False,

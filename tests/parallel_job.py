@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             os._exit(7)
         sl = slice(b * args.batch, min((b + 1) * args.batch, args.pairs))
         res = level_set_traversal(model_fn, params, xs[sl], xt[sl], labels[sl],
-                                  jax.random.key(1000 + b), cfg, mesh=mesh)
+                                  key=jax.random.key(1000 + b), config=cfg, mesh=mesh)
         if run is not None:
             run.save_npz(f"batches/{b:03d}.npz", images=res.images, valid=res.valid,
                          conf_source=res.record.conf_source, accepted=res.record.accepted)

@@ -28,7 +28,7 @@ def test_bf16_model_is_close_to_float32_and_traverses():
     assert float(jnp.max(jnp.abs(p16 - p32))) < 0.1
     # The traversal runs unchanged with it; its gradient and images stay float32.
     res = level_set_traversal(bf16.model_fn, bf16.params, x[:4], x[4:8], jnp.asarray(y[:4]),
-                              jax.random.key(0), preset("paper", iters=10, log_step=10))
+                              key=jax.random.key(0), config=preset("paper", iters=10, log_step=10))
     assert res.images.dtype == jnp.float32
     conf = np.asarray(res.record.conf_source)
     assert np.all(np.isfinite(conf)) and np.all(conf[-1] > conf[0] - 0.2 - 1e-6)
@@ -67,8 +67,8 @@ def test_bf16_parameters_are_cast_once_outside_the_scan():
     x, y = load_digits32("test")
     x, y = jnp.asarray(x[:2]), jnp.asarray(y[:2])
     cfg = preset("paper", iters=3, log_step=3)
-    closed = jax.make_jaxpr(lambda p: run_mod.traverse(bf16.model_fn, p, x, x[::-1], y,
-                                                       jax.random.key(0), cfg))(bf16.params)
+    closed = jax.make_jaxpr(lambda p: run_mod.level_set_traversal_unchecked(
+        bf16.model_fn, p, x, x[::-1], y, key=jax.random.key(0), config=cfg))(bf16.params)
     n_params = len(jax.tree.leaves(bf16.params))
     scans = [e for e in _eqns(closed.jaxpr) if e.primitive.name == "scan"]
     assert scans

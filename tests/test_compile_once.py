@@ -124,13 +124,15 @@ def test_pgd_radius_sweep_is_one_program():
     """eps and step size are traced: four radii run one PGD program (steps stays static, the
     scan's length); the results still change with the radius."""
     from lst_jax.robustness import pgd_accuracy
+    from lst_jax.robustness import PGDAttackConfig
     from lst_jax.robustness.accuracy import pgd_examples
 
     model, params = fast_tiny_cnn(0, SHAPE, 10, logit_scale=10.0)
     x, y = _images(8, 5), np.arange(8) % 10
     key = jax.random.key(0)
     with compile_count() as cnt:
-        advs = [pgd_examples(model, params, x, y, key, eps=e, steps=3)
+        advs = [pgd_examples(model, params, x, y, key=key,
+                             config=PGDAttackConfig(eps=e, steps=3))
                 for e in (1 / 255, 2 / 255, 4 / 255, 8 / 255)]
     assert cnt.matching("_apply") == 1
     dist = [float(np.abs(a - x).max()) for a in advs]
@@ -138,5 +140,5 @@ def test_pgd_radius_sweep_is_one_program():
     assert all(d <= e + 1e-6 for d, e in zip(dist, (1 / 255, 2 / 255, 4 / 255, 8 / 255)))
     with compile_count() as cnt:
         for e in (3 / 255, 16 / 255):
-            pgd_accuracy(model, params, x, y, key, eps=e, steps=3)
+            pgd_accuracy(model, params, x, y, key=key, config=PGDAttackConfig(eps=e, steps=3))
     assert cnt.matching("_apply") == 1             # the accuracy variant: one more program

@@ -371,3 +371,22 @@ def test_readme_python_example_runs():
     assert res.record.conf_source.shape[1] == 8
     assert imp.distribution.shape == (4,) and 0 < imp.score < 1
     assert losses.shape[0] == 4
+
+
+def page_python_blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def test_own_model_page_python_example_runs():
+    """docs/own-model-and-data.md's library example (an own Flax module through LST, I-ASIDE
+    and connectivity), exactly as printed."""
+    blocks = page_python_blocks(ROOT / "docs" / "own-model-and-data.md")
+    assert len(blocks) == 1, "the page's Python example is run here: update this test"
+    namespace: dict = {}
+    exec(compile(blocks[0], "own-model-and-data.md:python", "exec"), namespace)
+    res, imp, losses = namespace["res"], namespace["imp"], namespace["losses"]
+    assert res.images.shape == (4, 32, 32, 3)
+    assert res.record.conf_source.shape == (20, 4)
+    assert imp.distribution.shape == (4,) and 0 <= float(imp.score) <= 1
+    assert losses.shape == (2, 50) and namespace["gap"].shape == (2,)
+    assert int(namespace["bypassed"].num_vertices[0]) >= 2

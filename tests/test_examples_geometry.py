@@ -50,7 +50,7 @@ def test_figures_have_the_expected_size(tmp_path):
     verts = np.array([[[0, 0], [1, 0], [0.4, 0.8]]] * 2, np.float32)
     from lst_jax.geometry import embed_grid, triangle_grid
 
-    pts = np.stack([np.asarray(embed_grid(v, triangle_grid())) for v in verts])
+    pts = np.stack([np.asarray(embed_grid(v, grid=triangle_grid())) for v in verts])
     conf = rng.random((2, 64)).astype(np.float32)
     imgs = rng.random((2, 3, 8, 8, 3)).astype(np.float32)
     p = plot_triangles(verts, pts, conf, imgs, tmp_path / "t.png", titles=["a", "b"])

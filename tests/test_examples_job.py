@@ -121,7 +121,8 @@ ti, sj = pairs[:, 0], pairs[:, 1]
 cfg = preset("paper").replace(iters=6, log_step=3)
 key = jax.random.split(jax.random.key(0))[0]
 runs = {p: np.asarray(level_set_traversal(m.model_fn, m.params, imgs[sj], imgs[ti], labels[sj],
-                                          key, cfg, target_labels=labels[ti], precision=p).images,
+                                          key=key, config=cfg, target_labels=labels[ti],
+                                          precision=p).images,
                       np.float64) for p in ("float32", "float64")}
 got = res["off"]["outputs"][ti, sj].astype(np.float64)
 emit({"diff": diff, "keys": sorted(res["off"]),

@@ -44,7 +44,7 @@ assert cli.main([*ARGS, "--out", OUT + "/off", "--mesh", "off"]) == 0
 assert cli.main([*ARGS, "--out", OUT + "/auto"]) == 0
 # A budget with room for one hull probe per device: 30 probes per hull batch -> 8 chunks.
 m = load_model("digits_resnet-normal")
-grid = triangle_grid("reference", 4)
+grid = triangle_grid(kind="reference", n=4)
 data = Combinations(np.zeros((3, 2, 32, 32, 3), np.float32),
                     pair_weights(grid, round_pairs(2), 2), np.zeros(2, np.int32))
 total = 2 * grid.num_points

@@ -11,7 +11,7 @@ from lst_jax.utils.compiles import compile_count
 from lst_jax.geometry import (embed_grid, hull_confidences, linear_path_confidences,
                               multi_hull_confidences, path_widths, per_source_statistics,
                               round_pairs, triangle_embedding, triangle_grid,
-                              triangle_statistics, width_directions)
+                              triangle_statistics, width_directions, WidthConfig)
 from lst_jax.geometry.probes import class_confidence
 from lst_jax.geometry.widths import unit_orthogonal_vector
 from tolerances import float64_atol, reduction_atol
@@ -51,14 +51,14 @@ def test_reference_grid_has_64_points_and_exact_has_66():
     np.testing.assert_allclose(g.weights.sum(1), 1.0, atol=1e-6)
     # Reference order: t1 outer, t2 inner.
     assert tuple(g.t[1]) == (0.0, 0.1) and tuple(g.t[11]) == (0.1, 0.0)
-    e = triangle_grid("exact")
+    e = triangle_grid(kind="exact")
     assert e.num_points == 66 and e.leg1.sum() == 11 and e.leg2.sum() == 11
-    assert triangle_grid("exact", 20).num_points == 231
-    assert triangle_grid("reference", 4).leg1.sum() == 5
+    assert triangle_grid(kind="exact", n=20).num_points == 231
+    assert triangle_grid(kind="reference", n=4).leg1.sum() == 5
     with pytest.raises(ValueError, match="grid must be one of"):
-        triangle_grid("fine")
+        triangle_grid(kind="fine")
     with pytest.raises(ValueError, match="resolution n"):
-        triangle_grid("exact", 0)
+        triangle_grid(kind="exact", n=0)
     assert round_pairs(5)[:4] == [(0, 1), (0, 2), (0, 3), (0, 4)] and len(round_pairs(5)) == 10
     with pytest.raises(ValueError, match="rounds"):
         round_pairs(1)
@@ -66,10 +66,10 @@ def test_reference_grid_has_64_points_and_exact_has_66():
 
 def test_triangle_statistics_hand_computed():
     # n = 2 grid: points (t1, t2) = (0,0) (0,.5) (0,1) (.5,0) (.5,.5) (1,0).
-    g = triangle_grid("reference", 2)
+    g = triangle_grid(kind="reference", n=2)
     assert [tuple(t) for t in g.t] == [(0, 0), (0, .5), (0, 1), (.5, 0), (.5, .5), (1, 0)]
     conf = np.array([0.8, 0.8, 0.65, 0.9, 0.55, 0.75], np.float32)
-    s = np.asarray(triangle_statistics(conf, g))
+    s = np.asarray(triangle_statistics(conf, grid=g))
     expected = [
         0.8,                      # p_src
         4.45 / 6,                 # mean of all 6 points
@@ -82,7 +82,7 @@ def test_triangle_statistics_hand_computed():
     ]
     np.testing.assert_allclose(s, expected, atol=1e-6)
     # Batched: (B, T, P) -> (B, T, 8); per source: mean of the first 7, min of edge_min.
-    tri = np.asarray(triangle_statistics(np.stack([[conf, conf * 0.5]]), g))
+    tri = np.asarray(triangle_statistics(np.stack([[conf, conf * 0.5]]), grid=g))
     assert tri.shape == (1, 2, 8)
     per = np.asarray(per_source_statistics(tri))
     np.testing.assert_allclose(per[0, :7], tri[0, :, :7].mean(0), atol=1e-7)
@@ -103,7 +103,8 @@ def test_hull_confidences_vertices_multi_and_stats(model):
     xs, x1, x2 = _images(3, 1), _images(3, 2), _images(3, 3)
     labels = jnp.argmax(model_fn(params, xs), -1)
     g = triangle_grid()
-    conf = np.asarray(hull_confidences(model_fn, params, xs, x1, x2, labels, g, chunk_size=50))
+    conf = np.asarray(hull_confidences(model_fn, params, xs, x1, x2, labels, grid=g,
+                                       batch_size=50))
     assert conf.shape == (3, 64)
     tol = max(_conf_atol(model_fn, params, x, labels) for x in (xs, x1, x2))
     # Grid vertices reproduce the three images exactly.
@@ -111,31 +112,31 @@ def test_hull_confidences_vertices_multi_and_stats(model):
                      (x2, int(np.flatnonzero(g.t[:, 1] == 1)[0]))):
         np.testing.assert_allclose(conf[:, idx], class_confidence(model_fn, params, img, labels),
                                    atol=tol)
-    stats = np.asarray(triangle_statistics(conf, g))
+    stats = np.asarray(triangle_statistics(conf, grid=g))
     for b in range(3):             # means of 64 (legs: 22) confidences, in another order
         np.testing.assert_allclose(stats[b], _reference_stats(conf[b], g),
                                    atol=reduction_atol(np.sum(conf[b]), 64) / 22 + 1e-7)
     # All round pairs in one evaluation equal the per-triangle evaluations.
     outs = jnp.stack([x1, x2, _images(3, 4)])
-    multi = np.asarray(multi_hull_confidences(model_fn, params, xs, outs, labels, g,
-                                              chunk_size=64))
+    multi = np.asarray(multi_hull_confidences(model_fn, params, xs, outs, labels, grid=g,
+                                              batch_size=64))
     assert multi.shape == (3, 3, 64)
     for t, (r1, r2) in enumerate(round_pairs(3)):
-        one = hull_confidences(model_fn, params, xs, outs[r1], outs[r2], labels, g)
+        one = hull_confidences(model_fn, params, xs, outs[r1], outs[r2], labels, grid=g)
         np.testing.assert_allclose(multi[:, t], one, atol=tol)
     with pytest.raises(ValueError, match="points per triangle"):
-        triangle_statistics(conf[:, :10], g)
+        triangle_statistics(conf[:, :10], grid=g)
 
 
 def test_chunked_evaluator_compiles_once_and_ignores_chunking(model):
     model_fn, params = model
     xs, x1, x2 = _images(2, 5), _images(2, 6), _images(2, 7)
     labels = jnp.array([1, 2])
-    a = hull_confidences(model_fn, params, xs, x1, x2, labels, chunk_size=32)
+    a = hull_confidences(model_fn, params, xs, x1, x2, labels, batch_size=32)
     with compile_count() as count:
-        b = hull_confidences(model_fn, params, x2, xs, x1, labels, chunk_size=32)
+        b = hull_confidences(model_fn, params, x2, xs, x1, labels, batch_size=32)
     assert count.matching("_evaluate_jit") == 0
-    c = hull_confidences(model_fn, params, xs, x1, x2, labels, chunk_size=128)
+    c = hull_confidences(model_fn, params, xs, x1, x2, labels, batch_size=128)
     tol = max(_conf_atol(model_fn, params, x, labels) for x in (xs, x1, x2))
     np.testing.assert_allclose(a, c, atol=tol)
     assert not np.allclose(a, b)
@@ -156,20 +157,20 @@ def test_linear_paths_and_embedding(model):
     model_fn, params = model
     xs, xe = _images(2, 8), _images(2, 9)
     labels = jnp.array([3, 4])
-    c = np.asarray(linear_path_confidences(model_fn, params, xs, xe, labels, 11))
+    c = np.asarray(linear_path_confidences(model_fn, params, xs, xe, labels, num_points=11))
     assert c.shape == (2, 11)
     np.testing.assert_allclose(c[:, 0], class_confidence(model_fn, params, xs, labels),
                                atol=_conf_atol(model_fn, params, xs, labels))
     np.testing.assert_allclose(c[:, -1], class_confidence(model_fn, params, xe, labels),
                                atol=_conf_atol(model_fn, params, xe, labels))
     with pytest.raises(ValueError, match="num_points"):
-        linear_path_confidences(model_fn, params, xs, xe, labels, 1)
+        linear_path_confidences(model_fn, params, xs, xe, labels, num_points=1)
     # score="log_prob": the log-softmax of the label (minus the cross-entropy), same probes.
-    lp = np.asarray(linear_path_confidences(model_fn, params, xs, xe, labels, 11,
+    lp = np.asarray(linear_path_confidences(model_fn, params, xs, xe, labels, num_points=11,
                                             score="log_prob"))
     np.testing.assert_allclose(lp, np.log(c), atol=1e-5)
     with pytest.raises(ValueError, match="score must be one of"):
-        linear_path_confidences(model_fn, params, xs, xe, labels, 11, score="logit")
+        linear_path_confidences(model_fn, params, xs, xe, labels, num_points=11, score="logit")
     # The 2-D embedding preserves the ratios of all three side lengths.
     x0, x1, x2 = xs[0], xe[0], xs[1]
     co = np.asarray(triangle_embedding(x0, x1, x2))
@@ -179,7 +180,7 @@ def test_linear_paths_and_embedding(model):
                          np.linalg.norm(co[1] - co[2])])
     np.testing.assert_allclose(sides_2d / sides_2d[0], sides_img / sides_img[0], rtol=1e-4)
     assert co[2, 1] >= 0 and np.allclose(co[:2], [[0, 0], [1, 0]])
-    pts = np.asarray(embed_grid(co, triangle_grid()))
+    pts = np.asarray(embed_grid(co, grid=triangle_grid()))
     assert pts.shape == (64, 2)
     assert np.isnan(np.asarray(triangle_embedding(x0, x0, x2))).all()
 
@@ -195,8 +196,9 @@ def test_path_widths(model):
     d = d.at[2].set(0.0)                                   # a zero direction is unmeasured
     conf = class_confidence(model_fn, params, x, labels)
     gate = float(jnp.sort(conf)[0]) + 1e-6                 # the least confident is gated out
-    res = path_widths(model_fn, params, x, d, labels, [0.5, 1.0, 2.0], jax.random.key(1),
-                      num_dirs=16, gate=gate, chunk_size=40)
+    cfg = WidthConfig(radii=(0.5, 1.0, 2.0), num_dirs=16, gate=gate)
+    res = path_widths(model_fn, params, x, d, labels, key=jax.random.key(1), config=cfg,
+                      batch_size=40)
     w = np.asarray(res.widths)
     assert w.shape == (3, 4, 2)
     expected_mask = (np.asarray(conf) >= gate) & np.array([True, True, False])
@@ -207,8 +209,8 @@ def test_path_widths(model):
             np.testing.assert_allclose(w[b, 0], conf[b], atol=1e-6)
         else:
             assert np.isnan(w[b]).all()
-    again = path_widths(model_fn, params, x, d, labels, [0.5, 1.0, 2.0], jax.random.key(1),
-                        num_dirs=16, gate=gate, chunk_size=40)
+    again = path_widths(model_fn, params, x, d, labels, key=jax.random.key(1), config=cfg,
+                        batch_size=40)
     np.testing.assert_array_equal(np.asarray(again.widths), w)
     with pytest.raises(ValueError, match="radii"):
-        path_widths(model_fn, params, x, d, labels, [], jax.random.key(1))
+        WidthConfig(radii=())

@@ -28,8 +28,8 @@ def test_shipped_digits_model_runs_without_tensorflow_datasets():
         m = load_model("digits_resnet-normal")
         x, y = load_digits32("test")
         logits = np.asarray(m.model_fn(m.params, x[:8]))
-        res = level_set_traversal(m.model_fn, m.params, x[:2], x[2:4], y[:2], jax.random.key(0),
-                                  preset("paper", iters=3))
+        res = level_set_traversal(m.model_fn, m.params, x[:2], x[2:4], y[:2],
+                                  key=jax.random.key(0), config=preset("paper", iters=3))
         emit({"accuracy": float(np.mean(logits.argmax(-1) == y[:8])),
               "shape": list(np.asarray(res.images).shape),
               "conf": np.asarray(res.record.conf_source).shape[0],

@@ -89,19 +89,19 @@ def test_float64_mode_runs_in_float64_and_does_not_recompile():
     xs, xt = (rng.uniform(size=(4, 32, 32, 3)).astype(np.float32) for _ in range(2))
     ys = np.asarray(jnp.argmax(model_fn(params, xs), -1))
     cfg = LSTConfig(iters=3, log_step=3)
-    r = level_set_traversal(model_fn, params, xs, xt, ys, jax.random.key(0), cfg,
+    r = level_set_traversal(model_fn, params, xs, xt, ys, key=jax.random.key(0), config=cfg,
                             precision="float64")
-    assert isinstance(r.images, np.ndarray) and r.images.dtype == np.float64
+    assert isinstance(r.images, jax.Array) and r.images.dtype == np.float64   # jax arrays
     assert r.record.conf_source.dtype == np.float64
     n = run_mod._traverse_jit._cache_size()
-    level_set_traversal(model_fn, params, xs[::-1], xt, ys[::-1], jax.random.key(1), cfg,
+    level_set_traversal(model_fn, params, xs[::-1], xt, ys[::-1], key=jax.random.key(1), config=cfg,
                         precision="float64")
     assert run_mod._traverse_jit._cache_size() == n
-    r32 = level_set_traversal(model_fn, params, xs, xt, ys, jax.random.key(0), cfg)
+    r32 = level_set_traversal(model_fn, params, xs, xt, ys, key=jax.random.key(0), config=cfg)
     assert r32.images.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(r32.images), r.images, atol=1e-5)
     with pytest.raises(ValueError, match="precision"):
-        level_set_traversal(model_fn, params, xs, xt, ys, jax.random.key(0), cfg,
+        level_set_traversal(model_fn, params, xs, xt, ys, key=jax.random.key(0), config=cfg,
                             precision="float16")
 
 

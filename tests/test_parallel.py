@@ -132,20 +132,20 @@ def test_sharded_traversal_validates_and_progress_matches(capsys):
     labels = np.argmax(np.asarray(model_fn(params, xs)), -1).astype(np.int32)
     mesh = par.data_mesh(jax.devices()[:1])
     with pytest.raises(ValueError, match="labels"):
-        level_set_traversal(model_fn, params, xs, xt, labels[:2], jax.random.key(0),
+        level_set_traversal(model_fn, params, xs, xt, labels[:2], key=jax.random.key(0),
                             mesh=mesh)
     with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh"):
-        level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0), mesh="auto")
+        level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(0), mesh="auto")
     with pytest.raises(ValueError, match="'data' axis"):
-        level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0),
+        level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(0),
                             mesh=jax.make_mesh((1,), ("batch",), devices=jax.devices()[:1]))
     cfg = LSTConfig(iters=4, log_step=2, adv_pert=True, pthresh=0.0)
-    a = level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0), cfg,
+    a = level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(0), config=cfg,
                             mesh=mesh)
-    b = level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0), cfg,
+    b = level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(0), config=cfg,
                             mesh=mesh, progress=True)
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        assert isinstance(u, np.ndarray)
+        assert isinstance(u, jax.Array)        # jax arrays with a mesh too
         np.testing.assert_array_equal(u, v)
     assert "4/4" in capsys.readouterr().err
 

@@ -16,7 +16,7 @@ import jax, jax.numpy as jnp, numpy as np
 from subproc import fast_tiny_cnn
 from lst_jax import parallel as par
 from lst_jax.parallel import sharded as sh_mod
-from lst_jax.traversal import LSTConfig, level_set_traversal, traverse
+from lst_jax.traversal import LSTConfig, level_set_traversal, level_set_traversal_unchecked
 
 out = {"devices": jax.device_count()}
 model_fn, params = fast_tiny_cnn(0, (16, 16, 3), logit_scale=30.0)
@@ -82,8 +82,11 @@ labels = np.argmax(np.asarray(jax.jit(model_fn)(params, xs)), -1).astype(np.int3
 cfg = LSTConfig(step_size=0.05, iters=12, pthresh=0.0, adv_pert=True, adv_step_size=2e-3,
                 log_images=True, log_step=5)
 key = jax.random.key(1)
-r1 = jax.tree.map(np.asarray, traverse(model_fn, params, xs, xt, labels, key, cfg))
-r8 = level_set_traversal(model_fn, params, xs, xt, labels, key, cfg, mesh=mesh)
+r1 = jax.tree.map(np.asarray, level_set_traversal_unchecked(model_fn, params, xs, xt, labels,
+                                                            key=key, config=cfg))
+r8 = level_set_traversal(model_fn, params, xs, xt, labels, key=key, config=cfg, mesh=mesh)
+out["result_leaves_jax"] = all(isinstance(a, jax.Array) for a in jax.tree.leaves(r8))
+r8 = jax.tree.map(np.asarray, r8)
 flat1, flat8 = jax.tree.leaves_with_path(r1), jax.tree.leaves(r8)
 out["traverse"] = {
     "fields": {jax.tree_util.keystr(p): [list(a.shape), list(b.shape),
@@ -97,8 +100,8 @@ out["traverse"] = {
 # The shardings jit propagates through the scan (inputs placed by hand).
 pairs, n = par.pad_to_multiple({"s": xs, "t": xt, "y": labels}, 8)
 pairs = par.put_batch(pairs, mesh)
-raw = traverse(model_fn, par.put_replicated(params, mesh), pairs["s"], pairs["t"], pairs["y"],
-               key, cfg)
+raw = level_set_traversal_unchecked(model_fn, par.put_replicated(params, mesh), pairs["s"],
+                                    pairs["t"], pairs["y"], key=key, config=cfg)
 spec = lambda a: [None if e is None else str(e) for e in a.sharding.spec]
 out["shardings"] = {"images": spec(raw.images), "conf_source": spec(raw.record.conf_source),
                     "logged_images": spec(raw.logged_images), "valid": spec(raw.valid)}
@@ -146,6 +149,7 @@ def test_memory_budget_chunks_a_grid_far_larger_than_the_budget(child):
 
 def test_sharded_traversal_equals_one_device(child):
     t = child["traverse"]
+    assert child["result_leaves_jax"]     # jax arrays with a mesh, as without
     assert t["accepted_equal"] and 0 < t["accept_rate"] < 1
     assert len(t["fields"]) == 13   # every LSTResult leaf, logged images included
     for name, (shape1, shape8, err, scale) in t["fields"].items():

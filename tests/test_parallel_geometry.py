@@ -23,7 +23,7 @@ from lst_jax import parallel as par
 from lst_jax.parallel import sharded as sh_mod
 from lst_jax.geometry import (hull_confidences, linear_path_confidences,
                               multi_hull_confidences, path_widths, round_pairs, triangle_grid,
-                              triangle_statistics, width_directions)
+                              triangle_statistics, width_directions, WidthConfig)
 from lst_jax.geometry.hull import pair_weights
 from lst_jax.geometry.probes import Combinations, combination_probes
 
@@ -35,7 +35,7 @@ outs = rng.uniform(size=(R, B) + shape).astype(np.float32)
 labels = np.argmax(np.asarray(jax.jit(model_fn)(params, src)), -1).astype(np.int32)
 mesh = par.data_mesh()
 ev = par.ShardedEvaluator(mesh, per_device_chunk=4)          # 32 probes per sharded call
-grid = triangle_grid("reference", 6)
+grid = triangle_grid(kind="reference", n=6)
 out = {"devices": jax.device_count()}
 
 def diff(a, b):
@@ -46,41 +46,47 @@ def diff(a, b):
     return [float(np.max(np.abs(a[ok] - b[ok]))) if ok.any() else 0.0, same_nan]
 
 # Hull grids: all round-pair triangles of every source (Table 2) and a clipped single hull.
-ref = multi_hull_confidences(model_fn, params, src, outs, labels, grid)
+ref = multi_hull_confidences(model_fn, params, src, outs, labels, grid=grid)
 c0 = sh_mod._apply._cache_size()
-got = multi_hull_confidences(model_fn, params, src, outs, labels, grid, evaluate_fn=ev)
+got = multi_hull_confidences(model_fn, params, src, outs, labels, grid=grid, evaluate_fn=ev)
 c1 = sh_mod._apply._cache_size()
 got2 = multi_hull_confidences(model_fn, params, src[::-1].copy(), outs, labels[::-1].copy(),
-                              grid, evaluate_fn=ev)
+                              grid=grid, evaluate_fn=ev)
 out["hull"] = {"total": B * len(round_pairs(R)) * grid.num_points, "diff": diff(ref, got),
-               "stats": diff(triangle_statistics(ref, grid), triangle_statistics(got, grid)),
+               "stats": diff(triangle_statistics(ref, grid=grid),
+                             triangle_statistics(got, grid=grid)),
                "compiles": c1 - c0, "compiles_second": sh_mod._apply._cache_size() - c1,
                "second_diff": diff(multi_hull_confidences(model_fn, params, src[::-1].copy(),
-                                                          outs, labels[::-1].copy(), grid),
+                                                          outs, labels[::-1].copy(),
+                                                          grid=grid),
                                    got2)}
-ref = hull_confidences(model_fn, params, src, outs[0], outs[1], labels, grid, clip=True)
-got = hull_confidences(model_fn, params, src, outs[0], outs[1], labels, grid, clip=True,
+ref = hull_confidences(model_fn, params, src, outs[0], outs[1], labels, grid=grid, clip=True)
+got = hull_confidences(model_fn, params, src, outs[0], outs[1], labels, grid=grid, clip=True,
                        evaluate_fn=ev)
 out["hull_clipped"] = {"total": B * grid.num_points, "diff": diff(ref, got)}
 
 # Linear paths (star paths source -> output).
-ref = linear_path_confidences(model_fn, params, src, outs[0], labels, 11)
-got = linear_path_confidences(model_fn, params, src, outs[0], labels, 11, evaluate_fn=ev)
+ref = linear_path_confidences(model_fn, params, src, outs[0], labels, num_points=11)
+got = linear_path_confidences(model_fn, params, src, outs[0], labels, num_points=11,
+                              evaluate_fn=ev)
 ev1 = par.ShardedEvaluator(par.data_mesh(jax.devices()[:1]), chunk_size=5)
-got1 = linear_path_confidences(model_fn, params, src, outs[0], labels, 11, evaluate_fn=ev1)
-ref_lp = linear_path_confidences(model_fn, params, src, outs[0], labels, 11, score="log_prob")
-got_lp = linear_path_confidences(model_fn, params, src, outs[0], labels, 11, evaluate_fn=ev,
+got1 = linear_path_confidences(model_fn, params, src, outs[0], labels, num_points=11,
+                               evaluate_fn=ev1)
+ref_lp = linear_path_confidences(model_fn, params, src, outs[0], labels, num_points=11,
                                  score="log_prob")
+got_lp = linear_path_confidences(model_fn, params, src, outs[0], labels, num_points=11,
+                                 evaluate_fn=ev, score="log_prob")
 out["paths"] = {"total": B * 11, "diff": diff(ref, got), "one_device": diff(ref, got1),
                 "log_prob": diff(ref_lp, got_lp)}
 
 # Path widths (typed PRNG keys in the probe data); one point gated out (NaN row).
 d = width_directions(model_fn, params, src, outs[0], labels)
-kw = dict(radii=[0.5, 1.0, 2.0], key=jax.random.key(3), num_dirs=7)
+cfg = WidthConfig(radii=(0.5, 1.0, 2.0), num_dirs=7)
 p0 = np.asarray(jax.nn.softmax(jax.jit(model_fn)(params, src)))[np.arange(B), labels]
 gate = float(np.sort(p0)[0] + 1e-6)
-ref = path_widths(model_fn, params, src, d, labels, gate=gate, **kw)
-got = path_widths(model_fn, params, src, d, labels, gate=gate, evaluate_fn=ev, **kw)
+kw = dict(key=jax.random.key(3), config=cfg.replace(gate=gate))
+ref = path_widths(model_fn, params, src, d, labels, **kw)
+got = path_widths(model_fn, params, src, d, labels, evaluate_fn=ev, **kw)
 out["widths"] = {"total": B * 7 * 3, "diff": diff(ref.widths, got.widths),
                  "conf": diff(ref.conf, got.conf),
                  "mask": [np.asarray(ref.mask).tolist(), np.asarray(got.mask).tolist()]}
@@ -92,12 +98,12 @@ total = out["hull"]["total"]
 est = par.ShardedEvaluator(mesh).estimate(model_fn, params, combination_probes, data, total)
 budget = est.bytes_for(1)
 evb = par.ShardedEvaluator(mesh, memory_budget=budget)
-ref = multi_hull_confidences(model_fn, params, src, outs, labels, grid)
+ref = multi_hull_confidences(model_fn, params, src, outs, labels, grid=grid)
 out["budget"] = {"source": est.source, "budget": budget,
                  "grid_bytes": est.fixed + est.per_example * total,
                  "chunk": evb.plan(model_fn, params, combination_probes, data, total),
                  "diff": diff(ref, multi_hull_confidences(model_fn, params, src, outs, labels,
-                                                          grid, evaluate_fn=evb))}
+                                                          grid=grid, evaluate_fn=evb))}
 emit(out)
 """
 

@@ -56,7 +56,7 @@ def test_lst_at_default_precision_matches_highest_within_tf32():
     for prec in ("highest", "default"):
         with jax.default_matmul_precision(prec):
             runs[prec] = jax.device_get(level_set_traversal(model_fn, params, xs, xt, ys,
-                                                            jax.random.key(0), cfg))
+                                                            key=jax.random.key(0), config=cfg))
     hi, de = runs["highest"], runs["default"]
     assert np.all(hi.record.accepted) and np.all(de.record.accepted)
     # each step moves 5% of the way; a TF32 gradient direction errs by ~LAYERS * 2u relative

@@ -10,7 +10,8 @@ from PIL import Image
 
 from lst_jax.data.digits import load_digits32
 from lst_jax.models import load_model
-from lst_jax.robustness import (CORRUPTIONS, accuracy, corrupt, corruption_accuracy,
+from lst_jax.robustness import (CORRUPTIONS, CorruptionConfig, PGDAttackConfig, accuracy,
+                                corrupt, corruption_accuracy,
                                 corruption_errors, corruption_key, mean_corruption_error,
                                 pgd_accuracy, pgd_examples, relative_mean_corruption_error)
 from lst_jax.robustness.corruptions import (DIGITS_PARAMS, PARAMS, box_resize_matrix,
@@ -29,19 +30,23 @@ def test_deterministic_in_range_and_batching_independent():
     x, _ = load_digits32("test")
     x = x[:12]
     for name in CORRUPTIONS:
-        np.testing.assert_array_equal(np.asarray(corrupt(x, name, 0, jax.random.key(0))), x)
+        np.testing.assert_array_equal(
+            np.asarray(corrupt(x, name=name, severity=0, key=jax.random.key(0))), x)
         for table, s in (("cifar10", 1), ("digits", 5)):
-            k = corruption_key(7, name, s)
-            a = np.asarray(corrupt(x, name, s, k, table=table))
+            k = corruption_key(key=jax.random.key(7), name=name, severity=s)
+            a = np.asarray(corrupt(x, name=name, severity=s, key=k, table=table))
             assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1
-            np.testing.assert_array_equal(a, np.asarray(corrupt(x, name, s, k, table=table)))
+            np.testing.assert_array_equal(
+                a, np.asarray(corrupt(x, name=name, severity=s, key=k, table=table)))
             # a slice with its offset gives the rows of the whole set
-            part = np.asarray(corrupt(x[5:9], name, s, k, offset=5, table=table))
+            part = np.asarray(corrupt(x[5:9], name=name, severity=s, key=k, offset=5,
+                                      table=table))
             np.testing.assert_array_equal(part, a[5:9])
     # different seeds give different noise
-    k1, k2 = corruption_key(0, "gaussian_noise", 3), corruption_key(1, "gaussian_noise", 3)
-    assert not np.array_equal(np.asarray(corrupt(x, "gaussian_noise", 3, k1)),
-                              np.asarray(corrupt(x, "gaussian_noise", 3, k2)))
+    k1 = corruption_key(key=jax.random.key(0), name="gaussian_noise", severity=3)
+    k2 = corruption_key(key=jax.random.key(1), name="gaussian_noise", severity=3)
+    assert not np.array_equal(np.asarray(corrupt(x, name="gaussian_noise", severity=3, key=k1)),
+                              np.asarray(corrupt(x, name="gaussian_noise", severity=3, key=k2)))
 
 
 @pytest.mark.parametrize("severity", [1, 3, 5])
@@ -51,12 +56,12 @@ def test_blur_and_brightness_equal_scikit_image(severity):
 
     x = _photos()
     sigma = PARAMS["gaussian_blur"][severity - 1]
-    ours = np.asarray(corrupt(x, "gaussian_blur", severity, jax.random.key(0)))
+    ours = np.asarray(corrupt(x, name="gaussian_blur", severity=severity, key=jax.random.key(0)))
     ref = np.stack([gaussian(im, sigma=sigma, channel_axis=-1, mode="nearest", truncate=4.0)
                     for im in x])
     np.testing.assert_allclose(ours, np.clip(ref, 0, 1), atol=1e-6)
     c = PARAMS["brightness"][severity - 1]
-    ours = np.asarray(corrupt(x, "brightness", severity, jax.random.key(0)))
+    ours = np.asarray(corrupt(x, name="brightness", severity=severity, key=jax.random.key(0)))
     hsv = color.rgb2hsv(x)
     hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
     np.testing.assert_allclose(ours, color.hsv2rgb(hsv), atol=1e-5)
@@ -72,7 +77,7 @@ def test_pixelate_equals_pillow_box_and_jpeg_is_close_to_pillow():
     for table in ("cifar10", "digits"):
         for s in (1, 5):
             c = (PARAMS if table == "cifar10" else DIGITS_PARAMS)["pixelate"][s - 1]
-            ours = np.asarray(corrupt(x, "pixelate", s, jax.random.key(0), table=table))
+            ours = np.asarray(corrupt(x, name="pixelate", severity=s, key=jax.random.key(0), table=table))
             side = int(32 * c)
             ref = np.stack([np.asarray(Image.fromarray(np.round(im * 255).astype(np.uint8))
                                        .resize((side, side), Image.BOX)
@@ -86,7 +91,7 @@ def test_pixelate_equals_pillow_box_and_jpeg_is_close_to_pillow():
         np.testing.assert_array_equal(quantisation_table(q, chroma=True).ravel(), tables[1])
     for s in (1, 5):
         q = PARAMS["jpeg"][s - 1]
-        ours = np.asarray(corrupt(x, "jpeg", s, jax.random.key(0)))
+        ours = np.asarray(corrupt(x, name="jpeg", severity=s, key=jax.random.key(0)))
         ref = []
         for im in x:
             buf = io.BytesIO()
@@ -104,21 +109,21 @@ def test_noise_and_contrast_moments():
     x = np.full((64, 32, 32, 3), 0.5, np.float32)
     for s in (1, 5):
         c = PARAMS["gaussian_noise"][s - 1]
-        d = np.asarray(corrupt(x, "gaussian_noise", s, jax.random.key(1))) - x
+        d = np.asarray(corrupt(x, name="gaussian_noise", severity=s, key=jax.random.key(1))) - x
         assert abs(d.mean()) < 1e-3 and d.std() == pytest.approx(c, rel=0.02)
         c = PARAMS["shot_noise"][s - 1]
-        y = np.asarray(corrupt(x, "shot_noise", s, jax.random.key(2)))
+        y = np.asarray(corrupt(x, name="shot_noise", severity=s, key=jax.random.key(2)))
         assert y.mean() == pytest.approx(0.5, abs=2e-3)
         assert y.var() == pytest.approx(0.5 / c, rel=0.03)
         c = DIGITS_PARAMS["impulse_noise"][s - 1]
-        y = np.asarray(corrupt(x, "impulse_noise", s, jax.random.key(3), table="digits"))
+        y = np.asarray(corrupt(x, name="impulse_noise", severity=s, key=jax.random.key(3), table="digits"))
         hit = y != 0.5
         assert hit.mean() == pytest.approx(c, rel=0.05)
         assert (y[hit] == 1).mean() == pytest.approx(0.5, abs=0.02)
     xs = _photos()
     for s in (1, 5):
         c = PARAMS["contrast"][s - 1]
-        y = np.asarray(corrupt(xs, "contrast", s, jax.random.key(0)))
+        y = np.asarray(corrupt(xs, name="contrast", severity=s, key=jax.random.key(0)))
         m = xs.mean(axis=(1, 2), keepdims=True)
         np.testing.assert_allclose(y, np.clip((xs - m) * c + m, 0, 1), atol=1e-5)
 
@@ -126,7 +131,8 @@ def test_noise_and_contrast_moments():
 def test_normal_resnet_falls_with_severity_and_mce():
     x, y = load_digits32("test")
     m = load_model("digits_resnet-normal")
-    acc = corruption_accuracy(m.model_fn, m.params, x, y, table="digits")
+    acc = np.asarray(corruption_accuracy(m.model_fn, m.params, x, y, key=jax.random.key(0),
+                                         config=CorruptionConfig(table="digits")))
     assert acc.shape == (len(CORRUPTIONS), 5)
     clean = accuracy(m.model_fn, m.params, x, y)
     curve = [clean] + list(acc.mean(0))
@@ -145,14 +151,15 @@ def test_accuracy_and_pgd_do_not_depend_on_the_chunking():
     x, y = load_digits32("test")
     x, y = x[:40], y[:40]
     m = load_model("digits_resnet-normal")
-    assert accuracy(m.model_fn, m.params, x, y, chunk_size=7) == accuracy(
-        m.model_fn, m.params, x, y, chunk_size=64)
-    kw = dict(eps=8 / 255, steps=5)
-    a = pgd_accuracy(m.model_fn, m.params, x, y, jax.random.key(0), chunk_size=6, **kw)
-    b = pgd_accuracy(m.model_fn, m.params, x, y, jax.random.key(0), chunk_size=40, **kw)
+    assert accuracy(m.model_fn, m.params, x, y, batch_size=7) == accuracy(
+        m.model_fn, m.params, x, y, batch_size=64)
+    kw = dict(config=PGDAttackConfig(eps=8 / 255, steps=5))
+    a = pgd_accuracy(m.model_fn, m.params, x, y, key=jax.random.key(0), batch_size=6, **kw)
+    b = pgd_accuracy(m.model_fn, m.params, x, y, key=jax.random.key(0), batch_size=40, **kw)
     assert a == b < accuracy(m.model_fn, m.params, x, y)
     # the attack's images themselves: within the eps-ball and [0, 1], and the accuracy on them
-    adv = pgd_examples(m.model_fn, m.params, x, y, jax.random.key(0), chunk_size=16, **kw)
+    adv = np.asarray(pgd_examples(m.model_fn, m.params, x, y, key=jax.random.key(0),
+                                  batch_size=16, **kw))
     assert np.abs(adv - x).max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     assert accuracy(m.model_fn, m.params, adv, y) == a
 
@@ -161,15 +168,16 @@ def test_bad_input():
     x, y = load_digits32("test")
     x, y = x[:4], y[:4]
     with pytest.raises(ValueError, match="unknown corruption 'fog'"):
-        corrupt(x, "fog", 1, jax.random.key(0))
+        corrupt(x, name="fog", severity=1, key=jax.random.key(0))
     with pytest.raises(ValueError, match="severity must be an integer in 0..5"):
-        corrupt(x, "contrast", 6, jax.random.key(0))
+        corrupt(x, name="contrast", severity=6, key=jax.random.key(0))
     with pytest.raises(ValueError, match="unknown severity table"):
-        corrupt(x, "contrast", 1, jax.random.key(0), table="imagenet")
+        corrupt(x, name="contrast", severity=1, key=jax.random.key(0), table="imagenet")
     with pytest.raises(ValueError, match=r"images must lie in \[0, 1\]"):
-        corrupt(x * 2, "contrast", 1, jax.random.key(0))
+        corrupt(x * 2, name="contrast", severity=1, key=jax.random.key(0))
     m = load_model("digits_resnet-normal")
     with pytest.raises(ValueError, match="eps must be in"):
-        pgd_accuracy(m.model_fn, m.params, x, y, jax.random.key(0), eps=8)
+        pgd_accuracy(m.model_fn, m.params, x, y, key=jax.random.key(0),
+                     config=PGDAttackConfig(eps=8))
     with pytest.raises(ValueError, match="labels must have shape"):
         accuracy(m.model_fn, m.params, x, y[:3])

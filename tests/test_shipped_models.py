@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lst_jax.attacks import pgd_linf
+from lst_jax.attacks import PGDAttackConfig, pgd_linf
 from lst_jax.data.digits import load_digits32
 from lst_jax.models import REGISTRY, load_model
 from lst_jax.models.checkpoint import tree_digest
@@ -49,8 +49,9 @@ def test_adversarial_training_gives_robustness(arch):
     for kind in ("normal", "linf"):
         m = _model(f"{arch}-{kind}")
         pgd = m.metadata["pgd_eval"]
-        xa = jax.jit(functools.partial(pgd_linf, m.model_fn, **pgd))(m.params, x, y,
-                                                                      jax.random.key(0))
+        attack = jax.jit(lambda p, x, y, k: pgd_linf(m.model_fn, p, x, y, key=k,
+                                                     config=PGDAttackConfig(**pgd)))
+        xa = attack(m.params, x, y, jax.random.key(0))
         assert float(jnp.max(jnp.abs(xa - x))) <= pgd["eps"] + 1e-6
         robust[kind] = _accuracy(m, xa, np.asarray(y))
     assert robust["linf"] >= 0.6
@@ -69,6 +70,7 @@ def test_robustness_ladder():
     assert all(m["test_accuracy"] >= 0.98 for m in metas)
     m = _model("digits_resnet-linf4")
     x, y = load_digits32("test")
-    got = pgd_accuracy(m.model_fn, m.params, x, y, jax.random.key(m.metadata["seed"] + 1),
-                       eps=16 / 255, steps=20)
-    assert got == m.metadata["pgd_ladder"]["16/255"]
+    got = pgd_accuracy(m.model_fn, m.params, x, y, key=jax.random.key(m.metadata["seed"] + 1),
+                       config=PGDAttackConfig(eps=16 / 255, steps=20))
+    # the same count of robust images (the result is float32, the record float64)
+    assert round(float(got) * len(x)) == round(m.metadata["pgd_ladder"]["16/255"] * len(x))

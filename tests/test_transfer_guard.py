@@ -62,8 +62,8 @@ def test_lst_under_transfer_guard(placed):
     model, params, x, y = placed
     key = jax.device_put(jax.random.key(0))
     with jax.transfer_guard("disallow"):
-        res = level_set_traversal(model, params, x[:4], x[4:], y[:4], key,
-                                  preset("paper", iters=4))
+        res = level_set_traversal(model, params, x[:4], x[4:], y[:4], key=key,
+                                  config=preset("paper", iters=4))
         images = jax.device_get(res.images)
     assert images.shape == (4,) + SHAPE
 

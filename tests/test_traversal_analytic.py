@@ -36,7 +36,8 @@ def _logistic_setup(b=4, seed=0):
 def test_logistic_level_set_is_held_and_target_approached(noise):
     params, xs, xt, labels = _logistic_setup()
     cfg = LSTConfig(step_size=0.05, iters=100, pthresh=0.05, noise=noise)
-    res = level_set_traversal(logistic_fn, params, xs, xt, labels, jax.random.key(1), cfg)
+    res = level_set_traversal(logistic_fn, params, xs, xt, labels,
+                              key=jax.random.key(1), config=cfg)
     conf = np.asarray(res.record.conf_source)
     conf0 = np.asarray(res.initial.conf_source)
     assert np.max(np.abs(conf - conf0[None])) <= 1e-5
@@ -62,7 +63,8 @@ def test_projection_is_orthogonal(key):
 def test_zero_step_returns_noised_source():
     params, xs, xt, labels = _logistic_setup()
     cfg = LSTConfig(step_size=0.0, iters=10)
-    res = level_set_traversal(logistic_fn, params, xs, xt, labels, jax.random.key(2), cfg)
+    res = level_set_traversal(logistic_fn, params, xs, xt, labels,
+                              key=jax.random.key(2), config=cfg)
     np.testing.assert_array_equal(np.asarray(res.images), np.asarray(res.start))
     noise = np.asarray(res.start) - np.asarray(xs)
     assert np.max(np.abs(noise)) <= 2 / 255 + 1e-7
@@ -71,8 +73,8 @@ def test_zero_step_returns_noised_source():
 
 def test_zero_noise_start_is_source():
     params, xs, xt, labels = _logistic_setup()
-    res = level_set_traversal(logistic_fn, params, xs, xt, labels, jax.random.key(2),
-                              LSTConfig(iters=1, noise=0.0))
+    res = level_set_traversal(logistic_fn, params, xs, xt, labels, key=jax.random.key(2),
+                              config=LSTConfig(iters=1, noise=0.0))
     np.testing.assert_array_equal(np.asarray(res.start), np.asarray(xs))
 
 
@@ -85,7 +87,8 @@ def test_outputs_stay_in_unit_box(adv_pert):
     labels = jnp.argmax(logistic_fn(params, xs), -1).astype(jnp.int32)
     cfg = LSTConfig(step_size=0.5, iters=30, pthresh=1.0, adv_pert=adv_pert,
                     adv_step_size=0.1, log_images=True, log_step=7)
-    res = level_set_traversal(logistic_fn, params, xs, xt, labels, jax.random.key(4), cfg)
+    res = level_set_traversal(logistic_fn, params, xs, xt, labels,
+                              key=jax.random.key(4), config=cfg)
     for a in (res.images, res.logged_images, res.start):
         a = np.asarray(a)
         assert a.min() >= 0.0 and a.max() <= 1.0
@@ -100,7 +103,8 @@ def test_zero_gradient_gives_no_nan(adv_pert):
     xt = jax.random.uniform(k[1], (3,) + SHAPE)
     labels = jnp.array([1, 1, 1], jnp.int32)
     cfg = LSTConfig(step_size=0.1, iters=20, adv_pert=adv_pert)
-    res = level_set_traversal(constant_fn, params, xs, xt, labels, jax.random.key(6), cfg)
+    res = level_set_traversal(constant_fn, params, xs, xt, labels,
+                              key=jax.random.key(6), config=cfg)
     assert np.all(np.isfinite(np.asarray(res.images)))
     # With g = 0 the projection keeps all of v: a straight line toward the target.
     d0 = np.asarray(res.initial.dist_target)
@@ -112,7 +116,8 @@ def test_rejected_samples_are_unchanged_bit_for_bit():
     """A negative threshold rejects every step: x stays exactly at the start."""
     params, xs, xt, labels = _logistic_setup()
     cfg = LSTConfig(step_size=0.3, iters=15, pthresh=-1.0)
-    res = level_set_traversal(logistic_fn, params, xs, xt, labels, jax.random.key(7), cfg)
+    res = level_set_traversal(logistic_fn, params, xs, xt, labels,
+                              key=jax.random.key(7), config=cfg)
     np.testing.assert_array_equal(np.asarray(res.images), np.asarray(res.start))
     assert not np.any(np.asarray(res.record.accepted))
 
@@ -121,5 +126,6 @@ def test_adversarial_term_raises_confidence():
     """Subtracting the accumulated CE gradient is descent on -log p: confidence goes up."""
     params, xs, xt, labels = _logistic_setup()
     cfg = LSTConfig(step_size=0.0, iters=20, adv_pert=True, adv_step_size=0.01, noise=0.0)
-    res = level_set_traversal(logistic_fn, params, xs, xt, labels, jax.random.key(8), cfg)
+    res = level_set_traversal(logistic_fn, params, xs, xt, labels,
+                              key=jax.random.key(8), config=cfg)
     assert np.all(np.asarray(res.record.conf_source[-1]) > np.asarray(res.initial.conf_source))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_cnn
-from lst_jax.traversal import LSTConfig, level_set_traversal, reference_log_points, traverse
+from lst_jax.traversal import (LSTConfig, level_set_traversal, level_set_traversal_unchecked,
+                               reference_log_points)
 from lst_jax.traversal import run as run_mod
 
 SHAPE = (16, 16, 3)
@@ -26,9 +27,9 @@ def test_fused_equals_plain_two_pass(adv_pert, pthresh):
     model_fn, params, xs, xt, labels = _batch()
     cfg = LSTConfig(step_size=0.05, iters=50, pthresh=pthresh, adv_pert=adv_pert,
                     adv_step_size=2e-3)
-    a = level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(1), cfg)
-    b = level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(1),
-                            cfg.replace(fused=False))
+    a = level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(1), config=cfg)
+    b = level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(1),
+                            config=cfg.replace(fused=False))
     assert float(jnp.max(jnp.abs(a.images - b.images))) <= 1e-5
     np.testing.assert_array_equal(np.asarray(a.record.accepted), np.asarray(b.record.accepted))
     np.testing.assert_allclose(a.record.conf_source, b.record.conf_source, atol=1e-5)
@@ -39,27 +40,30 @@ def test_fused_equals_plain_two_pass(adv_pert, pthresh):
 def test_second_call_does_not_recompile():
     model_fn, params, xs, xt, labels = _batch()
     cfg = LSTConfig(iters=5, log_step=2)
-    level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0), cfg)
+    level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(0), config=cfg)
     n = run_mod._traverse_jit._cache_size()
     # New data, new key, new float hyperparameters, same shapes and static settings.
     model_fn2, params2, xs2, xt2, labels2 = _batch(seed=3)
-    level_set_traversal(model_fn2, params2, xs2, xt2, labels2, jax.random.key(5),
-                        cfg.replace(step_size=0.2, pthresh=0.3, noise=0.0))
+    level_set_traversal(model_fn2, params2, xs2, xt2, labels2, key=jax.random.key(5),
+                        config=cfg.replace(step_size=0.2, pthresh=0.3, noise=0.0))
     assert run_mod._traverse_jit._cache_size() == n
     # The chunked (progress) runner compiles once too, including the remainder chunk.
-    level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(0), cfg, progress=True)
+    level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(0), config=cfg,
+                        progress=True)
     m = run_mod._chunk_jit._cache_size()
-    level_set_traversal(model_fn2, params2, xs2, xt2, labels2, jax.random.key(1),
-                        cfg.replace(step_size=0.3), progress=True)
+    level_set_traversal(model_fn2, params2, xs2, xt2, labels2, key=jax.random.key(1),
+                        config=cfg.replace(step_size=0.3), progress=True)
     assert run_mod._chunk_jit._cache_size() == m
 
 
 def test_jit_equals_disable_jit():
     model_fn, params, xs, xt, labels = _batch(b=3)
     cfg = LSTConfig(iters=6, log_step=4, log_images=True, adv_pert=True)
-    a = traverse(model_fn, params, xs, xt, labels, jax.random.key(2), cfg)
+    a = level_set_traversal_unchecked(model_fn, params, xs, xt, labels, key=jax.random.key(2),
+                                      config=cfg)
     with jax.disable_jit():
-        b = traverse(model_fn, params, xs, xt, labels, jax.random.key(2), cfg)
+        b = level_set_traversal_unchecked(model_fn, params, xs, xt, labels,
+                                          key=jax.random.key(2), config=cfg)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32),
                                    atol=1e-5)
@@ -69,8 +73,8 @@ def test_jit_equals_disable_jit():
 def test_progress_runner_matches_single_scan(log_images, capsys):
     model_fn, params, xs, xt, labels = _batch(b=4)
     cfg = LSTConfig(iters=23, log_step=5, log_images=log_images, adv_pert=True)
-    a = level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(3), cfg)
-    b = level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(3), cfg,
+    a = level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(3), config=cfg)
+    b = level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(3), config=cfg,
                             progress=True)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -81,11 +85,11 @@ def test_progress_runner_matches_single_scan(log_images, capsys):
 def test_record_and_log_point_semantics():
     model_fn, params, xs, xt, labels = _batch(b=2)
     cfg = LSTConfig(iters=10, log_step=4, log_images=True)
-    res = level_set_traversal(model_fn, params, xs, xt, labels, jax.random.key(4), cfg)
+    res = level_set_traversal(model_fn, params, xs, xt, labels, key=jax.random.key(4), config=cfg)
     assert res.record.conf_source.shape == (10, 2)
     assert res.logged_images.shape == (3, 2) + SHAPE          # x_0, x_4, x_8
     np.testing.assert_array_equal(res.logged_images[0], res.start)
-    logs = reference_log_points(res, 4)
+    logs = reference_log_points(res, log_step=4)
     probs = jax.nn.softmax(model_fn(params, res.logged_images[1]), -1)
     np.testing.assert_allclose(logs.conf_source[1], probs[jnp.arange(2), labels], atol=1e-5)
     # The last record entry describes the final images.
@@ -98,8 +102,8 @@ def test_record_and_log_point_semantics():
 def test_valid_mask_is_the_argmax_filter():
     model_fn, params, xs, xt, labels = _batch(b=4)
     wrong = labels.at[1].set((labels[1] + 1) % 10)
-    res = level_set_traversal(model_fn, params, xs, xt, wrong, jax.random.key(0),
-                              LSTConfig(iters=2))
+    res = level_set_traversal(model_fn, params, xs, xt, wrong, key=jax.random.key(0),
+                              config=LSTConfig(iters=2))
     np.testing.assert_array_equal(np.asarray(res.valid), [True, False, True, True])
 
 
@@ -108,17 +112,20 @@ def _good():
 
 
 @pytest.mark.parametrize("mutate,match", [
-    (lambda a: dict(a, targets=a["targets"][:2]), "targets"),
-    (lambda a: dict(a, sources=a["sources"][0]), "sources must have rank 4"),
-    (lambda a: dict(a, sources=jnp.transpose(a["sources"], (0, 3, 1, 2)),
-                    targets=jnp.transpose(a["targets"], (0, 3, 1, 2))), "sources looks like NCHW"),
-    (lambda a: dict(a, targets=a["targets"][..., :1]), "targets must have 3 channels"),
-    (lambda a: dict(a, sources=a["sources"][..., :1], targets=a["targets"][..., :1]),
+    (lambda a: dict(a, target_images=a["target_images"][:2]), "target_images"),
+    (lambda a: dict(a, images=a["images"][0]), "images must have rank 4"),
+    (lambda a: dict(a, images=jnp.transpose(a["images"], (0, 3, 1, 2)),
+                    target_images=jnp.transpose(a["target_images"], (0, 3, 1, 2))),
+     "images looks like NCHW"),
+    (lambda a: dict(a, target_images=a["target_images"][..., :1]),
+     "target_images must have 3 channels"),
+    (lambda a: dict(a, images=a["images"][..., :1], target_images=a["target_images"][..., :1]),
      "model_fn"),
-    (lambda a: dict(a, sources=a["sources"] * 255.0), r"sources must lie in \[0, 1\]"),
-    (lambda a: dict(a, targets=a["targets"] - 0.5), r"targets must lie in \[0, 1\]"),
-    (lambda a: dict(a, sources=a["sources"].at[0, 0, 0, 0].set(jnp.nan)), "sources contains NaN"),
-    (lambda a: dict(a, sources=(a["sources"] * 255).astype(jnp.uint8)), "sources must be floating"),
+    (lambda a: dict(a, images=a["images"] * 255.0), r"images must lie in \[0, 1\]"),
+    (lambda a: dict(a, target_images=a["target_images"] - 0.5),
+     r"target_images must lie in \[0, 1\]"),
+    (lambda a: dict(a, images=a["images"].at[0, 0, 0, 0].set(jnp.nan)), "images contains NaN"),
+    (lambda a: dict(a, images=(a["images"] * 255).astype(jnp.uint8)), "images must be floating"),
     (lambda a: dict(a, labels=a["labels"].at[0].set(10)), r"labels must lie in \[0, 10\)"),
     (lambda a: dict(a, labels=a["labels"].at[0].set(-1)), r"labels must lie in \[0, 10\)"),
     (lambda a: dict(a, labels=a["labels"][:2]), r"labels must have shape \(3,\)"),
@@ -127,10 +134,11 @@ def _good():
 ])
 def test_bad_input_raises_value_error_naming_argument(mutate, match):
     model_fn, params, xs, xt, labels = _good()
-    args = mutate(dict(sources=xs, targets=xt, labels=labels, target_labels=None))
+    args = mutate(dict(images=xs, target_images=xt, labels=labels, target_labels=None))
     with pytest.raises(ValueError, match=match):
-        level_set_traversal(model_fn, params, args["sources"], args["targets"], args["labels"],
-                            jax.random.key(0), LSTConfig(iters=2),
+        level_set_traversal(model_fn, params, args["images"], args["target_images"],
+                            args["labels"],
+                            key=jax.random.key(0), config=LSTConfig(iters=2),
                             target_labels=args["target_labels"])
 
 
@@ -147,4 +155,4 @@ def test_model_must_return_2d_logits():
     _, params, xs, xt, labels = _batch(b=2)
     with pytest.raises(ValueError, match="model_fn"):
         level_set_traversal(lambda p, x: jnp.sum(x), params, xs, xt, labels,
-                            jax.random.key(0), LSTConfig(iters=1))
+                            key=jax.random.key(0), config=LSTConfig(iters=1))

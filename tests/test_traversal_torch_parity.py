@@ -63,7 +63,7 @@ def test_matches_independent_pytorch_loop(adv_pert, pthresh):
     yt = jnp.argmax(model_fn(params, xt), -1).astype(jnp.int32)
     cfg = LSTConfig(step_size=0.05, iters=50, pthresh=pthresh, adv_pert=adv_pert,
                     adv_step_size=2e-3, noise=0.0)
-    res = level_set_traversal(model_fn, params, xs, xt, ys, jax.random.key(0), cfg,
+    res = level_set_traversal(model_fn, params, xs, xt, ys, key=jax.random.key(0), config=cfg,
                               target_labels=yt)
 
     from torch_reference import torch_tiny_cnn

@@ -80,7 +80,8 @@ def _display_strip(space, start, end, alphas):
 def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = BypassRunConfig(),
                out=None, *, checkpoint=None, progress: bool = True,
                data: DataRef | str = "digits") -> Path:
-    """Linear vs bypassed paths for a real pair and a real-adversarial pair; writes the run
+    """Linear vs bypassed paths for a real pair and a real-adversarial pair of `model`
+    (registry name, checkpoint directory or in-memory model); writes the run
     directory (results.npz, summary.json/md, figures/profiles.png, paths.png,
     difference.png) and returns it. `data`: the images (a `DataRef`; default the digits
     test split)."""

@@ -29,8 +29,9 @@ from lst_jax.data.pool import predict_logits
 from lst_jax.data.reference import DataRef, load_images, open_images
 from lst_jax.evaluation.rundir import RunDir, cached_unit, markdown_table
 from lst_jax.models.reference import resolve_model
+from lst_jax.parallel import data_mesh
 from lst_jax.parallel import distributed as dist
-from lst_jax.robustness import pgd_examples
+from lst_jax.robustness import PGDAttackConfig, pgd_examples
 from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress
 
@@ -171,8 +172,8 @@ def _check_digits_spec(spec) -> None:
 
 
 def load_digits_model(model, checkpoint=None):
-    """`load_model` for the digits jobs: the model (registry name or checkpoint directory,
-    `resolve_model`) must take 32x32x3 inputs."""
+    """`load_model` for the digits jobs: the model (registry name, checkpoint directory or
+    in-memory model, `resolve_model`) must take 32x32x3 inputs."""
     ref = resolve_model(model, checkpoint)
     _check_digits_spec(ref.spec)
     return ref.load()
@@ -277,7 +278,8 @@ def _compute_missing(run, names, sizes, compute, bar: Progress):
 
 def barrier_model_run(model: str, config: BarrierRunConfig = BarrierRunConfig(), root="runs",
                       *, checkpoint=None, progress: bool = True) -> dict:
-    """Barrier statistics of one model, in (or from) its own run directory.
+    """Barrier statistics of one model (registry name, checkpoint directory or in-memory
+    model, `resolve_model`), in (or from) its own run directory.
 
     Returns the summary: `real` and `adversarial` groups each with `n`, `max_median`,
     `max_mean`, `gap_median`, `gap_mean` (after the authors' post-processing; `raw` before
@@ -413,7 +415,8 @@ def _detect_data(config: DetectRunConfig, fn, params, space, shape):
 
 def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), root="runs", *,
                      checkpoint=None, progress: bool = True) -> dict:
-    """Adversarial detection of one model, in (or from) its own run directory.
+    """Adversarial detection of one model (registry name, checkpoint directory or in-memory
+    model, `resolve_model`), in (or from) its own run directory.
 
     Returns the summary with, per attack, `auroc`, `accuracy`, fold statistics, attack
     success rate and the ablations (`auroc_by_features`: the detector on each feature set;
@@ -461,9 +464,10 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
         else:
             key = jax.random.fold_in(jax.random.key(config.seed), i)
             xa = np.asarray(space.from_pixels(pgd_examples(
-                loaded.model_fn, params, images[rows], labels[rows], key,
-                eps=config.pgd.eps, step_size=config.pgd.step_size,
-                steps=config.pgd.steps, chunk_size=config.batch_size)))
+                loaded.model_fn, params, images[rows], labels[rows], key=key,
+                config=PGDAttackConfig(eps=config.pgd.eps, step_size=config.pgd.step_size,
+                                       steps=config.pgd.steps),
+                batch_size=config.batch_size, mesh=data_mesh())))
         f = feats(xa)
         success = (f["predicted"] == targets[s:e]) if name == "optimization" \
             else (f["predicted"] != labels[rows])

@@ -74,7 +74,8 @@ def path_losses_np(model_fn, params, images, target_images, labels, num_points: 
                                            None if memory_budget else DEFAULT_CHUNK),
                                        memory_budget=memory_budget)
     logp = linear_path_confidences(model_fn, params, images, target_images, labels,
-                                   num_points, chunk_size=batch_size or DEFAULT_CHUNK,
+                                   num_points=num_points,
+                                   batch_size=batch_size or DEFAULT_CHUNK,
                                    evaluate_fn=evaluate_fn, score="log_prob")
     return -np.asarray(logp, np.float32)[:b]
 
@@ -88,7 +89,8 @@ def path_losses_unchecked(model_fn, params, images, target_images, labels, *,
         images, target_images: (B, H, W, C); labels: (B,) -> (B, num_points) float32.
     """
     return -linear_path_confidences(model_fn, params, images, target_images, labels,
-                                    num_points, chunk_size=batch_size, score="log_prob")
+                                    num_points=num_points, batch_size=batch_size,
+                                    score="log_prob")
 
 
 def path_losses(model_fn, params, images, target_images, labels, *, num_points: int = 250,

@@ -86,8 +86,8 @@ def run_examples(model_fn, params, images, labels, config: LSTConfig, key, *,
     t0 = time.perf_counter()
     if log_images:
         config = config.replace(log_images=True)
-    res = level_set_traversal(model_fn, params, images[sj], images[ti], labels[sj], key,
-                              config, target_labels=tl[ti], progress=progress, mesh=mesh,
+    res = level_set_traversal(model_fn, params, images[sj], images[ti], labels[sj], key=key,
+                              config=config, target_labels=tl[ti], progress=progress, mesh=mesh,
                               desc=f"LST {len(pairs)} pairs")
     res = jax.device_get(res)
     seconds = time.perf_counter() - t0
@@ -255,7 +255,8 @@ def examples_geometry(model_fn, params, images, labels, result: ExamplesResult,
     Shape:
         images: (K, H, W, C); labels: (K,) -> ExamplesGeometry.
     """
-    from lst_jax.geometry import (embed_grid, hull_confidences, linear_path_confidences,
+    from lst_jax.geometry import (WidthConfig, embed_grid, hull_confidences,
+                                  linear_path_confidences,
                                   path_widths, triangle_embedding, triangle_grid,
                                   width_directions)
     from lst_jax.geometry.paths import path_points as make_t
@@ -275,17 +276,17 @@ def examples_geometry(model_fn, params, images, labels, result: ExamplesResult,
                       np.int64).reshape(-1, 2)
     steps = 2 + (1 if widths else 0)
     with Progress(steps, desc="examples geometry", unit="step", enabled=progress) as bar:
-        grid = triangle_grid("reference", plane_grid)
+        grid = triangle_grid(kind="reference", n=plane_grid)
         if len(tris):
             v1 = result.outputs[tris[:, 0], s0]
             v2 = result.outputs[tris[:, 1], s0]
             src = np.repeat(images[s0:s0 + 1], len(tris), axis=0)
             plane_conf = np.asarray(hull_confidences(
-                model_fn, params, src, v1, v2, np.full(len(tris), labels[s0]), grid,
-                clip=True, chunk_size=chunk_size, evaluate_fn=evaluate_fn))
+                model_fn, params, src, v1, v2, np.full(len(tris), labels[s0]), grid=grid,
+                clip=True, batch_size=chunk_size, evaluate_fn=evaluate_fn))
             verts = np.stack([np.asarray(triangle_embedding(src[i], v1[i], v2[i]))
                               for i in range(len(tris))])
-            pts = np.stack([np.asarray(embed_grid(v, grid)) for v in verts])
+            pts = np.stack([np.asarray(embed_grid(v, grid=grid)) for v in verts])
         else:
             plane_conf = np.zeros((0, grid.num_points), np.float32)
             verts = np.zeros((0, 3, 2), np.float32)
@@ -297,11 +298,11 @@ def examples_geometry(model_fn, params, images, labels, result: ExamplesResult,
         star = np.full((k, k, len(t)), np.nan, np.float32)
         direct = np.full((k, k, len(t)), np.nan, np.float32)
         star[ti, sj] = np.asarray(linear_path_confidences(
-            model_fn, params, images[sj], result.outputs[ti, sj], labels[sj], path_points,
-            chunk_size=chunk_size, evaluate_fn=evaluate_fn))
+            model_fn, params, images[sj], result.outputs[ti, sj], labels[sj],
+            num_points=path_points, batch_size=chunk_size, evaluate_fn=evaluate_fn))
         direct[ti, sj] = np.asarray(linear_path_confidences(
-            model_fn, params, images[sj], images[ti], labels[sj], path_points,
-            chunk_size=chunk_size, evaluate_fn=evaluate_fn))
+            model_fn, params, images[sj], images[ti], labels[sj], num_points=path_points,
+            batch_size=chunk_size, evaluate_fn=evaluate_fn))
         bar.update(1)
         geo = ExamplesGeometry(s0, tris, plane_conf, verts, pts, t, star, direct)
 
@@ -321,9 +322,9 @@ def examples_geometry(model_fn, params, images, labels, result: ExamplesResult,
             lab = np.concatenate([np.full(n_log, labels[s]) for s, _ in wp]).astype(np.int32)
             dirs = width_directions(model_fn, params, x, tgt, lab)
             gate = config.pthresh if widths.gate is None else widths.gate
-            res = path_widths(model_fn, params, x, dirs, lab, widths.radii, key,
-                              num_dirs=widths.num_dirs, gate=gate, chunk_size=chunk_size,
-                              evaluate_fn=evaluate_fn)
+            wcfg = WidthConfig(radii=tuple(widths.radii), num_dirs=widths.num_dirs, gate=gate)
+            res = path_widths(model_fn, params, x, dirs, lab, key=key, config=wcfg,
+                              batch_size=chunk_size, evaluate_fn=evaluate_fn)
             w = np.asarray(res.widths).reshape(len(wp), n_log, len(widths.radii) + 1, -1)
             geo.width_pairs = np.asarray(wp, np.int64)
             geo.width_iters = np.arange(n_log) * config.log_step

@@ -78,7 +78,7 @@ class FullEvalConfig:
                              f"source), got {self.rounds!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        triangle_grid(self.grid, self.grid_n)  # validates grid kind and resolution
+        triangle_grid(kind=self.grid, n=self.grid_n)  # validates grid kind and resolution
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -181,8 +181,9 @@ def lst_batch(model_fn, params, sources, targets, labels, target_labels, key,
     n = len(sources)
     size = max(n, pad_to or n)
     args = (model_fn, params, _pad(np.asarray(sources), size), _pad(np.asarray(targets), size),
-            _pad(np.asarray(labels), size), key, config)
-    kw = dict(target_labels=_pad(np.asarray(target_labels), size), progress=progress,
+            _pad(np.asarray(labels), size))
+    kw = dict(key=key, config=config, target_labels=_pad(np.asarray(target_labels), size),
+              progress=progress,
               desc=f"LST batch of {n}")
     res = jax.device_get(level_set_traversal(*args, mesh=mesh, **kw))
     out = {
@@ -242,9 +243,10 @@ def hull_batch(model_fn, params, sources, outputs, labels, grid, pairs, *,
     conf = multi_hull_confidences(
         model_fn, params, _pad(np.asarray(sources), size),
         np.stack([_pad(np.asarray(o), size) for o in outputs]), _pad(np.asarray(labels), size),
-        grid, pairs, chunk_size=chunk_size, evaluate_fn=evaluate_fn)
+        grid=grid, pairs=pairs, batch_size=chunk_size, evaluate_fn=evaluate_fn)
     conf = np.asarray(conf)[:n]
-    return {"conf": conf, "triangle_stats": np.asarray(triangle_statistics(conf, grid, DELTAS))}
+    stats = triangle_statistics(conf, grid=grid, deltas=DELTAS)
+    return {"conf": conf, "triangle_stats": np.asarray(stats)}
 
 
 def _require_metrics():
@@ -454,7 +456,7 @@ def full_evaluation(model_fn, params, pool: TargetPool, config: FullEvalConfig, 
             if on_batch is not None:
                 on_batch("lst", _lst_name(r, b))
 
-    grid = triangle_grid(config.grid, config.grid_n)
+    grid = triangle_grid(kind=config.grid, n=config.grid_n)
     pairs = round_pairs(config.rounds)
     todo = dist.pending_items(len(bounds), lambda b: run.exists(_hull_name(b)))
     with Progress(len(bounds), desc="full eval: hulls", unit="batch", enabled=progress) as bar:
@@ -555,7 +557,7 @@ def read_results(root, label: str | None = None) -> FullEvalResult:
     hull = [run.load_npz(_hull_name(b)) for b in range(len(bounds))]
     tri = np.concatenate([h["triangle_stats"] for h in hull])
     per_source = np.asarray(per_source_statistics(tri))
-    names = stat_names(DELTAS)
+    names = stat_names(deltas=DELTAS)
     dist_keys = [k[5:] for k in per_round[0] if k.startswith("dist_")]
     distances = {k: np.stack([pr[f"dist_{k}"] for pr in per_round]) for k in dist_keys}
     t1, t2 = table1_stats(distances), table2_stats(per_source, names)

@@ -174,8 +174,8 @@ def iaside_model_run(model_name: str, config: IasideConfig = IasideConfig(),
     """I-ASIDE of one registry model, resumable and reusable (see the module docstring).
 
     Args:
-        model_name: registry name (`lst-jax models`) or checkpoint directory
-            (`resolve_model`); named in the run by `ModelRef.name`.
+        model_name: registry name (`lst-jax models`), checkpoint directory or in-memory
+            model (`resolve_model`, `ModelRef.in_memory`); named in the run by its `name`.
         config: `IasideConfig`; `k=None` resolves to min(1000, images in the split).
         root: parent of the per-model run directories.
         checkpoint: where the checkpoint is.
@@ -318,7 +318,8 @@ def results_table(results: Sequence[dict]) -> tuple[str, str]:
 
 def iaside_job(models: Sequence[str], config: IasideConfig = IasideConfig(), out=None, *,
                model_root=None, progress: bool = True, **run_kw) -> dict:
-    """I-ASIDE of several models side by side (`lst-jax iaside`).
+    """I-ASIDE of several models side by side (`lst-jax iaside`); `models` as
+    `iaside_model_run`'s `model_name` (names, checkpoint directories, in-memory models).
 
     Runs (or reuses) `iaside_model_run` for each model under `model_root` (default
     `<out>/models`), then writes `<out>/iaside.md`, `iaside.csv`, `summary.json` and

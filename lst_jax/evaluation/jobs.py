@@ -135,8 +135,8 @@ def examples_job(model: str = DEFAULT_MODEL, data="digits", k: int = 5,
                  plane_grid: int = 10, path_points: int = 21, data_dir=None, folder=None,
                  pool=None, interpolation: str | None = None, plane_source: int = 0,
                  compute_dtype=None, mesh="auto") -> Path:
-    """The main job: K x K LST examples grid for a model (a registry name or a checkpoint
-    directory, `resolve_model`); returns the run dir.
+    """The main job: K x K LST examples grid for a model (a registry name, a checkpoint
+    directory or an in-memory model, `resolve_model`); returns the run dir.
 
     `mesh` ("auto", "on", "off" or a Mesh, as in `full_evaluation`): with several devices the
     K(K-1) traversals and the geometry probes are split over them (same numbers).
@@ -162,7 +162,8 @@ def examples_job(model: str = DEFAULT_MODEL, data="digits", k: int = 5,
                        model_spec=loaded.spec, checkpoint_digest=loaded.metadata.get("digest"),
                        widths=widths, plane_grid=plane_grid, path_points=path_points,
                        plane_source=plane_source,
-                       compute_dtype=str(jnp.dtype(loaded.model_fn.compute_dtype or jnp.float32)))
+                       compute_dtype=str(jnp.dtype(getattr(loaded.model_fn, "compute_dtype",
+                                                           None) or jnp.float32)))
     from lst_jax.evaluation.full_eval import resolve_mesh
     from lst_jax.parallel import ShardedEvaluator
 
@@ -188,7 +189,8 @@ def pool_job(models: Sequence[str], data="digits", out=None,
              folder=None, split: str | None = None, checkpoint=None,
              progress: bool = True, interpolation: str | None = None,
              scan_seed: int | None = None, preloaded: dict | None = None) -> Path:
-    """Builds the target pool shared by `models` and writes it as PNGs + manifest.
+    """Builds the target pool shared by `models` (registry names, checkpoint directories or
+    in-memory models, `resolve_model`) and writes it as PNGs + manifest.
 
     Without explicit `classes` every class of the data is wanted and classes without a
     qualifying image are skipped (listed in the manifest); with `classes` a missing class is
@@ -249,8 +251,9 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
                   data="digits", pool_models: Sequence[str] | None = None,
                   data_dir=None, folder=None, interpolation: str | None = None,
                   mesh="auto", memory_budget=None, compute_dtype=None):
-    """Full evaluation of a model (registry name or checkpoint directory) on a target pool; returns the FullEvalResult
-    (None on processes other than 0 of a multi-process run).
+    """Full evaluation of a model (registry name, checkpoint directory or in-memory model,
+    `resolve_model`) on a target pool; returns the FullEvalResult (None on processes other
+    than 0 of a multi-process run).
 
     Without `pool`, the pool is built from `data` with `pool_models` (default: the model
     itself) into `<out>/pool` first (or reused from there). Multi-process: only process 0
@@ -275,8 +278,9 @@ def full_eval_job(model: str = DEFAULT_MODEL, pool=None, config=None, out=None, 
         if pool is None and not (pool_dir / "manifest.json").is_file():
             # The pool is selected in float32 whatever the evaluation's compute dtype; the
             # restored parameters are reused, not restored a second time.
-            f32 = dataclasses.replace(
-                loaded, model_fn=dataclasses.replace(loaded.model_fn, compute_dtype=None))
+            f32 = loaded if getattr(loaded.model_fn, "compute_dtype", None) is None else \
+                dataclasses.replace(loaded, model_fn=dataclasses.replace(loaded.model_fn,
+                                                                         compute_dtype=None))
             pool_job(list(pool_models or [ref.ref]), data, pool_dir, checkpoint=checkpoint,
                      progress=progress, preloaded={ref.ref: f32})
         p = load_pool(pool_dir)

@@ -15,6 +15,10 @@ def triangle_embedding(x0, x1, x2):
     so the embedding preserves all angles and length ratios. A degenerate leg (zero length)
     gives NaN coordinates.
 
+    >>> import jax.numpy as jnp
+    >>> triangle_embedding(jnp.zeros(3), jnp.array([2.0, 0, 0]), jnp.array([0, 2.0, 0]))[2]
+    Array([0., 1.], dtype=float32)
+
     Shape:
         x0, x1, x2: (H, W, C) (any equal shapes) -> (3, 2) float32.
     """
@@ -29,8 +33,13 @@ def triangle_embedding(x0, x1, x2):
     return jnp.where(ok, coords, jnp.nan)
 
 
-def embed_grid(coords, grid: TriangleGrid):
+def embed_grid(coords, *, grid: TriangleGrid):
     """2-D positions of the grid points for embedded vertices `coords`.
+
+    >>> import jax.numpy as jnp
+    >>> from lst_jax.geometry import triangle_grid
+    >>> embed_grid(jnp.zeros((3, 2)), grid=triangle_grid()).shape
+    (64, 2)
 
     Shape:
         coords: (3, 2) -> (P, 2).

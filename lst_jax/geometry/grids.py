@@ -44,8 +44,11 @@ class TriangleGrid(NamedTuple):
         return int(self.t.shape[0])
 
 
-def triangle_grid(kind: str = "reference", n: int = 10) -> TriangleGrid:
+def triangle_grid(*, kind: str = "reference", n: int = 10) -> TriangleGrid:
     """The barycentric grid used for Table 2 and the triangle figures.
+
+    >>> triangle_grid().num_points, triangle_grid(kind="exact").num_points
+    (64, 66)
 
     Args:
         kind: "reference" (the reference's float filter: 64 points for n = 10) or "exact"
@@ -80,7 +83,11 @@ def triangle_grid(kind: str = "reference", n: int = 10) -> TriangleGrid:
 
 
 def round_pairs(rounds: int) -> list[tuple[int, int]]:
-    """All unordered pairs (r1 < r2) of rounds: the triangles of Table 2 (10 for 5 rounds)."""
+    """All unordered pairs (r1 < r2) of rounds: the triangles of Table 2 (10 for 5 rounds).
+
+    >>> round_pairs(3)
+    [(0, 1), (0, 2), (1, 2)]
+    """
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 2:
         raise ValueError(f"rounds must be an integer >= 2 to form triangles, got {rounds!r}")
     return list(itertools.combinations(range(int(rounds)), 2))

@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 DEFAULT_CHUNK = 64  # probe images per model call (the reference's 64-point grid batch)
@@ -52,6 +53,11 @@ def _combine(data: Combinations, idx):
 
 def combination_probes(data: Combinations, idx):
     """Probe family: weighted sums of vertices, not clipped (the Table-2 hull probes).
+
+    >>> import jax.numpy as jnp
+    >>> data = Combinations(jnp.ones((2, 3, 8, 8, 3)), jnp.array([[0.5, 0.5]]), jnp.zeros(3))
+    >>> combination_probes(data, jnp.arange(3))[0].shape
+    (3, 8, 8, 3)
 
     Shape:
         idx: (n,) int flat indices in [0, B * P) -> images (n, H, W, C), labels (n,).
@@ -113,42 +119,86 @@ def _evaluate_jit(model_fn, params, probe_fn, data, total: int, chunk_size: int,
 
 
 def evaluate_in_chunks(model_fn, params, probe_fn, data, total: int, *,
-                       chunk_size: int = DEFAULT_CHUNK, score: str = "confidence") -> jax.Array:
-    """Scores of `total` probes, `chunk_size` images per model call (jitted, pure).
+                       batch_size: int = DEFAULT_CHUNK, score: str = "confidence") -> jax.Array:
+    """Scores of `total` probes, `batch_size` images per model call (jitted, pure; one
+    device).
 
     `score` is "confidence" (softmax probability of the probe's label, the default) or
     "log_prob" (its log-softmax, i.e. minus the cross-entropy). Compiles once per
-    (model_fn, probe_fn, data shapes, total, chunk_size, score).
+    (model_fn, probe_fn, data shapes, total, batch_size, score).
+
+    >>> import jax, jax.numpy as jnp
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> vertices = jax.random.uniform(jax.random.key(1), (2, 3, 8, 8, 3))   # V=2, B=3
+    >>> weights = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])          # P=3
+    >>> data = Combinations(vertices, weights, jnp.zeros(3, jnp.int32))
+    >>> evaluate_in_chunks(model_fn, params, combination_probes, data, 9, batch_size=4).shape
+    (9,)
 
     Shape:
         -> (total,) float32, entry m = p_{label_m}(probe_m) (or its log).
     """
     if total < 1:
         raise ValueError(f"total must be a positive number of probes, got {total}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     score_fn(score)
     return _evaluate_jit(model_fn, params, probe_fn, data, int(total),
-                         int(min(chunk_size, total)), score)
+                         int(min(batch_size, total)), score)
 
 
-def default_evaluator(chunk_size: int = DEFAULT_CHUNK) -> Evaluator:
-    """`evaluate_in_chunks` with a fixed chunk size, as an `evaluate_fn`."""
-    return functools.partial(evaluate_in_chunks, chunk_size=chunk_size)
+def default_evaluator(batch_size: int = DEFAULT_CHUNK) -> Evaluator:
+    """`evaluate_in_chunks` with a fixed batch size, as an `evaluate_fn`."""
+    return functools.partial(evaluate_in_chunks, batch_size=batch_size)
+
+
+def resolve_evaluator(evaluate_fn: Evaluator | None, mesh=None, batch_size: int | None = None,
+                      memory_budget=None) -> Evaluator:
+    """The evaluator of a geometry function's placement keywords.
+
+    `evaluate_fn` wins (then `mesh` and `memory_budget` must be None; `batch_size` is the
+    evaluator's business). Otherwise `mesh=None` without `memory_budget`: one device,
+    `evaluate_in_chunks` with `batch_size` probes per call (default `DEFAULT_CHUNK`); a
+    `mesh` or a `memory_budget`: `lst_jax.parallel.ShardedEvaluator` over the mesh (None: the
+    default device), `batch_size` probes per device per call, planned from the budget.
+    """
+    if evaluate_fn is not None:
+        if mesh is not None or memory_budget is not None:
+            raise ValueError("give evaluate_fn or mesh / memory_budget, not both")
+        return evaluate_fn
+    if mesh is None and memory_budget is None:
+        return default_evaluator(DEFAULT_CHUNK if batch_size is None else batch_size)
+    from lst_jax.parallel import ShardedEvaluator, data_mesh
+
+    mesh = data_mesh(jax.local_devices()[:1]) if mesh is None else mesh
+    return ShardedEvaluator(mesh=mesh, per_device_chunk=batch_size,
+                            memory_budget=memory_budget)
 
 
 def evaluate_combinations(model_fn, params, vertices, weights, labels, *, clip: bool = False,
-                          chunk_size: int = DEFAULT_CHUNK,
+                          batch_size: int | None = None, mesh=None, memory_budget=None,
                           evaluate_fn: Evaluator | None = None,
                           score: str = "confidence") -> jax.Array:
     """Source-class confidence at every weighted combination of vertices, per image.
+
+    >>> import jax, jax.numpy as jnp
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> vertices = jax.random.uniform(jax.random.key(1), (2, 3, 8, 8, 3))   # V=2, B=3
+    >>> weights = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])          # P=3
+    >>> evaluate_combinations(model_fn, params, vertices, weights, jnp.zeros(3, jnp.int32)).shape
+    (3, 3)
 
     Args:
         vertices: V stacked image batches (e.g. source, output 1, output 2).
         weights: P rows of V weights (e.g. a `TriangleGrid.weights`).
         clip: clip each probe to [0, 1] before the model (the reference clips in figures,
             not in Table 2).
-        evaluate_fn: evaluator replacing `evaluate_in_chunks` (e.g. a sharded one).
+        batch_size, mesh, memory_budget, evaluate_fn: placement (`resolve_evaluator`):
+            probes per device per model call (default 64), a device mesh (None: one
+            device), bytes per device, or an evaluator of your own.
         score: "confidence" (default) or "log_prob" (minus the cross-entropy).
 
     Shape:
@@ -165,10 +215,10 @@ def evaluate_combinations(model_fn, params, vertices, weights, labels, *, clip: 
     b, p = vertices.shape[1], weights.shape[0]
     if labels.shape != (b,):
         raise ValueError(f"labels must have shape ({b},), got {labels.shape}")
-    evaluate_fn = evaluate_fn or default_evaluator(chunk_size)
+    evaluate_fn = resolve_evaluator(evaluate_fn, mesh, batch_size, memory_budget)
     probe_fn = combination_probes_clipped if clip else combination_probes
     score_fn(score)
     kw = {} if score == "confidence" else {"score": score}  # custom evaluators: default only
     conf = evaluate_fn(model_fn, params, probe_fn, Combinations(vertices, weights, labels),
                        b * p, **kw)
-    return conf.reshape(b, p)
+    return jnp.asarray(conf).reshape(b, p)

@@ -2,6 +2,8 @@
 
 from lst_jax.models.checkpoint import load_checkpoint as load_checkpoint
 from lst_jax.models.checkpoint import save_checkpoint as save_checkpoint
+from lst_jax.models.in_memory import InMemoryModel as InMemoryModel
+from lst_jax.models.in_memory import in_memory_model as in_memory_model
 from lst_jax.models.reference import ModelRef as ModelRef
 from lst_jax.models.reference import resolve_model as resolve_model
 from lst_jax.models.registry import REGISTRY as REGISTRY

@@ -1,4 +1,5 @@
-"""One model reference, resolved in one place: a registry name or a checkpoint directory.
+"""One model reference, resolved in one place: a registry name, a checkpoint directory or
+a model in memory.
 
 Every command's `--model` / `--models` and every job's `model` argument goes through
 `resolve_model`:
@@ -9,7 +10,10 @@ Every command's `--model` / `--models` and every job's `model` argument goes thr
   metadata (`spec_from_metadata`: architecture and its constructor arguments, classes, input
   size, normalisation, label set), as written by `lst-jax convert WEIGHTS --arch ...`;
 - a bare name that is neither, but a checkpoint directory under the checkpoint root (what
-  `lst-jax convert --arch ... --name NAME` writes by default).
+  `lst-jax convert --arch ... --name NAME` writes by default);
+- a model in memory (`ModelRef.in_memory(model, params, name=..., input_shape=...)`, an
+  `lst_jax.models.in_memory.InMemoryModel`): passed through; its digest is that of the
+  parameters themselves, as a checkpoint records it.
 
 A model is named in run directories and tables by `ModelRef.name` (the registry name, or the
 `name` recorded in the metadata); caches are keyed by that name *and* the verified digest of
@@ -70,6 +74,19 @@ class ModelRef:
         self._require()
         return restore_model(self.spec, self.path, compute_dtype, verify=verify)
 
+    @staticmethod
+    def in_memory(model, params, *, name: str, input_shape, num_classes: int | None = None,
+                  normalization=None, label_set: str | None = None,
+                  dataset: str | None = None):
+        """A reference to a model in memory (a `Classifier`, a Flax module or a
+        `model_fn`, and its parameters), accepted by every job wherever a model name is
+        (`lst_jax.models.in_memory.in_memory_model`, which documents the arguments)."""
+        from lst_jax.models.in_memory import in_memory_model
+
+        return in_memory_model(model, params, name=name, input_shape=input_shape,
+                               num_classes=num_classes, normalization=normalization,
+                               label_set=label_set, dataset=dataset)
+
     def _require(self):
         if not (self.path / "metadata.json").is_file():
             from lst_jax.models.registry import missing_checkpoint_message
@@ -86,8 +103,8 @@ def resolve_model(ref, checkpoint=None) -> ModelRef:
     """A registry name or a checkpoint directory -> `ModelRef` (spec + checkpoint + loader).
 
     Args:
-        ref: registry name, checkpoint directory (str or path), or a `ModelRef` (returned
-            as is).
+        ref: registry name, checkpoint directory (str or path), or a `ModelRef` or an
+            in-memory model (`ModelRef.in_memory`), returned as is.
         checkpoint: for a registry name: its checkpoint directory, or a root holding
             `<name>/` (default: `checkpoint_root()`); for a bare name that is not in the
             registry: the root searched for `<ref>/metadata.json`. Ignored for a path.
@@ -99,12 +116,16 @@ def resolve_model(ref, checkpoint=None) -> ModelRef:
     """
     from lst_jax.models.registry import REGISTRY, checkpoint_root
 
-    if isinstance(ref, ModelRef):
+    from lst_jax.models.in_memory import InMemoryModel
+
+    if isinstance(ref, (ModelRef, InMemoryModel)):
         return ref
     if isinstance(ref, os.PathLike):
         ref = os.fspath(ref)
     if not isinstance(ref, str) or not ref:
-        raise ValueError(f"a model is a registry name or a checkpoint directory, got {ref!r}")
+        raise ValueError(f"a model is a registry name, a checkpoint directory or an in-memory "
+                         f"model (ModelRef.in_memory(model, params, name=..., "
+                         f"input_shape=...)), got {type(ref).__name__} {ref!r:.80}")
     if ref in REGISTRY:
         spec = REGISTRY[ref]
         root = Path(checkpoint) if checkpoint is not None else None

@@ -82,6 +82,10 @@ class ModelSpec:
     label_set: str = ""
 
     def build(self) -> Classifier:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"model {self.name!r} has architecture {self.arch!r}, which is "
+                             "not in the zoo, so it cannot be built from its spec (a model "
+                             "in memory is used through its reference: ModelRef.in_memory)")
         return Classifier(ARCHITECTURES[self.arch](**dict(self.arch_kwargs)), self.normalization)
 
 

@@ -123,15 +123,34 @@ def _cached(kind: str, config: Callable, compute: Callable) -> Callable:
 # ------------------------------------------------------------------------------ robustness
 def _robustness_config(ctx, name):
     return {"analysis": "robustness", **ctx.model_key(name),
-            **ctx.config.robustness.to_dict()}
+            **ctx.config.robustness.to_dict(), "seed": ctx.config.robustness_seed}
 
 
 def _robustness_compute(ctx, name, run):
     from lst_jax.robustness import robustness_measurements
 
+    import time
+
+    import jax
+
+    from lst_jax.parallel import data_mesh
+
     m = ctx.model(name)
-    return robustness_measurements(m.model_fn, m.params, ctx.images, ctx.labels,
-                                   ctx.config.robustness, progress=ctx.progress)
+    cfg = ctx.config.robustness
+    t0 = time.perf_counter()
+    r = robustness_measurements(m.model_fn, m.params, ctx.images, ctx.labels,
+                                key=jax.random.key(ctx.config.robustness_seed), config=cfg,
+                                pgd_key=jax.random.key(ctx.config.robustness_seed + 1),
+                                mesh=data_mesh(), progress=ctx.progress)
+    r = jax.device_get(r)
+    pgd = {f"{k}/255": float(a) for k, a in zip(cfg.pgd_radii, r.pgd_accuracy)}
+    return {"clean_accuracy": float(r.clean_accuracy), "pgd_accuracy": pgd,
+            "robust_accuracy": pgd[f"{cfg.headline_radius}/255"],
+            "corruption_accuracy": r.corruption_accuracy.astype(float).tolist(),
+            "corruptions": list(cfg.corruptions), "severities": list(cfg.severities),
+            "mean_corruption_accuracy": float(r.corruption_accuracy.astype(float).mean()),
+            "num_images": int(r.num_images),
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _robustness_metrics(r):

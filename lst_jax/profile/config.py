@@ -38,6 +38,8 @@ class ProfileConfig:
 
     Attributes:
         robustness: clean / PGD / corruption accuracy (`RobustnessConfig`).
+        robustness_seed: the robustness measurements' key is `jax.random.key(seed)`
+            (corruption noise and PGD starts).
         lst: LST Tables 1-2 (`FullEvalConfig`); `lst_metrics` "all" (RMSE, L-inf, SSIM,
             LPIPS) or "basic" (RMSE, L-inf).
         iaside: I-ASIDE (`IasideConfig`: bands, fill, K, ...).
@@ -53,6 +55,7 @@ class ProfileConfig:
     """
 
     robustness: RobustnessConfig = RobustnessConfig()
+    robustness_seed: int = 0
     lst: FullEvalConfig = FullEvalConfig(num_samples=10, rounds=5, batch_size=10)
     lst_metrics: str = "all"
     iaside: IasideConfig = IasideConfig()
@@ -83,7 +86,6 @@ class ProfileConfig:
             barrier=dataclasses.replace(self.barrier, data=ref, split=ref.split),
             detect=dataclasses.replace(self.detect, data=ref, split=ref.split,
                                        reference_split=None))
-
 
     def for_suite(self, suite: str) -> "ProfileConfig":
         """The config whose robustness uses `suite`'s corruption table and headline PGD radius

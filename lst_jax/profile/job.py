@@ -67,7 +67,8 @@ def validate_models(models: Sequence[str], baseline: str | None = None, data=Non
 def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", out=None, *,
                 progress: bool = True, command: str | None = None,
                 preset_name: str | None = None, data=None) -> dict:
-    """Profiles `models` (registry names) with every analysis of `config`; returns the
+    """Profiles `models` (registry names, checkpoint directories or in-memory models,
+    `resolve_model`; `config.baseline` too) with every analysis of `config`; returns the
     profile dict (also written as profile.json next to report.md / report.html / profile.csv).
 
     Every (analysis, model) unit is cached under `<out>/cache/` keyed by the model, its
@@ -90,9 +91,9 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     models = list(models)
     dref = DataRef.of("digits" if data is None else data)
     given = validate_models(models, config.baseline, dref)
-    first = given[models[0]]
+    lead = given[models[0]]
     if config.baseline is None:     # the digits' baseline model, else the first model
-        default = DEFAULT_BASELINE if first.spec.label_set == "digits" else models[0]
+        default = DEFAULT_BASELINE if lead.spec.label_set == "digits" else models[0]
         given.setdefault(default, validate_models([models[0]], default)[default])
         config = dataclasses.replace(config, baseline=default)
     # registry names or checkpoint directories -> the models' names (rows, cache keys)
@@ -100,10 +101,16 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     if len({refs[m].name for m in models}) != len(models):
         raise ValueError("two of the models have the same name: "
                          f"{[f'{m} -> {refs[m].name}' for m in models]}")
+    by_name: dict = {}
+    for r in refs.values():   # e.g. an in-memory model named like the registry baseline
+        first = by_name.setdefault(r.name, r)
+        if first is not r and first.digest() != r.digest():
+            raise ValueError(f"two different models (other parameters) are named "
+                             f"{r.name!r} among the models and the baseline; rename one")
     models = [refs[m].name for m in models]
     config = dataclasses.replace(config, baseline=refs[config.baseline].name)
     specs = {r.name: r.spec for r in refs.values()}
-    shape = first.spec.input_size
+    shape = lead.spec.input_size
     check_data_shape(dref, shape)
     suite = data_suite(dref, shape)
     config = config.with_data(dref).for_suite(suite)

@@ -45,6 +45,7 @@ exact identity that shifting the HSV value rescales the RGB vector (no HSV round
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -285,7 +286,7 @@ def _corrupt(images, key, offset, c, name: str, static_c=None):
     return jnp.clip(out, 0.0, 1.0)
 
 
-def corrupt(images, name: str, severity: int, key, *, offset: int = 0,
+def corrupt(images, *, name: str, severity: int, key, offset: int = 0,
             table: str = "cifar10"):
     """Images under corruption `name` at `severity` (0: the clean images, unchanged), with the
     parameters of severity table `table` ("cifar10", "imagenet" or "digits").
@@ -293,12 +294,18 @@ def corrupt(images, name: str, severity: int, key, *, offset: int = 0,
     Image `i` uses the random stream `fold_in(key, offset + i)`: a batch cut out of a larger
     set with the right `offset` gives the same arrays as corrupting the whole set.
 
+    >>> import jax
+    >>> x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3))
+    >>> corrupt(x, name="gaussian_noise", severity=3, key=jax.random.key(1)).shape
+    (2, 8, 8, 3)
+
     Shape:
         images: (B, H, W, C) float32 in [0, 1] -> (B, H, W, C) float32 in [0, 1].
     """
-    from lst_jax.utils.checks import check_images
+    from lst_jax.utils.checks import check_images, check_key
 
     check_corruption(name, severity, table)
+    check_key(key)
     images = check_images("images", images)
     if severity == 0:
         return images
@@ -307,14 +314,53 @@ def corrupt(images, name: str, severity: int, key, *, offset: int = 0,
     return _corrupt(images, key, jnp.uint32(offset), jnp.float32(c), name, static)
 
 
-def corruption_key(seed: int, name: str, severity: int):
-    """The key of one (corruption, severity) cell of a benchmark generated with `seed`."""
+def corruption_key(*, key, name: str, severity: int):
+    """The key of one (corruption, severity) cell of a benchmark generated with `key`:
+    `fold_in(fold_in(key, index of name in CORRUPTIONS), severity)`.
+
+    >>> import jax
+    >>> corruption_key(key=jax.random.key(0), name="contrast", severity=2).shape
+    ()
+    """
+    from lst_jax.utils.checks import check_key
+
+    check_key(key)
     check_corruption(name, severity)
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), CORRUPTIONS.index(name)),
-                              severity)
+    return jax.random.fold_in(jax.random.fold_in(key, CORRUPTIONS.index(name)), severity)
 
 
-__all__ = ["CORRUPTIONS", "FAMILIES", "PARAMS", "DIGITS_PARAMS", "IMAGENET_PARAMS", "TABLES",
-           "SEVERITIES", "corrupt", "corruption_key",
+@dataclasses.dataclass(frozen=True)
+class CorruptionConfig:
+    """The cells of a "-C" benchmark (`corruption_accuracy`).
+
+    >>> CorruptionConfig(table="digits", severities=(1, 5)).severities
+    (1, 5)
+
+    Attributes:
+        table: severity table, "cifar10", "imagenet" or "digits".
+        corruptions: corruption names (of `CORRUPTIONS`).
+        severities: severities in 0..5 (0: clean).
+    """
+
+    table: str = "cifar10"
+    corruptions: tuple = CORRUPTIONS
+    severities: tuple = SEVERITIES
+
+    def __post_init__(self):
+        object.__setattr__(self, "corruptions", tuple(self.corruptions))
+        object.__setattr__(self, "severities", tuple(self.severities))
+        if not self.corruptions or not self.severities:
+            raise ValueError("corruptions and severities must not be empty")
+        for c in self.corruptions:
+            for s in self.severities:
+                check_corruption(c, s, self.table)
+
+    def replace(self, **changes) -> "CorruptionConfig":
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+__all__ = ["CorruptionConfig", "CORRUPTIONS", "FAMILIES", "PARAMS", "DIGITS_PARAMS",
+           "IMAGENET_PARAMS", "TABLES", "SEVERITIES", "corrupt", "corruption_key",
            "jpeg_quantize", "quantisation_table", "box_resize_matrix", "gaussian_kernel_1d",
            "check_corruption"]

@@ -16,6 +16,10 @@ from lst_jax.utils.checks import check_nonnegative, check_positive_int
 class LSTConfig:
     """Hyperparameters of Level Set Traversal (arXiv 2310.19889; `../spec/lst.md` section 2).
 
+    >>> from lst_jax.traversal import LSTConfig
+    >>> LSTConfig(iters=20).replace(step_size=0.1).step_size
+    0.1
+
     Attributes:
         step_size: eta, the fraction of the orthogonal residual (target - x) moved per iteration.
         iters: number of iterations (static: changes the compiled program).
@@ -68,18 +72,24 @@ class LSTConfig:
                               self.fused, self.reference_numerics)
 
     @property
-    def hyper(self) -> "Hyper":
+    def hyper(self) -> "LSTHyper":
         """The traced hyperparameters as float32 scalars (see `hyper_as`)."""
         return self.hyper_as(jnp.float32)
 
-    def hyper_as(self, dtype) -> "Hyper":
+    def hyper_as(self, dtype) -> "LSTHyper":
         """The traced hyperparameters as scalars of `dtype` (float64 for ground-truth runs:
         converted from the Python floats, not from their float32 roundings)."""
         f = lambda v: jax.device_put(np.asarray(v, dtype))   # explicit: no implicit transfer
-        return Hyper(f(self.step_size), f(self.pthresh), f(self.adv_step_size), f(self.noise))
+        return LSTHyper(f(self.step_size), f(self.pthresh), f(self.adv_step_size), f(self.noise))
 
     def replace(self, **changes) -> "LSTConfig":
+        """A copy with `changes` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "LSTConfig":
+        """A named preset (`paper`, `reference_defaults`) with optional overrides."""
+        return preset(name, **overrides)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -97,8 +107,9 @@ class StaticSettings:
     reference_numerics: bool = False
 
 
-class Hyper(NamedTuple):
-    """Traced float hyperparameters (scalars, float32; float64 in ground-truth runs)."""
+class LSTHyper(NamedTuple):
+    """The traced float hyperparameters of `LSTConfig` (`config.hyper`; scalars, float32;
+    float64 in ground-truth runs)."""
 
     step_size: jnp.ndarray
     pthresh: jnp.ndarray
@@ -117,7 +128,11 @@ PRESETS: dict[str, LSTConfig] = {
 
 
 def preset(name: str, **overrides) -> LSTConfig:
-    """Returns a named preset (`paper`, `reference_defaults`) with optional overrides."""
+    """Returns a named preset (`paper`, `reference_defaults`) with optional overrides.
+
+    >>> preset("paper", iters=40).iters
+    40
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown LST preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides)

@@ -1,16 +1,36 @@
-"""Typed pytrees of the traversal: the scan carry, the per-iteration record and the result."""
+"""Typed pytrees of the traversal: the per-pair constants, the state (scan carry), the
+per-iteration record and the result."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 from flax import struct
 
 
+class Pairs(NamedTuple):
+    """Per-pair constants of a traversal batch (set by `lst_init`, carried in `LSTState`).
+
+    Attributes:
+        target_images: (B, H, W, C) the images the iterates move toward.
+        labels: (B,) int32 source classes (the class whose confidence is held).
+        target_labels: (B,) int32 classes of `target_images` (for the record only).
+        clean_conf: (B,) p_{labels}(clean source), the level the traversal holds.
+        valid: (B,) bool, the reference's argmax filter: the clean source is classified as
+            its label.
+    """
+
+    target_images: jax.Array
+    labels: jax.Array
+    target_labels: jax.Array
+    clean_conf: jax.Array
+    valid: jax.Array
+
+
 @struct.dataclass
 class LSTState:
-    """Loop carry of the traversal scan (B = batch of (source, target) pairs).
+    """State of a traversal (`lst_init` -> `lst_step` -> ...; the scan carry of the runner).
 
     Attributes:
         x: (B, H, W, C) current iterate in [0, 1].
@@ -21,7 +41,9 @@ class LSTState:
         grad_scale: (B,) magnitude factor of the gradient (1 - p_y, or 1 with
             `reference_numerics`).
         probs: (B, K) softmax probabilities at `x`.
-        step: () int32 iteration counter.
+        accepted: (B,) bool, whether the last step's candidate passed the confidence test
+            (all True after `lst_init`).
+        pairs: the per-pair constants (`Pairs`).
     """
 
     x: jax.Array
@@ -29,7 +51,8 @@ class LSTState:
     grad: jax.Array
     grad_scale: jax.Array
     probs: jax.Array
-    step: jax.Array
+    accepted: jax.Array
+    pairs: Pairs
 
 
 @struct.dataclass
@@ -54,7 +77,8 @@ class LSTRecord:
 
 @struct.dataclass
 class LSTResult:
-    """Output of `level_set_traversal`.
+    """Output of `level_set_traversal` (every array leaf a `jax.Array`, whatever the mesh or
+    precision).
 
     Attributes:
         images: (B, H, W, C) final iterates x_T in [0, 1].

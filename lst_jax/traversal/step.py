@@ -6,28 +6,15 @@ the whole batch (one forward, one backward per iteration in the fused step).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from lst_jax.traversal.config import Hyper
-from lst_jax.traversal.state import LSTRecord, LSTState
+from lst_jax.traversal.config import LSTConfig, LSTHyper, StaticSettings
+from lst_jax.traversal.state import LSTRecord, LSTState, Pairs
 
 ModelFn = Callable[[object, jax.Array], jax.Array]
-
-
-class Pairs(NamedTuple):
-    """Per-pair constants of a traversal batch.
-
-    Shape:
-        targets: (B, H, W, C); labels, target_labels: (B,) int32; clean_conf: (B,) float32.
-    """
-
-    targets: jax.Array
-    labels: jax.Array
-    target_labels: jax.Array
-    clean_conf: jax.Array
 
 
 def project_orthogonal(g: jax.Array, v: jax.Array) -> jax.Array:
@@ -35,6 +22,10 @@ def project_orthogonal(g: jax.Array, v: jax.Array) -> jax.Array:
 
     Scale-invariant in `g` (pass a gradient's direction). Deviation from the reference: a
     zero gradient gives coefficient 0 instead of 0/0 = NaN, so `v` passes unchanged.
+
+    >>> import jax.numpy as jnp
+    >>> project_orthogonal(jnp.array([1.0, 0.0]), jnp.array([3.0, 4.0]))
+    Array([0., 4.], dtype=float32)
 
     Shape:
         g, v: (H, W, C) (any shape, flattened for the inner products) -> same shape.
@@ -45,7 +36,7 @@ def project_orthogonal(g: jax.Array, v: jax.Array) -> jax.Array:
     return v - coef * g
 
 
-def propose(x, direction, scale, acc, target, hyper: Hyper, adv_pert: bool):
+def propose(x, direction, scale, acc, target, hyper: LSTHyper, adv_pert: bool):
     """Candidate of one sample: `clip(x + eta v_perp - a, 0, 1)` and the updated accumulator.
 
     The gradient is `g = scale * direction` (see `input_gradient`): the projection, which does
@@ -116,15 +107,23 @@ def input_gradient(model_fn: ModelFn, params, x: jax.Array, labels: jax.Array, *
     return probs, direction, scale.astype(direction.dtype)
 
 
-def forward_backward(model_fn: ModelFn, params, x: jax.Array, labels: jax.Array, *,
+def forward_backward(model_fn: ModelFn, params, images: jax.Array, labels: jax.Array, *,
                      reference_numerics: bool = False):
     """Probabilities and the input gradient of the summed CE (`input_gradient`, multiplied out;
     `reference_numerics`: see `ce_cotangent`).
 
+    >>> import jax, jax.numpy as jnp
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> images = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+    >>> probs, grad = forward_backward(model_fn, params, images, jnp.array([0, 1]))
+    >>> probs.shape, grad.shape
+    ((2, 4), (2, 8, 8, 3))
+
     Shape:
-        x: (B, H, W, C), labels: (B,) -> probs (B, K), grad (B, H, W, C).
+        images: (B, H, W, C), labels: (B,) -> probs (B, K), grad (B, H, W, C).
     """
-    probs, direction, scale = input_gradient(model_fn, params, x, labels,
+    probs, direction, scale = input_gradient(model_fn, params, images, labels,
                                              reference_numerics=reference_numerics)
     return probs, direction * scale.reshape((-1,) + (1,) * (direction.ndim - 1))
 
@@ -139,13 +138,18 @@ def softmax_probs(logits: jax.Array) -> jax.Array:
     return jnp.exp(jax.nn.log_softmax(_promote(logits), axis=-1))
 
 
-def _take(probs, labels):
+def take_label(probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """The entry of each row at its label.
+
+    Shape:
+        probs: (B, K), labels: (B,) int -> (B,).
+    """
     return jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
 
 
-def _accept(cand, cand_probs, pairs: Pairs, hyper: Hyper):
+def _accept(cand, cand_probs, pairs: Pairs, hyper: LSTHyper):
     """Strict drop test against the clean confidence; non-finite candidates are rejected."""
-    drop = pairs.clean_conf - _take(cand_probs, pairs.labels)
+    drop = pairs.clean_conf - take_label(cand_probs, pairs.labels)
     finite = jnp.all(jnp.isfinite(cand.reshape(cand.shape[0], -1)), axis=-1)
     finite &= jnp.all(jnp.isfinite(cand_probs), axis=-1)
     return (drop < hyper.pthresh) & finite
@@ -155,35 +159,47 @@ def _select(ok, new, old):
     return jnp.where(ok.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
 
 
-def record_of(x, probs, accepted, pairs: Pairs) -> LSTRecord:
-    """Per-sample diagnostics of an iterate (see `LSTRecord`)."""
-    diff = (x - pairs.targets).reshape(x.shape[0], -1)
+def record_of(state: LSTState) -> LSTRecord:
+    """Per-sample diagnostics of the state's iterate (see `LSTRecord`).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from lst_jax.traversal import lst_init
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> images = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+    >>> state = lst_init(model_fn, params, images, images[::-1], jnp.array([0, 1]),
+    ...                  key=jax.random.key(2))
+    >>> record_of(state).conf_source.shape
+    (2,)
+
+    Shape:
+        -> LSTRecord with fields (B,).
+    """
+    pairs = state.pairs
+    diff = (state.x - pairs.target_images).reshape(state.x.shape[0], -1)
     return LSTRecord(
-        conf_source=_take(probs, pairs.labels),
-        conf_target=_take(probs, pairs.target_labels),
-        accepted=accepted,
+        conf_source=take_label(state.probs, pairs.labels),
+        conf_target=take_label(state.probs, pairs.target_labels),
+        accepted=state.accepted,
         dist_target=jnp.sqrt(jnp.sum(diff * diff, axis=-1)),
     )
 
 
-def lst_step(model_fn: ModelFn, params, state: LSTState, pairs: Pairs, hyper: Hyper,
-             *, adv_pert: bool, fused: bool, reference_numerics: bool = False):
-    """One LST iteration on a batch; returns the new state and its `LSTRecord`.
-
-    fused=True: the gradient carried in `state` (computed at `x` by the previous iteration's
-    backward pass) is used for the projection, and the candidate's forward pass is reused for
-    its gradient via `jax.vjp` -> 1 forward + 1 backward. Rejected samples keep their old
-    gradient. fused=False: the reference order, forward+backward at `x`, then a separate forward
-    for the candidate -> 2 forwards + 1 backward. Both give the same trajectory.
-    reference_numerics: see `ce_cotangent`.
-    """
+def step_core(model_fn: ModelFn, params, state: LSTState, hyper: LSTHyper,
+              static: StaticSettings) -> LSTState:
+    """`lst_step` with traced hyperparameters (`config.hyper_as(dtype)`) and the static part
+    of the config (`config.static`): the runner's scan body, so that sweeping the float
+    hyperparameters does not recompile."""
+    pairs = state.pairs
+    fused, reference_numerics = static.fused, static.reference_numerics
     propose_b = jax.vmap(propose, in_axes=(0, 0, 0, 0, 0, None, None))
     if fused:
         direction, scale = state.grad, state.grad_scale
     else:
         _, direction, scale = input_gradient(model_fn, params, state.x, pairs.labels,
                                              reference_numerics=reference_numerics)
-    cand, acc = propose_b(state.x, direction, scale, state.acc, pairs.targets, hyper, adv_pert)
+    cand, acc = propose_b(state.x, direction, scale, state.acc, pairs.target_images, hyper,
+                          static.adv_pert)
     if fused:
         cand_probs, cand_dir, cand_scale = input_gradient(
             model_fn, params, cand, pairs.labels, reference_numerics=reference_numerics)
@@ -196,6 +212,43 @@ def lst_step(model_fn: ModelFn, params, state: LSTState, pairs: Pairs, hyper: Hy
         new_dir, new_scale = _select(ok, cand_dir, direction), _select(ok, cand_scale, scale)
     else:
         new_dir, new_scale = state.grad, state.grad_scale
-    new_state = LSTState(x=x, acc=acc, grad=new_dir, grad_scale=new_scale, probs=probs,
-                         step=state.step + 1)
-    return new_state, record_of(x, probs, ok, pairs)
+    return LSTState(x=x, acc=acc, grad=new_dir, grad_scale=new_scale, probs=probs,
+                    accepted=ok, pairs=pairs)
+
+
+def lst_step(model_fn: ModelFn, params, state: LSTState, *,
+             config: LSTConfig = LSTConfig()) -> LSTState:
+    """One LST iteration on a batch (the state from `lst_init` or a previous step).
+
+    `config.fused` (default): the gradient carried in `state` (computed at `x` by the previous
+    iteration's backward pass) is used for the projection, and the candidate's forward pass is
+    reused for its gradient via `jax.vjp` -> 1 forward + 1 backward. Rejected samples keep
+    their old gradient. `fused=False`: the reference order, forward+backward at `x`, then a
+    separate forward for the candidate -> 2 forwards + 1 backward. Both give the same
+    trajectory. `record_of(state)` gives the new iterate's diagnostics. Traceable inside
+    `jax.jit` (mark `model_fn` and `config` static: the float hyperparameters are then
+    compiled in; `level_set_traversal` traces them instead).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from lst_jax.traversal import LSTConfig, lst_init, lst_step
+    >>> model_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> params = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 4))
+    >>> images = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+    >>> labels = jnp.argmax(model_fn(params, images), -1)
+    >>> cfg = LSTConfig(iters=3)
+    >>> state = lst_init(model_fn, params, images, images[::-1], labels, key=jax.random.key(2),
+    ...                  config=cfg)
+    >>> for _ in range(cfg.iters):
+    ...     state = lst_step(model_fn, params, state, config=cfg)
+    >>> state.x.shape
+    (2, 8, 8, 3)
+
+    Shape:
+        state.x: (B, H, W, C) -> LSTState of the same shapes.
+    """
+    if not isinstance(config, LSTConfig):
+        raise TypeError(f"config must be an LSTConfig, got {type(config).__name__}")
+    if not isinstance(state, LSTState):
+        raise TypeError(f"state must be an LSTState (from lst_init), got "
+                        f"{type(state).__name__}")
+    return step_core(model_fn, params, state, config.hyper_as(state.x.dtype), config.static)

@@ -142,7 +142,7 @@ def check_key(key, name: str = "key"):
     if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         what = ("an int seed" if isinstance(key, (int, np.integer))
                 else f"a raw {dtype} key" if dtype is not None else type(key).__name__)
-        raise TypeError(f"{name} must be a typed PRNG key (jax.random.key(seed)), got {what}"
-                        " (make one with jax.random.key(seed), or wrap a raw uint32 key with"
-                        " jax.random.wrap_key_data)")
+        raise TypeError(f"{name} must be a typed PRNG key (a typed jax.random key: "
+                        f"jax.random.key(seed)), got {what} (wrap a raw key with "
+                        f"jax.random.wrap_key_data)")
     return key

@@ -42,8 +42,8 @@ def run(w, case, ctx) -> dict:
     ev = ShardedEvaluator(data_mesh(), per_device_chunk=w.batch)
 
     def run_jax():
-        return np.asarray(multi_hull_confidences(model_fn, params, src, outs, labels, grid,
-                                                 evaluate_fn=ev))
+        return np.asarray(multi_hull_confidences(model_fn, params, src, outs, labels,
+                                                 grid=grid, evaluate_fn=ev))
 
     t_first, conf = timed(run_jax)
     t_second, _ = timed(run_jax)

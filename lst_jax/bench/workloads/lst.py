@@ -2,7 +2,7 @@
 `torch.compile`), and against the forward+backward limit.
 
 The same traversal (same weights, same pairs, the `paper` preset with zero start noise) is run
-by lst_jax (`lst_jax.traversal.traverse`: one jitted `lax.scan`, one forward and one backward
+by lst_jax (`lst_jax.traversal.level_set_traversal_unchecked`: one jitted `lax.scan`, one forward and one backward
 per iteration) and by the reference loop of spec/lst.md 1.5 in PyTorch
 (`lst_jax.bench.torch_procedures.torch_traversal`). Before any speed is reported both must
 compute the same traversal: every acceptance decision equal and the final images within
