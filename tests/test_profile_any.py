@@ -171,3 +171,19 @@ def test_suite_by_data_and_the_imagenet_table():
                                                     headline_radius=2))
     assert own.for_suite("cifar10") == own
     assert quick.replace(fit_data=False).for_suite("imagenet").robustness == quick.robustness
+
+
+def test_imagenet_table_on_a_224_image():
+    """Every implemented corruption at ImageNet-C's severity 5 on one 224x224 image: values
+    in [0, 1], the image changed; pixelation to int(224 * 0.25) = 56 pixels gives 4x4 blocks."""
+    from lst_jax.robustness.corruptions import CORRUPTIONS, corrupt
+
+    x = jax.random.uniform(jax.random.key(0), (1, 224, 224, 3))
+    for c in CORRUPTIONS:
+        y = np.asarray(corrupt(x, name=c, severity=5, key=jax.random.key(1), table="imagenet"))
+        assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1, c
+        assert np.abs(y - np.asarray(x)).max() > 0.05, c
+    y = np.asarray(corrupt(x, name="pixelate", severity=5, key=jax.random.key(1),
+                           table="imagenet"))[0]
+    blocks = y.reshape(56, 4, 56, 4, 3)
+    assert np.array_equal(blocks, np.broadcast_to(blocks[:, :1, :, :1], blocks.shape))
