@@ -45,9 +45,9 @@ class ProfileConfig:
         iaside: I-ASIDE (`IasideConfig`: bands, fill, K, ...).
         barrier, detect: connectivity barrier statistics and adversarial detection
             (`BarrierRunConfig`, `DetectRunConfig`).
-        baseline: the mCE baseline (registry name or checkpoint directory; evaluated even
-            when not profiled); None: `DEFAULT_BASELINE` on the digits, else the first
-            profiled model.
+        baseline: the mCE baseline (registry name, checkpoint directory or in-memory model;
+            evaluated even when not profiled); `DEFAULT_BASELINE` (the default) or None
+            stand for the first profiled model when the models are not digits models.
         analyses: which analyses run (names of `lst_jax.profile.analyses.ANALYSES`).
         fit_data: a robustness config on the digits table moves to the data's corruption
             table and headline PGD radius (`for_suite`, `data_suite`); False keeps
@@ -61,7 +61,7 @@ class ProfileConfig:
     iaside: IasideConfig = IasideConfig()
     barrier: BarrierRunConfig = BarrierRunConfig()
     detect: DetectRunConfig = DetectRunConfig()
-    baseline: str | None = None
+    baseline: str | None = DEFAULT_BASELINE
     analyses: tuple = ("robustness", "lst", "iaside", "connectivity")
     fit_data: bool = True
 

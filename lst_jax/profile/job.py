@@ -90,12 +90,14 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
         raise ValueError(f"config must be a ProfileConfig or a preset name, got {config!r}")
     models = list(models)
     dref = DataRef.of("digits" if data is None else data)
-    given = validate_models(models, config.baseline, dref)
-    lead = given[models[0]]
-    if config.baseline is None:     # the digits' baseline model, else the first model
-        default = DEFAULT_BASELINE if lead.spec.label_set == "digits" else models[0]
-        given.setdefault(default, validate_models([models[0]], default)[default])
-        config = dataclasses.replace(config, baseline=default)
+    lead = validate_models(models, None, dref)[models[0]]
+    baseline = config.baseline
+    if baseline is None or (isinstance(baseline, str) and baseline == DEFAULT_BASELINE
+                            and lead.spec.label_set != "digits"):
+        # the digits' baseline model on the digits, else the first model
+        baseline = DEFAULT_BASELINE if lead.spec.label_set == "digits" else models[0]
+    given = validate_models(models, baseline, dref)
+    config = dataclasses.replace(config, baseline=baseline)
     # registry names or checkpoint directories -> the models' names (rows, cache keys)
     refs = {m: given[m] for m in list(models) + [config.baseline]}
     if len({refs[m].name for m in models}) != len(models):
