@@ -172,7 +172,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="severity must be an integer in 0..5"):
         corrupt(x, name="contrast", severity=6, key=jax.random.key(0))
     with pytest.raises(ValueError, match="unknown severity table"):
-        corrupt(x, name="contrast", severity=1, key=jax.random.key(0), table="imagenet")
+        corrupt(x, name="contrast", severity=1, key=jax.random.key(0), table="svhn")
     with pytest.raises(ValueError, match=r"images must lie in \[0, 1\]"):
         corrupt(x * 2, name="contrast", severity=1, key=jax.random.key(0))
     m = load_model("digits_resnet-normal")
