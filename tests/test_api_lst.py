@@ -200,7 +200,7 @@ def test_configs_validate_replace_and_hold_no_seed():
     for make, field in ((lambda: LST.replace(iters=0), "iters"),
                         (lambda: PGD.replace(steps=0), "steps"),
                         (lambda: PGD.replace(eps=2.0), "eps"),
-                        (lambda: CORR.replace(table="imagenet"), "table"),
+                        (lambda: CORR.replace(table="svhn"), "table"),
                         (lambda: ROB.replace(headline_radius=4), "headline_radius"),
                         (lambda: WIDTH.replace(num_dirs=1), "num_dirs")):
         with pytest.raises(ValueError, match=field):
