@@ -93,7 +93,7 @@ def _check_budget(args):
         try:
             parse_bytes(args.memory_budget)
         except ValueError as e:
-            raise ValueError(f"--memory-budget: {e}") from None
+            raise ValueError(str(e).replace("memory_budget", "--memory-budget")) from None
 
 
 def _run_models(args, unit, config, table_fn, name):

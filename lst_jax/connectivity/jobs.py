@@ -450,7 +450,8 @@ def _detect_compute(config, progress, budget, loaded, digest, run, fn, space) ->
     ref_ce = dict(zip(ref["classes"].tolist(), ref["ce"].tolist()))
     feats = lambda inp: curve_features(fn, params, inp, ref["images"], ref["classes"],
                                        num_points=config.points, memory_budget=budget)
-    targets = _attack_targets(labels[idx], ref["classes"], config.seed)
+    targets = (_attack_targets(labels[idx], ref["classes"], config.seed)
+               if "optimization" in config.attacks else None)
     chunks = _chunks(len(idx), config.batch_size)
 
     def compute(j):      # item 0: the clean features; then (attack, chunk) in order
