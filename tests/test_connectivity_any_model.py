@@ -73,7 +73,7 @@ def test_barrier_and_detect_on_a_converted_cifar_resnet18(cifar_r18, tmp_path):
     with tfds.testing.mock_data(num_examples=24):
         assert cli.main(["connectivity", "barrier", "--models", cifar_r18, "--classes", "2",
                          "3", "--pairs-per-class", "1", "--drop-per-class", "0",
-                         "--root", str(root), "--memory-budget", "256MiB", *TINY]) == 0
+                         "--root", str(root), *TINY]) == 0
         s = json.loads((root / "barrier.json").read_text())["cifar_r18"]
         assert s["real"]["n"] == 2 and s["adversarial"]["n"] == 2
         assert s["config"]["data"] == "cifar10" and s["config"]["split"] == "test"
@@ -81,8 +81,7 @@ def test_barrier_and_detect_on_a_converted_cifar_resnet18(cifar_r18, tmp_path):
             assert np.isfinite(s[g]["max_mean"]) and s[g]["gap_mean"] >= 0
         # detect: PGD on the random model's correctly classified test images
         rc = cli.main(["connectivity", "detect", "--models", cifar_r18, "--attacks", "pgd",
-                       "--pgd-steps", "2", "--folds", "2", "--root", str(root),
-                       "--memory-budget", "256MiB", *TINY])
+                       "--pgd-steps", "2", "--folds", "2", "--root", str(root), *TINY])
     d = json.loads((root / "detect.json").read_text())["cifar_r18"]
     assert d["n_clean"] >= 2 and set(d["attacks"]) == {"pgd"}
     assert rc == (0 if d["attacks"]["pgd"]["auroc"] is not None else 1)
@@ -93,8 +92,7 @@ def test_bypass_on_a_converted_cifar_resnet18(cifar_r18, tmp_path):
     with tfds.testing.mock_data(num_examples=24):
         assert cli.main(["connectivity", "bypass", "--model", cifar_r18, "--target-class",
                          "2", "--source-class", "3", "--candidates", "3", "--bypass-steps",
-                         "2", "--max-depth", "1", "--memory-budget", "256MiB",
-                         "--out", str(out), *TINY]) == 0
+                         "2", "--max-depth", "1", "--out", str(out), *TINY]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     # off the digits the pair is the authors' two lowest-loss candidates
     assert manifest["config"]["config"]["selection"] == "lowest_loss"
@@ -133,6 +131,32 @@ def test_class_flags_out_of_the_models_range_are_refused_before_work(cifar_r18, 
         assert match in _one_line(capsys), argv
 
 
+class _Spy(ValueError):
+    pass
+
+
+@pytest.mark.parametrize("mode, fn", [("barrier", "path_losses"),
+                                      ("detect", "curve_features")])
+def test_memory_budget_reaches_the_library(cifar_r18, tmp_path, capsys, monkeypatch, mode,
+                                           fn):
+    """`--memory-budget` is passed as `memory_budget=` to the path losses (the attack's:
+    the 224x224 bypass below runs with one)."""
+    from lst_jax.connectivity import jobs
+
+    seen = []
+
+    def spy(*a, **k):
+        seen.append(k.get("memory_budget"))
+        raise _Spy("spy called")
+
+    monkeypatch.setattr(jobs, fn, spy)
+    with tfds.testing.mock_data(num_examples=24):
+        assert cli.main(["connectivity", mode, "--models", cifar_r18, "--root",
+                         str(tmp_path), "--memory-budget", "256MiB", *TINY]) == 2
+    assert seen == ["256MiB"] and "spy called" in _one_line(capsys)
+
+
+@pytest.mark.slow
 def test_bypass_at_224_on_mock_imagenet(tmp_path):
     """A 1000-class ResNet-18 at 224x224 on tfds mock ImageNet: two images of one class, a
     five-point path, a few steps, batches planned from a memory budget."""

@@ -440,7 +440,7 @@ def _detect_compute(config, progress, budget, loaded, digest, run, fn, space) ->
 
     def references():
         if not run.exists("references.npz"):
-            refs, ref_cls, ref_ce, ref_idx = select_references(
+            refs, ref_cls, ref_ce, ref_idx = _references(
                 fn, params, np.asarray(space.from_pixels(ref_images)), ref_labels)
             run.save_npz("references.npz", images=refs, classes=ref_cls, ce=ref_ce,
                          index=ref_idx)
@@ -448,8 +448,29 @@ def _detect_compute(config, progress, budget, loaded, digest, run, fn, space) ->
 
     ref = dist.broadcast_arrays_of_main(references)   # process 0 selects / reads them
     ref_ce = dict(zip(ref["classes"].tolist(), ref["ce"].tolist()))
-    feats = lambda inp: curve_features(fn, params, inp, ref["images"], ref["classes"],
-                                       num_points=config.points, memory_budget=budget)
+    idx = idx[np.isin(labels[idx], ref["classes"])]   # clean inputs of a referenced class
+
+    def feats(inp):
+        """Curve features where the predicted class has a reference; NaN rows elsewhere
+        (an adversarial input predicted as a class without one: not scored)."""
+        logits = predict_logits(fn, params, inp)
+        has = np.isin(logits.argmax(-1), ref["classes"])
+        out = {"curve": np.full((len(inp), config.points), np.nan, np.float32),
+               "max": np.full(len(inp), np.nan, np.float32), "logits": logits,
+               "predicted": logits.argmax(-1).astype(np.int32), "has_reference": has}
+        out["gap"], out["alpha"] = out["max"].copy(), out["max"].copy()
+        if has.all():
+            return dict(curve_features(fn, params, inp, ref["images"], ref["classes"],
+                                       num_points=config.points, logits=logits,
+                                       memory_budget=budget), has_reference=has)
+        if has.any():
+            f = curve_features(fn, params, inp[has], ref["images"], ref["classes"],
+                               num_points=config.points, logits=logits[has],
+                               memory_budget=budget)
+            for k in ("curve", "max", "gap", "alpha"):
+                out[k][has] = np.asarray(f[k])
+        return out
+
     targets = (_attack_targets(labels[idx], ref["classes"], config.seed)
                if "optimization" in config.attacks else None)
     chunks = _chunks(len(idx), config.batch_size)
@@ -497,8 +518,11 @@ def _detect_compute(config, progress, budget, loaded, digest, run, fn, space) ->
         parts = [run.load_npz(f"{name}/b{i:04d}.npz") for i, _, _ in
                  _chunks(len(idx), config.batch_size)]
         adv = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        ok = adv["success"]
-        entry = {"attack_success": float(np.mean(ok)), "n_adversarial": int(ok.sum())}
+        ok = adv["success"] & adv.get("has_reference", np.ones_like(adv["success"]))
+        entry = {"attack_success": float(np.mean(adv["success"])),
+                 "n_adversarial": int(ok.sum())}
+        if not ok.sum() == adv["success"].sum():
+            entry["n_no_reference"] = int(adv["success"].sum() - ok.sum())
         both = {k: np.concatenate([clean[k], adv[k][ok]]) for k in
                 ("curve", "max", "gap", "alpha", "logits")}
         y = np.concatenate([np.zeros(len(idx), bool), np.ones(int(ok.sum()), bool)])
@@ -522,6 +546,20 @@ def _detect_compute(config, progress, budget, loaded, digest, run, fn, space) ->
                      fpr=res.fpr, tpr=res.tpr)
     _write_detect_tables(run, model, summary, roc)
     return summary
+
+
+def _references(fn, params, images, labels):
+    """`select_references` over the classes with a correctly classified image (all of them
+    on the digits; a class without one, e.g. under a weak model, gets no reference)."""
+    try:
+        return select_references(fn, params, images, labels)
+    except ValueError:
+        pred = predict_logits(fn, params, images).argmax(-1)
+        classes = np.unique(labels[pred == labels])
+        if len(classes) == 0:
+            raise ValueError("no reference image: the model classifies none of the "
+                             "reference images correctly") from None
+        return select_references(fn, params, images, labels, classes=classes)
 
 
 def _attack_targets(labels, reference_classes, seed: int) -> np.ndarray:
