@@ -83,8 +83,12 @@ def test_barrier_and_detect_on_a_converted_cifar_resnet18(cifar_r18, tmp_path):
         rc = cli.main(["connectivity", "detect", "--models", cifar_r18, "--attacks", "pgd",
                        "--pgd-steps", "2", "--folds", "2", "--root", str(root), *TINY])
     d = json.loads((root / "detect.json").read_text())["cifar_r18"]
-    assert d["n_clean"] >= 2 and set(d["attacks"]) == {"pgd"}
-    assert rc == (0 if d["attacks"]["pgd"]["auroc"] is not None else 1)
+    # the random model gets few test images right: the job runs, reports the attack and says
+    # why no detector could be trained (exit 1) when the examples are too few for 2 folds
+    e = d["attacks"]["pgd"]
+    assert d["n_clean"] >= 1 and set(d["attacks"]) == {"pgd"} and 0 <= e["attack_success"] <= 1
+    assert rc == (0 if e["auroc"] is not None else 1)
+    assert e["auroc"] is not None or "2-fold CV" in e["note"]
 
 
 def test_bypass_on_a_converted_cifar_resnet18(cifar_r18, tmp_path):
@@ -135,10 +139,10 @@ class _Spy(ValueError):
     pass
 
 
-@pytest.mark.parametrize("mode, fn", [("barrier", "path_losses"),
-                                      ("detect", "curve_features")])
+@pytest.mark.parametrize("mode, fn, extra", [
+    ("barrier", "path_losses", []), ("detect", "curve_features", ["--attacks", "pgd"])])
 def test_memory_budget_reaches_the_library(cifar_r18, tmp_path, capsys, monkeypatch, mode,
-                                           fn):
+                                           fn, extra):
     """`--memory-budget` is passed as `memory_budget=` to the path losses (the attack's:
     the 224x224 bypass below runs with one)."""
     from lst_jax.connectivity import jobs
@@ -152,7 +156,8 @@ def test_memory_budget_reaches_the_library(cifar_r18, tmp_path, capsys, monkeypa
     monkeypatch.setattr(jobs, fn, spy)
     with tfds.testing.mock_data(num_examples=24):
         assert cli.main(["connectivity", mode, "--models", cifar_r18, "--root",
-                         str(tmp_path), "--memory-budget", "256MiB", *TINY]) == 2
+                         str(tmp_path), "--memory-budget", "256MiB", *extra,
+                         *TINY]) == 2
     assert seen == ["256MiB"] and "spy called" in _one_line(capsys)
 
 
