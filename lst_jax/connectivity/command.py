@@ -320,12 +320,13 @@ def add_parser(sub) -> None:
     q.add_argument("--source-class", type=int, default=cfg.source_class,
                    help="class of the image the adversarial endpoint is made from")
     q.add_argument("--candidates", type=int, default=cfg.candidates,
-                   help="first images of the class scored (default: 8 on the digits, else "
-                        "the authors' 9 = 3N for N = 3)")
+                   help="first images of the class scored; not given: 8 on the digits, "
+                        "else the authors' 9 = 3N for N = 3")
     q.add_argument("--selection", default=cfg.selection, choices=["largest_gap",
                                                                    "lowest_loss"],
-                   help="the real pair: largest linear barrier gap (default on the digits) "
-                        "or the two lowest-loss candidates (the authors'; default elsewhere)")
+                   help="the real pair: largest linear barrier gap or the two lowest-loss "
+                        "candidates (the authors'); not given: largest_gap on the digits, "
+                        "lowest_loss elsewhere")
     _quick_option(q, "bypass", "--points", cfg.points, type=int,
                   help="points on the primary path")
     q.add_argument("--segment-points", type=int, help="points per later segment "
