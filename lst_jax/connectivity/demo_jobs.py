@@ -74,7 +74,7 @@ class BypassRunConfig:
             raise ValueError("source_class must differ from target_class")
         path_points(self.points)
 
-    def resolved(self, data: DataRef) -> "BypassRunConfig":
+    def resolved(self, data: DataRef) -> BypassRunConfig:
         """The config with `selection` / `candidates` left None set for `data`: the digits
         keep `largest_gap` of 8, other data get the authors' `lowest_loss` of 9 (3N, N=3)."""
         digits = data.kind == "digits"
