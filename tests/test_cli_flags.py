@@ -92,7 +92,7 @@ CODE_DEFAULTS = {
         "--attack-tv": DET.attack.tv_weight},
     ("connectivity", "bypass"): {
         "--target-class": BYP.target_class, "--source-class": BYP.source_class,
-        "--candidates": BYP.candidates, "--selection": BYP.selection, "--points": BYP.points,
+        "--points": BYP.points,
         "--threshold": BYP.threshold, "--max-depth": BYP.max_depth, "--mode": BYP.bypass.mode,
         "--bypass-steps": BYP.bypass.steps, "--space": BYP.space,
         "--attack-steps": BYP.attack.steps, "--attack-lr": BYP.attack.lr,
@@ -117,6 +117,10 @@ def test_help_defaults_equal_code_defaults(path):
     if path == ("connectivity", "bypass"):
         assert "(default: 1024" in actions["--attack-steps"].help
         assert "(default: 1e-07)" in actions["--attack-tv"].help
+        # the pair selection's defaults depend on the data (BypassRunConfig.resolved)
+        assert BYP.candidates is None and BYP.selection is None
+        assert "not given: 8 on the digits" in actions["--candidates"].help
+        assert "not given: largest_gap on the digits" in actions["--selection"].help
 
 
 def test_no_flags_build_exactly_the_default_configs():

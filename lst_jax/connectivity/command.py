@@ -4,6 +4,10 @@
     lst-jax connectivity bypass [--model A] [--target-class 1] [--mode faithful|exact] ...
     lst-jax connectivity synthetic [--arch resnet18] [--classes 1] [--seeds 0] ...
     lst-jax connectivity detect [--models A B] [--attacks optimization pgd] [--quick] ...
+
+barrier, detect and bypass take any model (registry name or checkpoint directory written by
+`lst-jax convert`) whose input shape fits --data; class flags are checked against the
+model's class count; --memory-budget plans the batches of path points and attack rows.
 """
 
 from __future__ import annotations
@@ -74,14 +78,27 @@ def _common(p, models=True):
                         "tensor space)")
     if models:
         p.add_argument("--seed", type=int, default=0, help="pairs, attack targets, CV folds")
+    p.add_argument("--memory-budget", help="per-device memory of one call of the path losses "
+                   "and the optimisations, e.g. 2GiB (path points and attack rows planned "
+                   "from XLA's memory analysis; default: fixed batches)")
     add_data_options(p)
     _quick_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _check_budget(args):
+    if args.memory_budget is not None:
+        from lst_jax.parallel.sharded import parse_bytes
+
+        try:
+            parse_bytes(args.memory_budget)
+        except ValueError as e:
+            raise ValueError(str(e).replace("memory_budget", "--memory-budget")) from None
+
+
 def _run_models(args, unit, config, table_fn, name):
     """Runs (or reuses) the per-model unit for every model; writes `<name>.md/json`."""
-    from lst_jax.connectivity.jobs import _check_digits_spec
+    from lst_jax.connectivity.jobs import check_classes
     from lst_jax.evaluation.rundir import RunDir
     from lst_jax.models.reference import resolve_model
     from lst_jax.parallel.distributed import initialize_from_args, is_main_process
@@ -91,8 +108,10 @@ def _run_models(args, unit, config, table_fn, name):
     # every model (registry name or checkpoint directory) checked before the first one runs
     refs = [resolve_model(m, args.checkpoint) for m in args.models]
     for r in refs:
-        _check_digits_spec(r.spec)
         check_data_shape(config.data, r.spec.input_size)
+        if getattr(config, "classes", None) is not None:
+            check_classes("--classes", config.classes, r.spec.num_classes)
+    _check_budget(args)
     names = [r.name for r in refs]
     if len(set(names)) != len(names):
         raise ValueError(f"--models names a model twice: {args.models} are the models {names}")
@@ -100,7 +119,8 @@ def _run_models(args, unit, config, table_fn, name):
     initialize_from_args(args)   # several processes: before anything touches a device
     main = is_main_process()
     summaries = {r.name: unit(r, config, args.root, checkpoint=args.checkpoint,
-                              progress=not args.quiet and main) for r in refs}
+                              progress=not args.quiet and main,
+                              memory_budget=args.memory_budget) for r in refs}
     if not main:
         return None
     root = RunDir(args.root)
@@ -205,8 +225,10 @@ def cmd_bypass(args) -> int:
     from lst_jax.connectivity.demo_jobs import bypass_job
 
     cfg = bypass_config(args)
+    _check_budget(args)
     out = bypass_job(args.model, cfg, args.out, checkpoint=args.checkpoint,
-                     progress=not args.quiet, data=args.data_ref)
+                     progress=not args.quiet, data=args.data_ref,
+                     memory_budget=args.memory_budget)
     print((out / "summary.md").read_text())
     print(f"wrote {out}/ (summary.md/json, results.npz, figures/profiles.png, paths.png, "
           f"difference_*.png)")
@@ -251,7 +273,8 @@ def add_parser(sub) -> None:
     cfg = BarrierRunConfig()
     q = modes.add_parser("barrier", help="barrier statistics, real-real vs real-adversarial")
     _common(q)
-    q.add_argument("--classes", type=int, nargs="+", help="digit classes 0-9 (default all)")
+    q.add_argument("--classes", type=int, nargs="+",
+                   help="classes of the model, 0..N-1 (default every class in the data)")
     _quick_option(q, "barrier", "--pairs-per-class", cfg.pairs_per_class, type=int,
                   help="real-real and real-adversarial pairs per class")
     _quick_option(q, "barrier", "--drop-per-class", cfg.drop_per_class, type=int,
@@ -292,13 +315,18 @@ def add_parser(sub) -> None:
     q.add_argument("--model", default="digits_resnet-normal",
                    help="registry name or checkpoint directory")
     q.add_argument("--out", help="run directory (default runs/connectivity/bypass_<model>)")
-    q.add_argument("--target-class", type=int, default=cfg.target_class)
+    q.add_argument("--target-class", type=int, default=cfg.target_class,
+                   help="class of the pair, 0..N-1 for a model of N classes")
     q.add_argument("--source-class", type=int, default=cfg.source_class,
                    help="class of the image the adversarial endpoint is made from")
     q.add_argument("--candidates", type=int, default=cfg.candidates,
-                   help="first test images of the class")
+                   help="first images of the class scored; not given: 8 on the digits, "
+                        "else the authors' 9 = 3N for N = 3")
     q.add_argument("--selection", default=cfg.selection, choices=["largest_gap",
-                                                                   "lowest_loss"])
+                                                                   "lowest_loss"],
+                   help="the real pair: largest linear barrier gap or the two lowest-loss "
+                        "candidates (the authors'); not given: largest_gap on the digits, "
+                        "lowest_loss elsewhere")
     _quick_option(q, "bypass", "--points", cfg.points, type=int,
                   help="points on the primary path")
     q.add_argument("--segment-points", type=int, help="points per later segment "

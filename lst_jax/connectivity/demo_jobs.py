@@ -16,11 +16,11 @@ from lst_jax.connectivity.config import (AttackConfig, BypassConfig, ConnectConf
                                          FVOConfig)
 from lst_jax.connectivity.detect import class_losses
 from lst_jax.connectivity.paths import barrier_stats, path_losses
-from lst_jax.connectivity.jobs import _nested_dict, load_digits_model
+from lst_jax.connectivity.jobs import _nested_dict, check_classes
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.connectivity.synthetic import feature_visualization, noise_inputs
 from lst_jax.connectivity.untrained import UNTRAINED_ARCHS, untrained_model
-from lst_jax.data.reference import DataRef, open_images, source_labels
+from lst_jax.data.reference import DataRef, check_data_shape, open_images, source_labels
 from lst_jax.evaluation.rundir import RunDir, markdown_table
 from lst_jax.geometry.paths import path_points
 from lst_jax.utils.checks import check_nonnegative, check_positive_int
@@ -33,18 +33,23 @@ SELECTIONS = ("largest_gap", "lowest_loss")
 class BypassRunConfig:
     """Bypass for a real pair (A, C) of `target_class` and for A vs the paper's demo attack
     (1024 steps, TV 1e-7, no early stop) from the first image of `source_class` (the data:
-    `bypass_job`'s `data`, default the digits test split).
+    `bypass_job`'s `data`, default the digits test split). Classes are checked against the
+    model's class count by `bypass_job`.
 
     The real pair comes from the first `candidates` images of the class:
     `selection="lowest_loss"` takes the two with the lowest CE (the authors' rule on
-    ImageNet); `"largest_gap"` [ours, the default] the pair with the largest linear barrier
-    gap, since the trained digits models put almost no barrier between low-loss digits.
+    ImageNet: they score the first 3N images of the class and keep the N = 3 lowest, so
+    `candidates=9`); `"largest_gap"` [ours] the pair with the largest linear barrier gap,
+    since the trained digits models put almost no barrier between low-loss digits.
+    None (the defaults) resolve by the data (`resolved`): on the digits `largest_gap` of 8
+    candidates (the earlier defaults, same numbers), elsewhere the authors' `lowest_loss`
+    of 9.
     """
 
     target_class: int = 1
     source_class: int = 0
-    candidates: int = 8
-    selection: str = "largest_gap"
+    candidates: int | None = None
+    selection: str | None = None
     points: int = 1000
     segment_points: int | None = None
     threshold: float = 1e-3
@@ -56,17 +61,26 @@ class BypassRunConfig:
     def __post_init__(self):
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
-        if self.selection not in SELECTIONS:
+        if self.selection is not None and self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
-        if self.candidates < 2:
-            raise ValueError(f"candidates must be at least 2, got {self.candidates}")
+        if self.candidates is not None and (not isinstance(self.candidates, int)
+                                            or self.candidates < 2):
+            raise ValueError(f"candidates must be an integer >= 2, got {self.candidates!r}")
         for name in ("target_class", "source_class"):
-            if not 0 <= getattr(self, name) < 10:
-                raise ValueError(f"{name} must lie in 0..9 (the digits classes), got "
-                                 f"{getattr(self, name)}")
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"{name} must be a class index >= 0, got {v!r}")
         if self.target_class == self.source_class:
             raise ValueError("source_class must differ from target_class")
         path_points(self.points)
+
+    def resolved(self, data: DataRef) -> BypassRunConfig:
+        """The config with `selection` / `candidates` left None set for `data`: the digits
+        keep `largest_gap` of 8, other data get the authors' `lowest_loss` of 9 (3N, N=3)."""
+        digits = data.kind == "digits"
+        return dataclasses.replace(
+            self, selection=self.selection or ("largest_gap" if digits else "lowest_loss"),
+            candidates=self.candidates or (8 if digits else 9))
 
     def to_dict(self) -> dict:
         return _nested_dict(self)
@@ -79,19 +93,35 @@ def _display_strip(space, start, end, alphas):
 
 def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = BypassRunConfig(),
                out=None, *, checkpoint=None, progress: bool = True,
-               data: DataRef | str = "digits") -> Path:
+               data: DataRef | str = "digits", memory_budget=None) -> Path:
     """Linear vs bypassed paths for a real pair and a real-adversarial pair of `model`
     (registry name, checkpoint directory or in-memory model); writes the run
     directory (results.npz, summary.json/md, figures/profiles.png, paths.png,
-    difference.png) and returns it. `data`: the images (a `DataRef`; default the digits
-    test split)."""
-    from lst_jax.models.registry import get_spec
+    difference.png) and returns it.
+
+    Args:
+        model: registry name or checkpoint directory (`resolve_model`); any model whose
+            input shape fits `data`; the classes must lie below its class count.
+        data: the images (a `DataRef`; default the digits test split).
+        memory_budget: bytes per device (int or "2GiB") of one call of the attack, the
+            bypass optimisation and the path losses (None: all rows, 64 path points).
+    """
+    from lst_jax.models.reference import resolve_model
     from lst_jax.plots.connectivity import bypass_profiles, difference_pattern, path_images
 
     data = DataRef.of(data)
-    spec = get_spec(model)
+    ref = resolve_model(model, checkpoint)          # metadata only: checks before any work
+    spec = ref.spec
+    check_data_shape(data, spec.input_size)
+    check_classes("--target-class", [config.target_class], spec.num_classes)
+    check_classes("--source-class", [config.source_class], spec.num_classes)
+    if memory_budget is not None:
+        from lst_jax.parallel.sharded import parse_bytes
+
+        parse_bytes(memory_budget)
+    config = config.resolved(data)
     source = open_images(data, spec.input_size, resize=spec.resize)   # before any model
-    loaded = load_digits_model(model, checkpoint)
+    loaded = ref.load()
     model = loaded.spec.name
     fn, space = model_in_space(loaded.model_fn, space=config.space)
     params = loaded.params
@@ -104,20 +134,21 @@ def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = By
     index = np.concatenate([cand, src])      # only these images are read
     x = np.asarray(space.from_pixels(source.get(index)[0]))
     c = config.target_class
-    a_loc, c_loc = _select_pair(fn, params, x, np.arange(len(cand)), c, config)
+    a_loc, c_loc = _select_pair(fn, params, x, np.arange(len(cand)), c, config,
+                                memory_budget)
     a_idx, c_idx = index[a_loc], index[c_loc]
     run = RunDir(out or Path("runs") / "connectivity" / f"bypass_{model}")
     run.ensure_manifest({"model": model, "checkpoint_digest": loaded.metadata.get("digest"),
                          "config": config.to_dict(), "data": data.key()},
                         mode="connectivity bypass")
     adv = np.asarray(optimization_attack(fn, params, x[len(cand):], np.array([c]),
-                                         config=config.attack).x)
+                                         config=config.attack, memory_budget=memory_budget).x)
     starts = np.stack([x[a_loc], x[a_loc]])
     ends = np.concatenate([x[c_loc][None], adv])
     res = connect(fn, params, starts, ends, np.array([c, c]), config=ConnectConfig(
         method="bypass", points=config.points, segment_points=config.segment_points,
         threshold=config.threshold, max_depth=config.max_depth, bypass=config.bypass),
-        progress=progress)
+        memory_budget=memory_budget, progress=progress)
     res = ConnectResult(*map(np.asarray, res))      # host bookkeeping and figures
     run.save_npz("results.npz", **res._asdict(), adversarial=adv, pair_index=[a_idx, c_idx],
                  source_index=src)
@@ -156,13 +187,14 @@ def bypass_job(model: str = "digits_resnet-normal", config: BypassRunConfig = By
     return run.root
 
 
-def _select_pair(fn, params, x, cand, c, config):
+def _select_pair(fn, params, x, cand, c, config, memory_budget=None):
     if config.selection == "lowest_loss":
         ce = class_losses(fn, params, x[cand], np.full(len(cand), c))
         return cand[np.argsort(ce, kind="stable")[:2]]
     i, j = np.triu_indices(len(cand), 1)
     gaps = barrier_stats(path_losses(fn, params, x[cand[i]], x[cand[j]], np.full(len(i), c),
-                                     num_points=config.points)).gap
+                                     num_points=config.points,
+                                     memory_budget=memory_budget)).gap
     k = int(np.argmax(np.asarray(gaps)))
     return cand[i[k]], cand[j[k]]
 

@@ -26,7 +26,7 @@ from lst_jax.connectivity.detect import (DetectorConfig, FEATURE_SETS, class_los
 from lst_jax.connectivity.paths import barrier_stats, path_losses
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.data.pool import predict_logits
-from lst_jax.data.reference import DataRef, load_images, open_images
+from lst_jax.data.reference import DataRef, check_data_shape, load_images, open_images
 from lst_jax.evaluation.rundir import RunDir, cached_unit, markdown_table
 from lst_jax.models.reference import resolve_model
 from lst_jax.parallel import data_mesh
@@ -165,30 +165,29 @@ class DetectRunConfig:
         return _nested_dict(self)
 
 
-def _check_digits_spec(spec) -> None:
-    if tuple(spec.input_size) != (32, 32, 3):
-        raise ValueError(f"the connectivity jobs use the digits data (32x32x3), but "
-                         f"{spec.name} expects {tuple(spec.input_size)}")
-
-
-def load_digits_model(model, checkpoint=None):
-    """`load_model` for the digits jobs: the model (registry name, checkpoint directory or
-    in-memory model, `resolve_model`) must take 32x32x3 inputs."""
-    ref = resolve_model(model, checkpoint)
-    _check_digits_spec(ref.spec)
-    return ref.load()
+def check_classes(flag: str, classes, num_classes: int) -> None:
+    """Refuses class indices outside the model's `num_classes` classes, in one line naming
+    `flag` and the valid range (before any work)."""
+    bad = [int(c) for c in classes if not 0 <= int(c) < num_classes]
+    if bad:
+        raise ValueError(f"{flag} must lie in 0..{num_classes - 1} (the model's "
+                         f"{num_classes} classes), got {bad if len(bad) > 1 else bad[0]}")
 
 
 def _run_unit(kind, model, config, config_type, root, checkpoint, compute) -> dict:
     """Opens the cached unit of (kind, model, checkpoint digest, config) and runs
     `compute(loaded, digest, run, fn, space)` unless its result is stored (the model is only
-    built then; the digest is the verified one of the restored parameters)."""
+    built then; the digest is the verified one of the restored parameters). Any model
+    (registry name or checkpoint directory) whose input shape fits the data; its class
+    count bounds `config.classes`."""
     if not isinstance(config, config_type):
         raise ValueError(f"config must be a {config_type.__name__}, got "
                          f"{type(config).__name__}")
     ref = resolve_model(model, checkpoint)
     spec, model = ref.spec, ref.name
-    _check_digits_spec(spec)
+    check_data_shape(config.data, spec.input_size)
+    if getattr(config, "classes", None) is not None:
+        check_classes("--classes", config.classes, spec.num_classes)
     for split in {config.split, getattr(config, "reference_split", config.split)}:
         open_images(config.data, spec.input_size, split=split)   # bad data: before any work
     digest = ref.digest()
@@ -277,19 +276,24 @@ def _compute_missing(run, names, sizes, compute, bar: Progress):
 
 
 def barrier_model_run(model: str, config: BarrierRunConfig = BarrierRunConfig(), root="runs",
-                      *, checkpoint=None, progress: bool = True) -> dict:
+                      *, checkpoint=None, progress: bool = True, memory_budget=None) -> dict:
     """Barrier statistics of one model (registry name, checkpoint directory or in-memory
     model, `resolve_model`), in (or from) its own run directory.
+
+    `model`: a registry name or checkpoint directory (any input size and class count that
+    fit `config.data`). `memory_budget`: bytes per device (int or "2GiB") of one call of the
+    path losses and the attack (rows and path points planned from it; None: `batch_size`
+    rows, 64 path points); a compute setting, not part of the cache key.
 
     Returns the summary: `real` and `adversarial` groups each with `n`, `max_median`,
     `max_mean`, `gap_median`, `gap_mean` (after the authors' post-processing; `raw` before
     it), attack success rate and steps, and `run_dir`.
     """
     return _run_unit("barrier", model, config, BarrierRunConfig, root, checkpoint,
-                     lambda *a: _barrier_compute(config, progress, *a))
+                     lambda *a: _barrier_compute(config, progress, memory_budget, *a))
 
 
-def _barrier_compute(config, progress, loaded, digest, run, fn, space) -> dict:
+def _barrier_compute(config, progress, budget, loaded, digest, run, fn, space) -> dict:
     model = loaded.spec.name
     params = loaded.params
     # the first 2 * pairs_per_class images of each class: every image a pair can use
@@ -305,13 +309,15 @@ def _barrier_compute(config, progress, loaded, digest, run, fn, space) -> dict:
     def compute(j):      # item 0: the real-real paths; item 1 + i: adversarial chunk i
         if j == 0:
             return {"curves": path_losses(fn, params, x[plan["real_a"]], x[plan["real_c"]],
-                                          plan["real_class"], num_points=config.points)}
+                                          plan["real_class"], num_points=config.points,
+                                          memory_budget=budget)}
         _, s, e = chunks[j - 1]
         a, src, c = (plan["adv_a"][s:e], plan["adv_source"][s:e], plan["adv_class"][s:e])
         stop = class_losses(fn, params, x[a], c)
         res = optimization_attack(fn, params, x[src], c, stop_loss=stop, config=config.attack,
-                                  batch_size=config.batch_size)
-        curves = path_losses(fn, params, x[a], res.x, c, num_points=config.points)
+                                  batch_size=config.batch_size, memory_budget=budget)
+        curves = path_losses(fn, params, x[a], res.x, c, num_points=config.points,
+                             memory_budget=budget)
         pred = predict_logits(fn, params, res.x).argmax(-1)
         return dict(curves=curves, steps=res.steps, success=pred == c,
                     out_of_range=space.out_of_range_fraction(res.x))
@@ -414,19 +420,22 @@ def _detect_data(config: DetectRunConfig, fn, params, space, shape):
 
 
 def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), root="runs", *,
-                     checkpoint=None, progress: bool = True) -> dict:
+                     checkpoint=None, progress: bool = True, memory_budget=None) -> dict:
     """Adversarial detection of one model (registry name, checkpoint directory or in-memory
     model, `resolve_model`), in (or from) its own run directory.
+
+    `model`, `memory_budget`: as in `barrier_model_run` (the budget plans the curves' path
+    points and the optimisation attack's rows).
 
     Returns the summary with, per attack, `auroc`, `accuracy`, fold statistics, attack
     success rate and the ablations (`auroc_by_features`: the detector on each feature set;
     `auroc_barrier_max`: the max loss alone as the score), plus `run_dir`.
     """
     return _run_unit("detect", model, config, DetectRunConfig, root, checkpoint,
-                     lambda *a: _detect_compute(config, progress, *a))
+                     lambda *a: _detect_compute(config, progress, memory_budget, *a))
 
 
-def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
+def _detect_compute(config, progress, budget, loaded, digest, run, fn, space) -> dict:
     model = loaded.spec.name
     params = loaded.params
     images, labels, x, idx, ref_images, ref_labels = _detect_data(config, fn, params, space,
@@ -434,7 +443,7 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
 
     def references():
         if not run.exists("references.npz"):
-            refs, ref_cls, ref_ce, ref_idx = select_references(
+            refs, ref_cls, ref_ce, ref_idx = _references(
                 fn, params, np.asarray(space.from_pixels(ref_images)), ref_labels)
             run.save_npz("references.npz", images=refs, classes=ref_cls, ce=ref_ce,
                          index=ref_idx)
@@ -442,11 +451,31 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
 
     ref = dist.broadcast_arrays_of_main(references)   # process 0 selects / reads them
     ref_ce = dict(zip(ref["classes"].tolist(), ref["ce"].tolist()))
-    feats = lambda inp: curve_features(fn, params, inp, ref["images"], ref["classes"],
-                                       num_points=config.points)
-    num_classes = int(ref["classes"].max()) + 1
-    rng = np.random.default_rng(config.seed)
-    targets = (labels[idx] + rng.integers(1, num_classes, len(idx))) % num_classes
+    idx = idx[np.isin(labels[idx], ref["classes"])]   # clean inputs of a referenced class
+
+    def feats(inp):
+        """Curve features where the predicted class has a reference; NaN rows elsewhere
+        (an adversarial input predicted as a class without one: not scored)."""
+        logits = predict_logits(fn, params, inp)
+        has = np.isin(logits.argmax(-1), ref["classes"])
+        out = {"curve": np.full((len(inp), config.points), np.nan, np.float32),
+               "max": np.full(len(inp), np.nan, np.float32), "logits": logits,
+               "predicted": logits.argmax(-1).astype(np.int32), "has_reference": has}
+        out["gap"], out["alpha"] = out["max"].copy(), out["max"].copy()
+        if has.all():
+            return dict(curve_features(fn, params, inp, ref["images"], ref["classes"],
+                                       num_points=config.points, logits=logits,
+                                       memory_budget=budget), has_reference=has)
+        if has.any():
+            f = curve_features(fn, params, inp[has], ref["images"], ref["classes"],
+                               num_points=config.points, logits=logits[has],
+                               memory_budget=budget)
+            for k in ("curve", "max", "gap", "alpha"):
+                out[k][has] = np.asarray(f[k])
+        return out
+
+    targets = (_attack_targets(labels[idx], ref["classes"], config.seed)
+               if "optimization" in config.attacks else None)
     chunks = _chunks(len(idx), config.batch_size)
 
     def compute(j):      # item 0: the clean features; then (attack, chunk) in order
@@ -459,7 +488,8 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
             t = targets[s:e]
             res = optimization_attack(fn, params, x[rows], t,
                                       stop_loss=np.asarray([ref_ce[int(c)] for c in t]),
-                                      config=config.attack, batch_size=config.batch_size)
+                                      config=config.attack, batch_size=config.batch_size,
+                                      memory_budget=budget)
             xa = res.x
         else:
             key = jax.random.fold_in(jax.random.key(config.seed), i)
@@ -492,8 +522,11 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
         parts = [run.load_npz(f"{name}/b{i:04d}.npz") for i, _, _ in
                  _chunks(len(idx), config.batch_size)]
         adv = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        ok = adv["success"]
-        entry = {"attack_success": float(np.mean(ok)), "n_adversarial": int(ok.sum())}
+        ok = adv["success"] & adv.get("has_reference", np.ones_like(adv["success"]))
+        entry = {"attack_success": float(np.mean(adv["success"])),
+                 "n_adversarial": int(ok.sum())}
+        if not ok.sum() == adv["success"].sum():
+            entry["n_no_reference"] = int(adv["success"].sum() - ok.sum())
         both = {k: np.concatenate([clean[k], adv[k][ok]]) for k in
                 ("curve", "max", "gap", "alpha", "logits")}
         y = np.concatenate([np.zeros(len(idx), bool), np.ones(int(ok.sum()), bool)])
@@ -517,6 +550,36 @@ def _detect_compute(config, progress, loaded, digest, run, fn, space) -> dict:
                      fpr=res.fpr, tpr=res.tpr)
     _write_detect_tables(run, model, summary, roc)
     return summary
+
+
+def _references(fn, params, images, labels):
+    """`select_references` over the classes with a correctly classified image (all of them
+    on the digits; a class without one, e.g. under a weak model, gets no reference)."""
+    try:
+        return select_references(fn, params, images, labels)
+    except ValueError:
+        pred = predict_logits(fn, params, images).argmax(-1)
+        classes = np.unique(labels[pred == labels])
+        if len(classes) == 0:
+            raise ValueError("no reference image: the model classifies none of the "
+                             "reference images correctly") from None
+        return select_references(fn, params, images, labels, classes=classes)
+
+
+def _attack_targets(labels, reference_classes, seed: int) -> np.ndarray:
+    """Per clean image a uniformly drawn reference class other than its label: the class
+    k steps after the label (k uniform in 1..n-1) among the n reference classes, so with
+    references of every class 0..n-1 it is `(label + k) % n`.
+
+    Shape:
+        labels (N,), reference_classes (n,) -> (N,) int.
+    """
+    classes = np.sort(np.asarray(reference_classes))
+    if len(classes) < 2:
+        raise ValueError(f"the optimisation attack needs references of at least two classes "
+                         f"(a target other than the label), got classes {classes.tolist()}")
+    k = np.random.default_rng(seed).integers(1, len(classes), len(labels))
+    return classes[(np.searchsorted(classes, labels) + k) % len(classes)]
 
 
 def detect_table(summaries: dict) -> str:
