@@ -32,7 +32,7 @@ import optax  # noqa: E402
 from lst_jax.connectivity import (FVOConfig, feature_visualization, model_in_space,  # noqa: E402
                                   noise_inputs, path_losses, untrained_model)
 from lst_jax.data.digits import load_digits32  # noqa: E402
-from lst_jax.evaluation.rundir import RunDir, markdown_table  # noqa: E402
+from lst_jax.jobs.rundir import RunDir, markdown_table  # noqa: E402
 from lst_jax.utils.progress import Progress  # noqa: E402
 
 PRESETS = {"quick": dict(batches=5, runs=1, classes=3),

@@ -144,7 +144,7 @@ def bench(arch, batch, reps, thread_counts):
 def machine() -> str:
     import importlib.metadata as md
 
-    from lst_jax.evaluation.rundir import cpu_model_name
+    from lst_jax.jobs.rundir import cpu_model_name
 
     cpu = cpu_model_name()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

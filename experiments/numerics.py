@@ -42,7 +42,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lst_jax.evaluation.rundir import RunDir, markdown_table  # noqa: E402
+from lst_jax.jobs.rundir import RunDir, markdown_table  # noqa: E402
 from lst_jax.traversal import level_set_traversal, preset  # noqa: E402
 
 MODELS = ("digits_resnet", "small_cnn")

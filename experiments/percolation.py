@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lst_jax.evaluation.rundir import RunDir, markdown_table  # noqa: E402
+from lst_jax.jobs.rundir import RunDir, markdown_table  # noqa: E402
 from lst_jax.utils.progress import Progress  # noqa: E402
 
 # Site-percolation thresholds of the simple hypercubic lattice Z^d.

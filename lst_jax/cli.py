@@ -69,8 +69,8 @@ def config_from_args(args) -> LSTConfig:
 
 
 def cmd_examples(args) -> int:
-    from lst_jax.evaluation.examples import WidthSettings
-    from lst_jax.evaluation.jobs import examples_job
+    from lst_jax.jobs.lst.examples import WidthSettings
+    from lst_jax.jobs.lst.job import examples_job
 
     widths = None
     if args.widths:
@@ -90,7 +90,7 @@ def cmd_examples(args) -> int:
 
 
 def cmd_pool(args) -> int:
-    from lst_jax.evaluation.jobs import pool_job
+    from lst_jax.jobs.lst.job import pool_job
 
     out = pool_job(args.models, data=args.data_ref, out=args.out, classes=args.classes,
                    min_conf=args.min_conf, checkpoint=args.checkpoint,
@@ -103,7 +103,7 @@ def cmd_pool(args) -> int:
 
 def full_eval_config(args):
     """The `FullEvalConfig` of parsed `full-eval` arguments."""
-    from lst_jax.evaluation.full_eval import FullEvalConfig
+    from lst_jax.jobs.lst.full_eval import FullEvalConfig
 
     return FullEvalConfig(lst=config_from_args(args), num_samples=args.num_samples,
                           rounds=args.rounds, batch_size=args.batch_size, seed=args.seed,
@@ -115,7 +115,7 @@ def cmd_full_eval(args) -> int:
     from lst_jax.parallel.distributed import initialize_from_args, is_main_process
 
     initialize_from_args(args)   # several processes: before anything touches a device
-    from lst_jax.evaluation.jobs import full_eval_job
+    from lst_jax.jobs.lst.job import full_eval_job
 
     cfg = full_eval_config(args)
     res = full_eval_job(args.model, pool=args.pool, config=cfg, out=args.out,
@@ -132,7 +132,7 @@ def cmd_full_eval(args) -> int:
 
 
 def cmd_tables(args) -> int:
-    from lst_jax.evaluation.full_eval import tables_for_runs
+    from lst_jax.jobs.lst.full_eval import tables_for_runs
 
     res = tables_for_runs(args.runs, args.out, labels=args.labels)
     print(res["table1"])
@@ -143,7 +143,7 @@ def cmd_tables(args) -> int:
 
 def iaside_config(args):
     """The `IasideConfig` of parsed `iaside` arguments."""
-    from lst_jax.evaluation.iaside import IasideConfig
+    from lst_jax.jobs.iaside.job import IasideConfig
 
     return IasideConfig(num_bands=args.bands, fill=args.fill, post=args.post,
                         normalize=args.normalize, group_size=args.group_size, beta=args.beta,
@@ -156,7 +156,7 @@ def cmd_iaside(args) -> int:
     from lst_jax.parallel.distributed import initialize_from_args, is_main_process
 
     initialize_from_args(args)   # several processes: before anything touches a device
-    from lst_jax.evaluation.iaside import iaside_job
+    from lst_jax.jobs.iaside.job import iaside_job
 
     cfg = iaside_config(args)
     mesh = None
@@ -182,7 +182,7 @@ def cmd_iaside(args) -> int:
 
 
 def _accuracy_table(rows_meta) -> str:
-    from lst_jax.evaluation.rundir import markdown_table
+    from lst_jax.jobs.rundir import markdown_table
 
     radii = sorted({k for _, meta in rows_meta for k in (meta.get("pgd_ladder") or {})},
                    key=lambda k: float(k.split("/")[0]))
@@ -272,7 +272,7 @@ def cmd_profile(args) -> int:
     from lst_jax.parallel.distributed import initialize_from_args, is_main_process
 
     initialize_from_args(args)   # several processes: before anything touches a device
-    from lst_jax.profile import profile_job, profile_preset
+    from lst_jax.jobs.profile import profile_job, profile_preset
     from lst_jax.utils.cliargs import data_options_argv
 
     changes = {}
@@ -302,10 +302,10 @@ def cmd_profile(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     import inspect
 
-    from lst_jax.evaluation.examples import WidthSettings
-    from lst_jax.evaluation.full_eval import FullEvalConfig
-    from lst_jax.evaluation.iaside import IasideConfig
-    from lst_jax.evaluation.jobs import examples_job, pool_job
+    from lst_jax.jobs.lst.examples import WidthSettings
+    from lst_jax.jobs.lst.full_eval import FullEvalConfig
+    from lst_jax.jobs.iaside.job import IasideConfig
+    from lst_jax.jobs.lst.job import examples_job, pool_job
 
     def defaults_of(fn) -> dict:
         return {k: v.default for k, v in inspect.signature(fn).parameters.items()}
@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_migrate)
 
     from lst_jax.models.registry import DIGITS_LADDER
-    from lst_jax.profile.analyses import ANALYSES
+    from lst_jax.jobs.profile.analyses import ANALYSES
 
     p = sub.add_parser("profile", help="one report across all methods for several models "
                        "(robustness, LST, I-ASIDE, connectivity; cached, resumable)")
@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_distributed_args(p)
     p.set_defaults(func=cmd_profile)
 
-    from lst_jax.connectivity.command import add_parser as add_connectivity_parser
+    from lst_jax.jobs.connectivity.command import add_parser as add_connectivity_parser
 
     add_connectivity_parser(sub)
 
@@ -537,7 +537,7 @@ def interrupted_line(command: str) -> str:
     (the outermost run directories the process opened), and how to resume."""
     from pathlib import Path
 
-    from lst_jax.evaluation.rundir import opened_run_dirs
+    from lst_jax.jobs.rundir import opened_run_dirs
 
     dirs = opened_run_dirs()
     tops = [d for d in dirs if not any(o != d and o in d.parents for o in dirs)]
@@ -557,7 +557,7 @@ def main(argv=None) -> int:
     import signal
     import threading
 
-    from lst_jax.evaluation.rundir import forget_opened_run_dirs
+    from lst_jax.jobs.rundir import forget_opened_run_dirs
 
     args = build_parser().parse_args(argv)
     if args.matmul_precision != "default":

@@ -1,4 +1,4 @@
-"""A tiny resumable multi-process job for tests/test_parallel_multiprocess.py.
+"""A tiny resumable multi-process job for tests/parallel/test_parallel_multiprocess.py.
 
 Same program on every process:
   - pairs of random images on a tiny CNN, cut into batches of `--batch` pairs;
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
-    from lst_jax.evaluation.rundir import RunDir
+    from lst_jax.jobs.rundir import RunDir
     from lst_jax.parallel import (barrier, data_mesh, gather_shares, is_main_process,
                                   pending_items, process_share, sharded_apply)
     from lst_jax.traversal import LSTConfig, level_set_traversal

@@ -104,7 +104,7 @@ def kill_cli_when(args, ready, timeout: float = 300) -> None:
 # the command still has work to do, whatever the machine's speed.
 _PAUSED_CLI = """
 import os, sys, time
-from lst_jax.evaluation import rundir
+from lst_jax.jobs import rundir
 _save = rundir.RunDir.save_npz
 def _paused(self, *a, **k):
     out = _save(self, *a, **k)

@@ -77,7 +77,7 @@ def machine_info() -> dict:
     """Host, devices and versions (cheap; initialises the JAX backend)."""
     import jax
 
-    from lst_jax.evaluation.rundir import cpu_model_name
+    from lst_jax.jobs.rundir import cpu_model_name
 
     info = {"cpu": cpu_model_name(), "cores": os.cpu_count(),
             "system": f"{platform.system()} {platform.release()}",

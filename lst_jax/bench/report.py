@@ -3,7 +3,7 @@ SIGTERM/SIGINT), so that a killed run leaves valid partial files."""
 
 from __future__ import annotations
 
-from lst_jax.evaluation.rundir import RunDir, markdown_table
+from lst_jax.jobs.rundir import RunDir, markdown_table
 
 MAX_BYTES = 16 * 2 ** 20
 

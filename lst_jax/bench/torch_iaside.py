@@ -1,5 +1,5 @@
 """The authors' I-ASIDE procedure in PyTorch, written from `../shared/spec/iaside.md` (not
-from lst_jax): the independent reference of tests/test_spectral_torch.py and the PyTorch
+from lst_jax): the independent reference of tests/spectral/test_spectral_torch.py and the PyTorch
 side of experiments/benchmark_iaside.py.
 
 Reference semantics, step by step as the spec describes the authors' `iaside.py`:

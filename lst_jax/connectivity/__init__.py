@@ -6,8 +6,7 @@ models, the paper's targeted optimisation attack, and an adversarial detector on
 curve; all pure functions on the `model_fn(params, x) -> logits` contract, batched over pairs
 / samples, following docs/design.md's "API conventions". Inputs live in the model's
 normalised space by default (`model_in_space`), as the authors'. The jobs behind
-`lst-jax connectivity` live in `connectivity.jobs`, `connectivity.demo_jobs` and
-`connectivity.command`, not here.
+`lst-jax connectivity` live in `lst_jax.jobs.connectivity`, not here.
 """
 
 from lst_jax.connectivity.attack import optimization_attack as optimization_attack

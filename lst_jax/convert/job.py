@@ -275,7 +275,7 @@ def _forward(model_fn, variables, x):
 def _versions() -> dict:
     import importlib.metadata as md
 
-    from lst_jax.evaluation.rundir import package_versions
+    from lst_jax.jobs.rundir import package_versions
 
     out = package_versions()
     for pkg in ("torch", "safetensors"):

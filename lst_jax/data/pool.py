@@ -222,7 +222,7 @@ def save_pool(pool: TargetPool, directory, **meta) -> Path:
     """
     from PIL import Image
 
-    from lst_jax.evaluation.rundir import RunDir
+    from lst_jax.jobs.rundir import RunDir
 
     run = RunDir(directory)
     s = pixel_scale(pool.images)

@@ -21,7 +21,7 @@ maps and channel counts, but
 | otherwise | `lax.conv_general_dilated` | convolution with the explicitly flipped `HWIO` kernel |
 
 All formulations compute the same sums in a different order: values agree with lax's own
-rules to float32 round-off (tests/test_layers.py). The kernel gradient (training only) is
+rules to float32 round-off (tests/models/test_layers.py). The kernel gradient (training only) is
 lax's. Measurements: experiments/benchmark.py and docs/benchmarks.md.
 """
 

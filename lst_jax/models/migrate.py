@@ -8,7 +8,7 @@ block). It is now `vit.DigitsViT`, a configuration of the zoo's timm-layout
 `VisionTransformer`: blocks `blocks_0` ..., a fused `attn/qkv` projection whose output columns
 are [q | k | v], each ordered (head, head_dim) like timm's `reshape(B, N, 3, heads, hd)`,
 `attn/proj`, and `mlp/fc1`, `mlp/fc2`. The migration is a rename and reshape: the same numbers,
-so the logits agree to float32 round-off (tests/test_digits_vit_migration.py: <= 1e-6 against
+so the logits agree to float32 round-off (tests/models/test_digits_vit_migration.py: <= 1e-6 against
 logits the old module computed from the shipped checkpoints).
 
     lst-jax migrate digits_vit-normal            # rewrites checkpoints/digits_vit-normal

@@ -77,7 +77,7 @@ def plot_metrics_against(table: dict, models: Sequence[str], metrics: Sequence[s
 
     Args:
         table: model -> {metric: float}; labels: metric -> axis label.
-        errors: model -> {metric: standard error} (`lst_jax.profile.report.metric_errors`).
+        errors: model -> {metric: standard error} (`lst_jax.jobs.profile.report.metric_errors`).
         unit_interval: metrics whose values lie in [0, 1] by definition.
     """
     labels, errors, unit = labels or {}, errors or {}, set(unit_interval)

@@ -9,7 +9,7 @@ Shapley values (`shapley`), the importance distribution and score (`score`), all
 positional, everything else keyword-only; a typed `key`; `mesh=None` is one device;
 model-facing results hold `jax.Array`s, the game-theory helpers (Shapley, score) are
 float64 host arithmetic. The resumable per-model job and the CLI are in
-`lst_jax.evaluation.iaside`.
+`lst_jax.jobs.iaside.job`.
 """
 
 from lst_jax.spectral.bands import band_index_map as band_index_map

@@ -23,7 +23,7 @@ from lst_jax.bench.timing import median, timed
 from lst_jax.connectivity import (AttackConfig, barrier_stats, model_in_space,
                                   optimization_attack, path_losses)
 from lst_jax.connectivity.detect import class_losses
-from lst_jax.connectivity.jobs import plan_barrier_pairs
+from lst_jax.jobs.connectivity.job import plan_barrier_pairs
 
 
 def pairs_of(case, n: int):

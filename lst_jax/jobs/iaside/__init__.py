@@ -1,0 +1,1 @@
+"""The I-ASIDE job: spectral importance of several models, resumable by coalition blocks."""
