@@ -29,8 +29,14 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from lst_jax.connectivity import (FVOConfig, feature_visualization, model_in_space,  # noqa: E402
-                                  noise_inputs, path_losses, untrained_model)
+from lst_jax.connectivity import (  # noqa: E402
+    FVOConfig,
+    feature_visualization,
+    model_in_space,
+    noise_inputs,
+    path_losses,
+    untrained_model,
+)
 from lst_jax.data.digits import load_digits32  # noqa: E402
 from lst_jax.jobs.rundir import RunDir, markdown_table  # noqa: E402
 from lst_jax.utils.progress import Progress  # noqa: E402

@@ -134,7 +134,6 @@ def bench(arch, batch, reps, thread_counts):
         tt_f[n] = _median_time(torch_fwd, reps)
         tt_b[n] = _median_time(torch_bwd, reps)
     nf, nb = min(tt_f, key=tt_f.get), min(tt_b, key=tt_b.get)
-    del twin, variables
     return dict(arch=arch, input=f"{size}x{size}", batch=batch, params=n_params,
                 jax_fwd=batch / tj_f, torch_fwd=batch / tt_f[nf], torch_fwd_threads=nf,
                 jax_bwd=batch / tj_b, torch_bwd=batch / tt_b[nb], torch_bwd_threads=nb,

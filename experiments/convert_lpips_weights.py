@@ -35,10 +35,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lst_jax.metrics.convert import (installed_lpips_heads_path,  # noqa: E402
-                                     load_torch_state_dict, lpips_params_from_torch_files)
-from lst_jax.metrics.perceptual import (check_params, default_weights_path,  # noqa: E402
-                                        params_digest, save_lpips_params)
+from lst_jax.metrics.convert import (  # noqa: E402
+    installed_lpips_heads_path,
+    load_torch_state_dict,
+    lpips_params_from_torch_files,
+)
+from lst_jax.metrics.perceptual import (  # noqa: E402
+    check_params,
+    default_weights_path,
+    params_digest,
+    save_lpips_params,
+)
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,

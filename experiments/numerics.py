@@ -29,7 +29,6 @@ predictions). Output:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -65,8 +64,7 @@ def make_case(name: str, pairs: int, logit_scale: float = 6.0):
         m = load_model("digits_resnet-normal")
 
         def make_torch():
-            from lst_jax.bench.torch_twins import TorchNormalized
-            from lst_jax.bench.torch_twins import digits_twin
+            from lst_jax.bench.torch_twins import TorchNormalized, digits_twin
 
             return TorchNormalized(digits_twin(m.model_fn.module, m.params),
                                    m.model_fn.normalization).eval()
@@ -127,8 +125,9 @@ def train_small_cnn(logit_scale: float, steps: int = 1000, seed: int = 0):
         (model_fn, params).
     """
     import optax
-    from subproc import fast_tiny_cnn
+
     from lst_jax.data.digits import load_digits32
+    from subproc import fast_tiny_cnn
 
     model_fn, params = fast_tiny_cnn(seed, (32, 32, 3), 10)
     x, y = load_digits32("train")
@@ -176,7 +175,9 @@ def torch_snapshots(make_torch, xs, xt, ys, config, iters, dtype):
     """The benchmark's PyTorch loop in `dtype`: iterates x_k (NHWC float64) for k in `iters`
     and the acceptance decisions (T, B)."""
     import torch
-    from lst_jax.bench.torch_procedures import nchw as _nchw, torch_traversal
+
+    from lst_jax.bench.torch_procedures import nchw as _nchw
+    from lst_jax.bench.torch_procedures import torch_traversal
 
     f = make_torch().to(dtype)
     t = lambda a: _nchw(a).to(dtype)

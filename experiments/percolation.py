@@ -29,7 +29,6 @@ a killed run resumes), RUN/results.json, RUN/results.csv, RUN/summary.md, RUN/pe
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -235,8 +234,12 @@ def plot(results, path):
 
 
 def main(argv=None):
-    from lst_jax.utils.cliargs import (LstParser, add_preset_option, set_preset_selector,
-                                       show_defaults)
+    from lst_jax.utils.cliargs import (
+        LstParser,
+        add_preset_option,
+        set_preset_selector,
+        show_defaults,
+    )
 
     p = LstParser(description=__doc__.split("\n\n")[0],
                   formatter_class=argparse.RawDescriptionHelpFormatter)

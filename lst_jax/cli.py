@@ -25,8 +25,13 @@ import os
 import sys
 
 from lst_jax.traversal.config import PRESETS, LSTConfig
-from lst_jax.utils.cliargs import (LstParser, add_data_options, add_preset_option,
-                                   set_preset_selector, show_defaults)
+from lst_jax.utils.cliargs import (
+    LstParser,
+    add_data_options,
+    add_preset_option,
+    set_preset_selector,
+    show_defaults,
+)
 
 
 def _add_lst_args(p: argparse.ArgumentParser):
@@ -302,9 +307,9 @@ def cmd_profile(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     import inspect
 
+    from lst_jax.jobs.iaside.job import IasideConfig
     from lst_jax.jobs.lst.examples import WidthSettings
     from lst_jax.jobs.lst.full_eval import FullEvalConfig
-    from lst_jax.jobs.iaside.job import IasideConfig
     from lst_jax.jobs.lst.job import examples_job, pool_job
 
     def defaults_of(fn) -> dict:
@@ -475,8 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default checkpoints/)")
     p.set_defaults(func=cmd_migrate)
 
-    from lst_jax.models.registry import DIGITS_LADDER
     from lst_jax.jobs.profile.analyses import ANALYSES
+    from lst_jax.models.registry import DIGITS_LADDER
 
     p = sub.add_parser("profile", help="one report across all methods for several models "
                        "(robustness, LST, I-ASIDE, connectivity; cached, resumable)")

@@ -36,8 +36,15 @@ def main(argv=None) -> int:
     import numpy as np
 
     from lst_jax.jobs.rundir import RunDir
-    from lst_jax.parallel import (barrier, data_mesh, gather_shares, is_main_process,
-                                  pending_items, process_share, sharded_apply)
+    from lst_jax.parallel import (
+        barrier,
+        data_mesh,
+        gather_shares,
+        is_main_process,
+        pending_items,
+        process_share,
+        sharded_apply,
+    )
     from lst_jax.traversal import LSTConfig, level_set_traversal
     from subproc import fast_tiny_cnn
 

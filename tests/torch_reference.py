@@ -16,6 +16,7 @@ from torch import nn
 
 from lst_jax.bench.torch_models import *  # noqa: F401,F403  (the zoo twins)
 from lst_jax.bench.torch_models import LayerNormChannelsFirst, randomize_, state_dict_numpy  # noqa: F401
+
 # torchvision next to the CPU torch (docs/models.md, "torchvision")
 from lst_jax.convert.torchvision_import import import_torchvision  # noqa: F401
 

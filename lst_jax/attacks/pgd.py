@@ -9,8 +9,13 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from lst_jax.utils.checks import (check_images, check_key, check_labels, check_positive_int,
-                                  is_concrete)
+from lst_jax.utils.checks import (
+    check_images,
+    check_key,
+    check_labels,
+    check_positive_int,
+    is_concrete,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,8 +77,7 @@ def run(args, log=None) -> int:
     # JAX and PyTorch share the accelerator: no preallocation of 75% of its memory by JAX
     # (read when the backend starts, i.e. at the first device query below).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from lst_jax.bench.environment import (machine_info, set_precision, summary_line,
-                                           torch_device)
+    from lst_jax.bench.environment import machine_info, set_precision, summary_line, torch_device
 
     machine = machine_info()
     log(summary_line(machine))

@@ -57,7 +57,8 @@ def reference_filter(x: torch.Tensor, bits, fill: str, perm=None) -> torch.Tenso
         return torch.zeros_like(x)
     spec = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1))
     mask = reference_mask(x.shape[-1], bits).to(x.device)
-    noise = torch.zeros_like(spec) if fill == "zero" else spec[torch.as_tensor(np.asarray(perm, np.int64).copy())]
+    noise = torch.zeros_like(spec) if fill == "zero" else spec[torch.as_tensor(np.asarray(perm,
+                                                                                          np.int64).copy())]
     mixed = spec * mask + noise * (1 - mask)
     y = torch.fft.ifft2(torch.fft.ifftshift(mixed, dim=(-2, -1))).abs()
     y = y - y.min()

@@ -85,7 +85,8 @@ def torch_connectivity(net, a, k, c, points: int, *, steps: int = 512, min_step:
                        lr: float = 5e-3, mse_weight: float = 0.1, tv_weight: float = 1e-8,
                        device=None) -> dict:
     """The authors' loop, one pair at a time: the targeted Adam attack from K toward class c
-    (early stop at 0-based update `it >= min_step` once its pre-update CE is below L(A)), then the CE
+    (early stop at 0-based update `it >= min_step` once its pre-update CE is below L(A)), then the
+    CE
     of c at the `points` points of A -> K' in batches of 64, under `no_grad`.
 
     Shape:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 class TorchNormalized(nn.Module):
     """`module((x - mean) / std)` on NCHW pixels in [0, 1] (identity without mean/std)."""
 
@@ -121,7 +122,7 @@ def _resnet_from_flax(module, variables) -> TorchDigitsResNet:
 
 
 def _vit_from_flax(module, variables, image_size) -> nn.Module:
-    from lst_jax.bench.torch_models import TorchViT   # the timm-layout twin
+    from lst_jax.bench.torch_models import TorchViT  # the timm-layout twin
     from lst_jax.convert import export_state_dict
 
     if module.stem != "patch":

@@ -26,15 +26,14 @@ from lst_jax.connectivity.detect import curve_features as curve_features
 from lst_jax.connectivity.detect import feature_matrix as feature_matrix
 from lst_jax.connectivity.detect import select_references as select_references
 from lst_jax.connectivity.objective import total_variation as total_variation
-from lst_jax.connectivity.optimize import OptimizeResult as OptimizeResult
 from lst_jax.connectivity.optimize import OptimizerConfig as OptimizerConfig
+from lst_jax.connectivity.optimize import OptimizeResult as OptimizeResult
 from lst_jax.connectivity.optimize import OptimizerState as OptimizerState
 from lst_jax.connectivity.optimize import optimize_inputs as optimize_inputs
 from lst_jax.connectivity.optimize import optimize_inputs_init as optimize_inputs_init
 from lst_jax.connectivity.optimize import optimize_inputs_result as optimize_inputs_result
 from lst_jax.connectivity.optimize import optimize_inputs_step as optimize_inputs_step
-from lst_jax.connectivity.optimize import (optimize_inputs_unchecked as
-                                           optimize_inputs_unchecked)
+from lst_jax.connectivity.optimize import optimize_inputs_unchecked as optimize_inputs_unchecked
 from lst_jax.connectivity.paths import Barrier as Barrier
 from lst_jax.connectivity.paths import barrier_stats as barrier_stats
 from lst_jax.connectivity.paths import path_losses as path_losses

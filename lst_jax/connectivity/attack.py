@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from lst_jax.connectivity.config import AttackConfig
-from lst_jax.connectivity.optimize import (LoopSpec, OptimizeResult, OptimizerConfig,
-                                           as_jax_result, rows_per_call, run_batches)
+from lst_jax.connectivity.optimize import (
+    LoopSpec,
+    OptimizerConfig,
+    OptimizeResult,
+    as_jax_result,
+    rows_per_call,
+    run_batches,
+)
 from lst_jax.connectivity.paths import check_class_labels, check_inputs
 
 

@@ -24,10 +24,21 @@ import jax
 import numpy as np
 
 from lst_jax.connectivity.config import BypassConfig, ConnectConfig
-from lst_jax.connectivity.optimize import (LoopSpec, OptimizeResult, OptimizerConfig,
-                                           as_jax_result, rows_per_call, run_batches)
-from lst_jax.connectivity.paths import (barrier_stats_np, check_inputs, path_losses_np,
-                                        path_point, validate_pairs)
+from lst_jax.connectivity.optimize import (
+    LoopSpec,
+    OptimizerConfig,
+    OptimizeResult,
+    as_jax_result,
+    rows_per_call,
+    run_batches,
+)
+from lst_jax.connectivity.paths import (
+    barrier_stats_np,
+    check_inputs,
+    path_losses_np,
+    path_point,
+    validate_pairs,
+)
 from lst_jax.connectivity.synthetic import free_rows
 from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress

@@ -24,8 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from lst_jax.connectivity.objective import cross_entropy
-from lst_jax.connectivity.paths import (barrier_stats_np, check_class_labels, check_inputs,
-                                        path_losses_np)
+from lst_jax.connectivity.paths import (
+    barrier_stats_np,
+    check_class_labels,
+    check_inputs,
+    path_losses_np,
+)
 from lst_jax.data.pool import predict_logits
 from lst_jax.utils.checks import check_key, check_positive_int
 

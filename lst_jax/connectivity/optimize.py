@@ -27,7 +27,8 @@ them, a vmapped optax state (each sample has its own Adam moments and step count
 `done` mask that freezes finished samples (`jnp.where`: no update, state unchanged). The loop
 is a `lax.while_loop` that ends after the last step, once every sample is done, or once at
 most half of the batch still runs: the running samples then continue, on the device, in the next
-smaller batch of a fixed ladder (compaction), so with early stopping the cost follows the row-steps actually
+smaller batch of a fixed ladder (compaction), so with early stopping the cost follows the
+row-steps actually
 needed. A sample's result depends neither on the others in its batch nor on compaction
 (tested against single-sample runs and fixed batches).
 
@@ -726,7 +727,8 @@ def optimize_inputs(model_fn, params, images, labels, *, config: OptimizerConfig
     """Runs the per-row optimisations `config` from every row of `images` (validated).
 
     Rows are processed in calls of exactly `batch_size` rows per device (None: as many as
-    fit `memory_budget` bytes per device, or all at once without one), short calls padded with frozen copies, so calls with the same `batch_size` reuse
+    fit `memory_budget` bytes per device, or all at once without one), short calls padded with
+    frozen copies, so calls with the same `batch_size` reuse
     one set of compiled programs whatever N. Inside a call, once at most half of the rows
     are still running, the running rows continue in a smaller batch (a fixed ladder: the
     call's rows, then `8 * 2**k`): with early stopping the cost follows the row-steps

@@ -19,6 +19,7 @@ from lst_jax.utils import checks
 from lst_jax.utils.checks import num_classes_of
 from lst_jax.utils.compiles import ladder_size
 
+
 def check_inputs(name: str, x, *, like=None, like_name: str = ""):
     """A finite NHWC float batch in any range (connectivity inputs may live in normalised
     space); with `like`, the same shape as `like`. Returns float32 numpy."""

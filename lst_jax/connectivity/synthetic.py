@@ -7,8 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lst_jax.connectivity.config import FreeConfig, FVOConfig
-from lst_jax.connectivity.optimize import (LoopSpec, OptimizeResult, OptimizerConfig,
-                                           as_jax_result, rows_per_call, run_batches)
+from lst_jax.connectivity.optimize import (
+    LoopSpec,
+    OptimizerConfig,
+    OptimizeResult,
+    as_jax_result,
+    rows_per_call,
+    run_batches,
+)
 from lst_jax.connectivity.paths import check_class_labels, check_inputs
 from lst_jax.utils.checks import check_key, check_nonnegative, check_positive_int
 

@@ -13,10 +13,10 @@ from lst_jax.convert.core import Rules as Rules
 from lst_jax.convert.core import abstract_variables as abstract_variables
 from lst_jax.convert.core import convert_state_dict as convert_state_dict
 from lst_jax.convert.core import export_state_dict as export_state_dict
-from lst_jax.utils.trees import param_count as param_count
 from lst_jax.convert.io import clean_state_dict as clean_state_dict
 from lst_jax.convert.io import read_state_dict as read_state_dict
 from lst_jax.convert.rules import rules_for as rules_for
+from lst_jax.utils.trees import param_count as param_count
 
 
 def convert_file(*args, **kwargs):

@@ -269,7 +269,8 @@ def cached_unit(root, kind: str, name: str, config: dict, compute, *,
     `result.json` is there the stored result is returned without any computation; otherwise
     `compute(run)` runs (it may write and resume its own chunk files in `run`) and its
     JSON-able result is written atomically; `timing.json` beside it keeps the wall time of the
-    session that finished it (`unit_seconds`), so the result itself stays deterministic. A killed unit therefore restarts from its own
+    session that finished it (`unit_seconds`), so the result itself stays deterministic. A killed
+    unit therefore restarts from its own
     finished chunks, and a changed config gets its own directory.
 
     Several processes (`jax.distributed`): call it on every process. Only process 0 touches

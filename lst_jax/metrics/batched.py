@@ -5,14 +5,13 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lst_jax.metrics._validate import _check_min_size, check_pair_host
+from lst_jax.metrics.perceptual import MIN_SIZE, check_params, load_lpips_params, lpips_distance
 from lst_jax.metrics.pixel import _l2, _linf, _rmse
-from lst_jax.metrics.perceptual import (MIN_SIZE, check_params, load_lpips_params,
-                                        lpips_distance)
 from lst_jax.metrics.structural import _ssim, window_size
 from lst_jax.utils import checks
 from lst_jax.utils.progress import Progress

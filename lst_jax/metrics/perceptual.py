@@ -24,9 +24,9 @@ import json
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lst_jax.metrics._validate import check_pair

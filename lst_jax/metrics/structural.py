@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lst_jax.metrics._validate import check_pair
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import jax.numpy as jnp
 import flax.linen as nn
+import jax.numpy as jnp
 
 from lst_jax.models.layers import Conv
 

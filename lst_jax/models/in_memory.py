@@ -18,10 +18,10 @@ import dataclasses
 import re
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 
 from lst_jax.models.checkpoint import check_tree_matches, tree_digest
 from lst_jax.models.wrapper import Classifier, Normalization

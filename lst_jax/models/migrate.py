@@ -109,8 +109,12 @@ def migrate_checkpoint(path, arch: str) -> dict:
     """
     import jax
 
-    from lst_jax.models.checkpoint import (check_tree_matches, load_checkpoint, read_metadata,
-                                           save_checkpoint)
+    from lst_jax.models.checkpoint import (
+        check_tree_matches,
+        load_checkpoint,
+        read_metadata,
+        save_checkpoint,
+    )
     from lst_jax.models.registry import ARCHITECTURES
     from lst_jax.models.wrapper import Classifier
 

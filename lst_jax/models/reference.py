@@ -114,9 +114,8 @@ def resolve_model(ref, checkpoint=None) -> ModelRef:
         metadata.json, metadata that does not describe the model (no architecture, ...).
         CheckpointError (a ValueError): unreadable metadata.json.
     """
-    from lst_jax.models.registry import REGISTRY, checkpoint_root
-
     from lst_jax.models.in_memory import InMemoryModel
+    from lst_jax.models.registry import REGISTRY, checkpoint_root
 
     if isinstance(ref, (ModelRef, InMemoryModel)):
         return ref

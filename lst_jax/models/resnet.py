@@ -17,7 +17,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lst_jax.models.layers import BatchNorm as _BN, Conv  # _BN: torchvision BatchNorm2d
+from lst_jax.models.layers import BatchNorm as _BN  # _BN: torchvision BatchNorm2d
+from lst_jax.models.layers import Conv
 
 
 class BasicBlock(nn.Module):

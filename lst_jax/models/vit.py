@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from lst_jax.models.layers import Conv, dot_product_attention

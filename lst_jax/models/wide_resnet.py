@@ -19,7 +19,8 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lst_jax.models.layers import BatchNorm as _BN, Conv
+from lst_jax.models.layers import BatchNorm as _BN
+from lst_jax.models.layers import Conv
 
 
 class WideBasic(nn.Module):

@@ -142,7 +142,8 @@ def add_distributed_args(parser: argparse.ArgumentParser):
     """Adds `--coordinator --num-processes --process-id --distributed-auto --heartbeat-timeout`."""
     g = parser.add_argument_group("multi-process run (one process per host; see docs/scaling.md)")
     g.add_argument("--coordinator", help=f"host:port of process 0 (env {ENV_COORDINATOR})")
-    g.add_argument("--num-processes", type=int, help=f"number of processes (env {ENV_NUM_PROCESSES})")
+    g.add_argument("--num-processes", type=int,
+                   help=f"number of processes (env {ENV_NUM_PROCESSES})")
     g.add_argument("--process-id", type=int, help=f"this process, 0..N-1 (env {ENV_PROCESS_ID})")
     g.add_argument("--distributed-auto", action="store_true",
                    help="let JAX detect the cluster (TPU pod slice, SLURM, Open MPI)")

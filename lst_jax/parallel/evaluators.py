@@ -27,8 +27,13 @@ from jax.sharding import Mesh
 
 from lst_jax.geometry.probes import SCORES, score_fn
 from lst_jax.parallel.mesh import data_mesh, num_shards
-from lst_jax.parallel.sharded import (MemoryEstimate, estimate_memory, parse_bytes,
-                                      plan_chunk_size, sharded_apply)
+from lst_jax.parallel.sharded import (
+    MemoryEstimate,
+    estimate_memory,
+    parse_bytes,
+    plan_chunk_size,
+    sharded_apply,
+)
 from lst_jax.utils.checks import check_positive_int
 
 

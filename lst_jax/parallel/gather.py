@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from lst_jax.parallel.mesh import DATA_AXIS, leading_size, num_shards
 

@@ -23,9 +23,19 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from lst_jax.parallel.mesh import (batch_sharding, constrain, data_mesh, leading_size, num_shards,
-                                   pad_to_multiple, placed_sharding, put_batch, put_params,
-                                   round_up, to_host)
+from lst_jax.parallel.mesh import (
+    batch_sharding,
+    constrain,
+    data_mesh,
+    leading_size,
+    num_shards,
+    pad_to_multiple,
+    placed_sharding,
+    put_batch,
+    put_params,
+    round_up,
+    to_host,
+)
 from lst_jax.utils.cache import ModelCache
 from lst_jax.utils.checks import check_positive_int
 from lst_jax.utils.progress import Progress

@@ -9,7 +9,8 @@ from lst_jax.robustness.accuracy import mean_corruption_error as mean_corruption
 from lst_jax.robustness.accuracy import pgd_accuracy as pgd_accuracy
 from lst_jax.robustness.accuracy import pgd_examples as pgd_examples
 from lst_jax.robustness.accuracy import (
-    relative_mean_corruption_error as relative_mean_corruption_error)
+    relative_mean_corruption_error as relative_mean_corruption_error,
+)
 from lst_jax.robustness.corruptions import CORRUPTIONS as CORRUPTIONS
 from lst_jax.robustness.corruptions import FAMILIES as FAMILIES
 from lst_jax.robustness.corruptions import PARAMS as PARAMS

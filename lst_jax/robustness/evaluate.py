@@ -12,8 +12,13 @@ import numpy as np
 
 from lst_jax.attacks.pgd import PGDAttackConfig
 from lst_jax.robustness.accuracy import accuracy, corruption_accuracy, pgd_accuracy
-from lst_jax.robustness.corruptions import (CORRUPTIONS, SEVERITIES, TABLES, CorruptionConfig,
-                                            check_corruption)
+from lst_jax.robustness.corruptions import (
+    CORRUPTIONS,
+    SEVERITIES,
+    TABLES,
+    CorruptionConfig,
+    check_corruption,
+)
 from lst_jax.utils.checks import check_key, check_positive_int
 
 # PGD starts of `robustness_measurements` draw from fold_in(key, PGD_STREAM); the corruption

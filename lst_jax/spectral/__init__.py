@@ -25,7 +25,8 @@ from lst_jax.spectral.importance import coalitions_for as coalitions_for
 from lst_jax.spectral.importance import importance_statistics as importance_statistics
 from lst_jax.spectral.importance import spectral_importance as spectral_importance
 from lst_jax.spectral.importance import (
-    spectral_importance_unchecked as spectral_importance_unchecked)
+    spectral_importance_unchecked as spectral_importance_unchecked,
+)
 from lst_jax.spectral.importance import summarize as summarize
 from lst_jax.spectral.score import importance_distribution as importance_distribution
 from lst_jax.spectral.score import score_range as score_range
@@ -43,5 +44,4 @@ from lst_jax.spectral.shapley import shapley_matrix as shapley_matrix
 from lst_jax.spectral.values import UnitLogProbs as UnitLogProbs
 from lst_jax.spectral.values import coalition_filter as coalition_filter
 from lst_jax.spectral.values import coalition_log_probs as coalition_log_probs
-from lst_jax.spectral.values import (
-    coalition_log_probs_unchecked as coalition_log_probs_unchecked)
+from lst_jax.spectral.values import coalition_log_probs_unchecked as coalition_log_probs_unchecked

@@ -17,13 +17,26 @@ import numpy as np
 
 from lst_jax.spectral.config import SpectralConfig
 from lst_jax.spectral.sampling import group_layout, numpy_seed
-from lst_jax.spectral.score import (importance_distribution, signed_robustness_score,
-                                    spectral_robustness_score)
-from lst_jax.spectral.shapley import (_permutation_estimate, _plan, all_coalitions,
-                                      permutation_plan, shapley_matrix)
+from lst_jax.spectral.score import (
+    importance_distribution,
+    signed_robustness_score,
+    spectral_robustness_score,
+)
+from lst_jax.spectral.shapley import (
+    _permutation_estimate,
+    _plan,
+    all_coalitions,
+    permutation_plan,
+    shapley_matrix,
+)
+from lst_jax.spectral.values import (
+    DEFAULT_BLOCK,
+    check_config,
+    check_value_inputs,
+    coalition_log_probs,
+    coalition_log_probs_unchecked,
+)
 from lst_jax.utils.checks import check_key
-from lst_jax.spectral.values import (DEFAULT_BLOCK, check_config, check_value_inputs,
-                                     coalition_log_probs, coalition_log_probs_unchecked)
 
 
 class SpectralImportance(NamedTuple):

@@ -30,18 +30,24 @@ from typing import Callable, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax.sharding import Mesh
 
-from lst_jax.parallel import (data_mesh, gather_rows, num_shards, pad_to_multiple, per_shard,
-                              put_batch, put_replicated, sharded_apply)
+from lst_jax.parallel import (
+    data_mesh,
+    gather_rows,
+    num_shards,
+    pad_to_multiple,
+    per_shard,
+    put_batch,
+    put_replicated,
+    sharded_apply,
+)
 from lst_jax.parallel import distributed as dist
 from lst_jax.spectral.bands import band_index_map, check_num_bands, check_square_side
 from lst_jax.spectral.config import SpectralConfig
 from lst_jax.spectral.filters import filter_groups, gaussian_fill, image_spectra
 from lst_jax.spectral.sampling import GroupLayout, group_layout, numpy_seed, sample_block
-from lst_jax.utils.checks import (check_images, check_labels, check_positive_int,
-                                   num_classes_of)
+from lst_jax.utils.checks import check_images, check_labels, check_positive_int, num_classes_of
 from lst_jax.utils.progress import Progress
 
 DEFAULT_BLOCK = 16             # coalitions per block (one store file)

@@ -20,8 +20,14 @@ from jax import lax
 
 from lst_jax.traversal.config import LSTConfig, LSTHyper, StaticSettings
 from lst_jax.traversal.state import LSTRecord, LSTResult, LSTState, Pairs
-from lst_jax.traversal.step import (ModelFn, input_gradient, record_of, softmax_probs,
-                                    step_core, take_label)
+from lst_jax.traversal.step import (
+    ModelFn,
+    input_gradient,
+    record_of,
+    softmax_probs,
+    step_core,
+    take_label,
+)
 from lst_jax.utils import checks
 from lst_jax.utils.checks import num_classes_of
 from lst_jax.utils.progress import Progress
@@ -245,8 +251,14 @@ def _run_on_mesh(mesh, model_fn, params, images, target_images, labels, target_l
     input shardings through the scan: each device walks its own pairs, with no communication
     until the result is gathered), padding dropped. Multi-process: every process passes the
     same global pairs and key and gets the full result."""
-    from lst_jax.parallel.mesh import (num_shards, pad_to_multiple, put_batch, put_replicated,
-                                       to_host, unpad)
+    from lst_jax.parallel.mesh import (
+        num_shards,
+        pad_to_multiple,
+        put_batch,
+        put_replicated,
+        to_host,
+        unpad,
+    )
 
     batch = {"s": images, "t": target_images, "y": labels}
     if target_labels is not None:

@@ -7,9 +7,9 @@ concrete arrays and are skipped for tracers.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def is_concrete(x) -> bool:
@@ -27,14 +27,16 @@ def check_images(name: str, images, *, channels: int | None = None, batch: int |
         images: (B, H, W, C), floating point, values in `value_range`, finite.
     """
     if not hasattr(images, "shape") or not hasattr(images, "dtype"):
-        raise ValueError(f"{name} must be an array of shape (B, H, W, C), got {type(images).__name__}")
+        raise ValueError(f"{name} must be an array of shape (B, H, W, C), got "
+                         f"{type(images).__name__}")
     if images.ndim != 4:
         raise ValueError(
             f"{name} must have rank 4 (B, H, W, C) in NHWC layout, got shape {tuple(images.shape)}"
         )
     if not jnp.issubdtype(images.dtype, jnp.floating):
         raise ValueError(
-            f"{name} must be floating point in [0, 1] (convert uint8 with x / 255), got dtype {images.dtype}"
+            f"{name} must be floating point in [0, 1] (convert uint8 with x / 255), got dtype "
+            f"{images.dtype}"
         )
     if images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
         raise ValueError(
@@ -43,7 +45,8 @@ def check_images(name: str, images, *, channels: int | None = None, batch: int |
     if channels is not None and images.shape[-1] != channels:
         hint = " (NCHW input? lst_jax uses NHWC)" if images.shape[1] == channels else ""
         raise ValueError(
-            f"{name} must have {channels} channels in the last axis, got shape {tuple(images.shape)}{hint}"
+            f"{name} must have {channels} channels in the last axis, got shape "
+            f"{tuple(images.shape)}{hint}"
         )
     if batch is not None and images.shape[0] != batch:
         raise ValueError(f"{name} has batch size {images.shape[0]}, expected {batch}")

@@ -10,11 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from subproc import fast_tiny_cnn
-
 from lst_jax.connectivity import BypassConfig, ConnectConfig, connect, path_losses
 from lst_jax.connectivity import optimize as opt_mod
 from lst_jax.utils.compiles import compile_count, ladder_size
+from subproc import fast_tiny_cnn
 
 SHAPE = (8, 8, 3)
 
@@ -85,7 +84,8 @@ def test_compacting_optimizer_compiles_at_most_the_ladder():
 
 def _bump_model(params, x):
     """Class 0 everywhere except two Gaussian bumps of class 1 next to the diagonal (the
-    analytic toy of tests/connectivity/test_connectivity.py): a path from 0 to t * ones crosses a barrier
+    analytic toy of tests/connectivity/test_connectivity.py): a path from 0 to t * ones crosses a
+    barrier
     at 0.3 and one at 0.7 where it reaches them."""
     z = x.reshape(x.shape[0], -1)
     bump = 0.0
@@ -123,8 +123,7 @@ def test_connect_compiles_one_optimizer_program_over_rounds():
 def test_pgd_radius_sweep_is_one_program():
     """eps and step size are traced: four radii run one PGD program (steps stays static, the
     scan's length); the results still change with the radius."""
-    from lst_jax.robustness import pgd_accuracy
-    from lst_jax.robustness import PGDAttackConfig
+    from lst_jax.robustness import PGDAttackConfig, pgd_accuracy
     from lst_jax.robustness.accuracy import pgd_examples
 
     model, params = fast_tiny_cnn(0, SHAPE, 10, logit_scale=10.0)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 import numerics  # noqa: E402  (experiments/numerics.py)
 
-from lst_jax.traversal import LSTConfig, level_set_traversal, preset  # noqa: E402
+from lst_jax.traversal import LSTConfig, level_set_traversal  # noqa: E402
 from lst_jax.traversal import run as run_mod  # noqa: E402
 from lst_jax.traversal.step import ce_cotangent, forward_backward, input_gradient  # noqa: E402
 

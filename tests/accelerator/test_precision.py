@@ -30,6 +30,7 @@ def _tolerance(logits) -> float:
 @pytest.mark.skipif(not HAVE_TORCH, reason="needs the optional torch extra")
 def test_logits_match_pytorch_at_default_precision():
     import torch
+
     from torch_reference import torch_tiny_cnn
 
     torch.set_num_threads(2)

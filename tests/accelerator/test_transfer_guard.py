@@ -32,7 +32,6 @@ def test_guard_catches_an_implicit_transfer():
 
 def test_input_optimiser_under_transfer_guard(placed):
     from lst_jax.connectivity import FreeConfig, free_optimize
-
     from lst_jax.connectivity.optimize import OptimizerConfig, run_batches
 
     model, params, x, y = placed

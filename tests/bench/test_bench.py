@@ -68,7 +68,8 @@ def test_perturbed_twin_fails(tmp_path, monkeypatch):
     loop = tp.torch_traversal
     monkeypatch.setattr(tp, "torch_traversal", lambda *a, **k: (lambda x, acc: (x + 5e-3, acc))(
         *loop(*a, **k)))
-    rc = main(["bench", "--suite", "quick", "--only", "lst tiny_resnet float32", "--torch-threads", "1",
+    rc = main(["bench", "--suite", "quick", "--only", "lst tiny_resnet float32",
+               "--torch-threads", "1",
                "--out", str(tmp_path)])
     assert rc == 1
     (r,) = json.loads((tmp_path / "bench.json").read_text())["results"]
@@ -107,7 +108,8 @@ def test_bad_arguments(tmp_path, capsys):
 def test_bench_without_tensorflow_datasets(tmp_path):
     code = ("import sys; sys.modules['tensorflow_datasets'] = None\n"
             "from lst_jax.cli import main\n"
-            f"rc = main(['bench', '--suite', 'quick', '--only', 'hull', '--torch-threads', '1', '--out', {str(tmp_path)!r}])\n"
+            "rc = main(['bench', '--suite', 'quick', '--only', 'hull', '--torch-threads', '1', "
+            f"'--out', {str(tmp_path)!r}])\n"
             "assert 'tensorflow_datasets' not in {m for m, v in sys.modules.items() if v}\n"
             "sys.exit(rc)\n")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=device_env(1),

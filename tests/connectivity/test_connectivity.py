@@ -10,18 +10,31 @@ import numpy as np
 import optax
 import pytest
 
-from subproc import fast_tiny_cnn
-from tolerances import float64_atol
-from lst_jax.connectivity import (AttackConfig, BypassConfig, ConnectConfig, FVOConfig,
-                                  OptimizerConfig, barrier_stats, bypass_barrier, connect,
-                                  feature_visualization, free_optimize, model_in_space,
-                                  noise_inputs, optimization_attack, optimize_inputs,
-                                  path_losses, total_variation)
+from lst_jax.connectivity import (
+    AttackConfig,
+    BypassConfig,
+    ConnectConfig,
+    FVOConfig,
+    OptimizerConfig,
+    barrier_stats,
+    bypass_barrier,
+    connect,
+    feature_visualization,
+    free_optimize,
+    model_in_space,
+    noise_inputs,
+    optimization_attack,
+    optimize_inputs,
+    path_losses,
+    total_variation,
+)
 from lst_jax.connectivity import optimize as opt_mod
 from lst_jax.connectivity.objective import deviation_objective
 from lst_jax.connectivity.paths import path_point
 from lst_jax.models.wrapper import IMAGENET_NORMALIZATION, Classifier, Normalization
 from lst_jax.utils.compiles import compile_count
+from subproc import fast_tiny_cnn
+from tolerances import float64_atol
 
 SHAPE = (8, 8, 3)
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import HAVE_TORCH
-from subproc import fast_tiny_cnn
 from lst_jax.connectivity import BypassConfig, FVOConfig, bypass_barrier, feature_visualization
 from lst_jax.connectivity.paths import path_point
+from subproc import fast_tiny_cnn
 
 pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="needs the optional torch extra")
 

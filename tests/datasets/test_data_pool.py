@@ -8,8 +8,7 @@ import pytest
 from PIL import Image
 
 from lst_jax.data.folder import FolderSource
-from lst_jax.data.pool import (TargetPool, build_target_pool, load_pool, pixel_scale,
-                               save_pool)
+from lst_jax.data.pool import TargetPool, build_target_pool, load_pool, pixel_scale, save_pool
 from lst_jax.data.preprocess import resize_center_crop_uint8
 from lst_jax.data.sources import ArraySource, open_source
 

@@ -8,8 +8,7 @@ import pytest
 from PIL import Image
 
 from lst_jax import cli
-from lst_jax.data.reference import (DATA_KINDS, DataRef, check_data_shape, load_images,
-                                    open_images)
+from lst_jax.data.reference import DATA_KINDS, DataRef, check_data_shape, load_images, open_images
 
 # every command that reads images, as its argv prefix
 COMMANDS = {

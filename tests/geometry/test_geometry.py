@@ -7,13 +7,23 @@ import numpy as np
 import pytest
 
 from conftest import tiny_cnn
-from lst_jax.utils.compiles import compile_count
-from lst_jax.geometry import (embed_grid, hull_confidences, linear_path_confidences,
-                              multi_hull_confidences, path_widths, per_source_statistics,
-                              round_pairs, triangle_embedding, triangle_grid,
-                              triangle_statistics, width_directions, WidthConfig)
+from lst_jax.geometry import (
+    WidthConfig,
+    embed_grid,
+    hull_confidences,
+    linear_path_confidences,
+    multi_hull_confidences,
+    path_widths,
+    per_source_statistics,
+    round_pairs,
+    triangle_embedding,
+    triangle_grid,
+    triangle_statistics,
+    width_directions,
+)
 from lst_jax.geometry.probes import class_confidence
 from lst_jax.geometry.widths import unit_orthogonal_vector
+from lst_jax.utils.compiles import compile_count
 from tolerances import float64_atol, reduction_atol
 
 SHAPE = (16, 16, 3)

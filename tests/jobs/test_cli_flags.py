@@ -12,13 +12,13 @@ import re
 import pytest
 
 from lst_jax import cli
+from lst_jax.data.reference import DataRef
 from lst_jax.jobs.connectivity import command
 from lst_jax.jobs.connectivity.demos import BypassRunConfig, SyntheticRunConfig
 from lst_jax.jobs.connectivity.job import BarrierRunConfig, DetectRunConfig
-from lst_jax.data.reference import DataRef
+from lst_jax.jobs.iaside.job import IasideConfig
 from lst_jax.jobs.lst.examples import WidthSettings
 from lst_jax.jobs.lst.full_eval import FullEvalConfig
-from lst_jax.jobs.iaside.job import IasideConfig
 from lst_jax.jobs.lst.job import examples_job, pool_job
 from lst_jax.traversal.config import PRESETS
 from lst_jax.utils.cliargs import closest, format_default, option_actions

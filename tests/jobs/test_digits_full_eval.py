@@ -3,7 +3,8 @@
 The paper's qualitative finding (arXiv 2310.19889, Table 2): for the adversarially trained
 model a larger fraction of the triangle (source, two LST outputs) stays above p_src - 0.2 than
 for the normally trained one. Measured here at reduced size (10 sources x 5 rounds, eta 0.05,
-60 iterations): normal 0.733, AT 0.983 (docs/evaluation.md, "Reproducing the paper", has the full-size
+60 iterations): normal 0.733, AT 0.983 (docs/evaluation.md, "Reproducing the paper", has the
+full-size
 numbers). Caveat reported there too: the AT model's LST outputs stay farther from their
 targets, so its triangles are also smaller.
 """

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lst_jax.plots import profile as plots
-from lst_jax.plots.connectivity import round_profiles
 from lst_jax.jobs.profile.compare import UNIT_INTERVAL_METRICS
 from lst_jax.jobs.profile.report import metric_errors, render_markdown
+from lst_jax.plots import profile as plots
+from lst_jax.plots.connectivity import round_profiles
 from lst_jax.utils.rounding import format_estimate
 
 LADDER = Path(__file__).resolve().parents[2] / "docs" / "profile" / "ladder" / "profile.json"

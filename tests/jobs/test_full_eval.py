@@ -11,13 +11,20 @@ import numpy as np
 import pytest
 
 from lst_jax import cli
-from subproc import kill_cli_when
 from lst_jax.data.pool import TargetPool
-from lst_jax.jobs.lst.full_eval import (FullEvalConfig, basic_distance_fn, batch_bounds,
-                                          collect_results, derangement, full_evaluation,
-                                          plan_pairs, round_derangements)
+from lst_jax.jobs.lst.full_eval import (
+    FullEvalConfig,
+    basic_distance_fn,
+    batch_bounds,
+    collect_results,
+    derangement,
+    full_evaluation,
+    plan_pairs,
+    round_derangements,
+)
 from lst_jax.jobs.lst.tables import model_label, table1_stats, table2_stats
 from lst_jax.traversal import LSTConfig
+from subproc import kill_cli_when
 
 SHAPE = (16, 16, 3)
 CFG = LSTConfig(step_size=0.1, iters=6, log_step=6, pthresh=0.2, adv_pert=True,
@@ -177,8 +184,8 @@ def test_table_statistics_and_rendering(tmp_path):
              "edge_min")
     t2 = table2_stats(per, names)
     assert t2["p_src"][:2] == pytest.approx((0.8, 0.1))            # ddof = 0
-    from lst_jax.jobs.rundir import RunDir
     from lst_jax.jobs.lst.tables import write_tables
+    from lst_jax.jobs.rundir import RunDir
 
     write_tables(RunDir(tmp_path), [("A (Normal)", t1)], [("A (Normal)", t2)])
     md = (tmp_path / "tables.md").read_text()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from lst_jax import cli
-from subproc import kill_cli_when
 from lst_jax.jobs.profile import profile_job, profile_preset, spearman
 from lst_jax.jobs.profile.compare import significance_threshold
+from subproc import kill_cli_when
 
 MODELS = ["digits_resnet-normal", "digits_resnet-linf"]
 ARGS = ["profile", "--models", *MODELS, "--preset", "quick", "--quiet"]
@@ -65,8 +65,8 @@ def test_second_call_recomputes_nothing_and_gives_identical_files(quick, monkeyp
     before = _snapshot(quick / "cache")
     reports = {n: (quick / n).read_bytes() for n in REPORT_FILES}
     import lst_jax.jobs.connectivity.job as conn
-    import lst_jax.jobs.lst.full_eval as fe
     import lst_jax.jobs.iaside.job as ia
+    import lst_jax.jobs.lst.full_eval as fe
     import lst_jax.robustness.evaluate as rob
 
     def boom(*a, **k):

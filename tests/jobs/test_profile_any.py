@@ -17,13 +17,13 @@ import pytest
 from lst_jax import cli
 from lst_jax.connectivity.config import AttackConfig
 from lst_jax.jobs.connectivity.job import BarrierRunConfig, DetectRunConfig
-from lst_jax.jobs.lst.full_eval import FullEvalConfig
 from lst_jax.jobs.iaside.job import IasideConfig
+from lst_jax.jobs.lst.full_eval import FullEvalConfig
+from lst_jax.jobs.profile import profile_job, profile_preset
+from lst_jax.jobs.profile.config import data_suite
 from lst_jax.models.checkpoint import save_checkpoint
 from lst_jax.models.registry import ModelSpec
 from lst_jax.models.wrapper import Normalization
-from lst_jax.jobs.profile import profile_job, profile_preset
-from lst_jax.jobs.profile.config import data_suite
 from lst_jax.robustness import RobustnessConfig
 from lst_jax.robustness.corruptions import IMAGENET_PARAMS, TABLES
 from lst_jax.traversal import preset as lst_preset

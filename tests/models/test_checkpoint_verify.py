@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 
 from lst_jax import cli
-from lst_jax.models.checkpoint import (CheckpointError, load_checkpoint, save_checkpoint,
-                                       tree_digest, verified_digest)
+from lst_jax.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    tree_digest,
+    verified_digest,
+)
 from lst_jax.models.registry import checkpoint_digest, checkpoint_root, load_model
 
 MODEL = "digits_resnet-normal"

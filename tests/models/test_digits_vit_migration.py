@@ -131,7 +131,8 @@ def test_shipped_checkpoints_reproduce_the_legacy_logits(name):
     # The reference was computed in float32 by another module on another CPU: the tolerance is
     # derived from this run's float32 error against the same model in float64 (logits ~10,
     # 1 ulp ~1e-6; measured differences 3-7e-6 across CPUs and XLA ISAs).
-    assert_close_to_float64(logits, _float64_logits(m.model_fn, m.params, images), ref[name.replace("-", "_") + "_logits"],
+    assert_close_to_float64(logits, _float64_logits(m.model_fn, m.params, images),
+                            ref[name.replace("-", "_") + "_logits"],
                             what=f"{name} logits vs the legacy module's")
     meta = json.loads((checkpoint_root() / name / "metadata.json").read_text())
     assert meta["migrated"]["previous_digest"] == LEGACY_DIGESTS[name]

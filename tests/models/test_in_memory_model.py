@@ -13,9 +13,9 @@ import pytest
 from lst_jax.data.pool import load_pool
 from lst_jax.jobs.iaside.job import IasideConfig, iaside_job
 from lst_jax.jobs.lst.job import pool_job
+from lst_jax.jobs.profile import profile_job, profile_preset
 from lst_jax.models import Classifier, ModelRef, Normalization, load_model, resolve_model
 from lst_jax.models.registry import checkpoint_digest
-from lst_jax.jobs.profile import profile_job, profile_preset
 
 SHIPPED = "digits_resnet-normal"
 TINY_IASIDE = IasideConfig(num_bands=3, k=12)

@@ -14,10 +14,16 @@ import pytest
 from safetensors.numpy import save_file
 
 from lst_jax import cli
-from lst_jax.convert import job
-from lst_jax.convert import (ConversionError, abstract_variables, clean_state_dict,
-                             convert_state_dict, export_state_dict, param_count,
-                             read_state_dict)
+from lst_jax.convert import (
+    ConversionError,
+    abstract_variables,
+    clean_state_dict,
+    convert_state_dict,
+    export_state_dict,
+    job,
+    param_count,
+    read_state_dict,
+)
 from lst_jax.models import REGISTRY, ModelSpec, load_model
 from lst_jax.models import registry as registry_mod
 from lst_jax.models.checkpoint import load_checkpoint, save_checkpoint, tree_digest

@@ -19,8 +19,7 @@ import pytest
 
 from conftest import HAVE_TORCH
 from lst_jax import cli
-from lst_jax.convert import (clean_state_dict, convert_state_dict, export_state_dict,
-                             read_state_dict)
+from lst_jax.convert import clean_state_dict, convert_state_dict, export_state_dict, read_state_dict
 from lst_jax.models import REGISTRY, resnet, vit, wide_resnet
 from lst_jax.models.registry import load_model
 

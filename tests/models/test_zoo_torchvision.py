@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 
 from conftest import HAVE_TORCH
-from tolerances import reduction_atol
 from lst_jax import cli
 from lst_jax.convert import ConversionError, convert_state_dict, export_state_dict, job
 from lst_jax.models import REGISTRY, ModelSpec, load_model
 from lst_jax.models.googlenet import GoogLeNet, googlenet_transform_input, max_pool_ceil
 from lst_jax.models.vit import ViTBase, ViTTiny
 from lst_jax.models.wrapper import IMAGENET_NORMALIZATION
+from tolerances import reduction_atol
 
 pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="needs the optional torch extra")
 

@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from subproc import fast_tiny_cnn as tiny_cnn
-from tolerances import assert_close_to_float64
 from lst_jax import parallel as par
 from lst_jax.parallel import distributed as dist
 from lst_jax.parallel import sharded as sh_mod
 from lst_jax.traversal import LSTConfig, level_set_traversal
+from subproc import fast_tiny_cnn as tiny_cnn
+from tolerances import assert_close_to_float64
 
 
 @pytest.mark.parametrize("n,p", [(10, 3), (3, 5), (0, 2), (16, 4), (7, 1)])

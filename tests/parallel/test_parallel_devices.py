@@ -4,7 +4,6 @@ One child process computes everything (one jax start-up, shared compilations); t
 below check its parts. Sizes are deliberately not multiples of 8.
 """
 
-import numpy as np
 import pytest
 
 from subproc import run_python

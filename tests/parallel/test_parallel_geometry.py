@@ -10,9 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from subproc import run_python
 from lst_jax import parallel as par
 from lst_jax.jobs.lst.full_eval import resolve_mesh
+from subproc import run_python
 
 TOL = 1e-6
 

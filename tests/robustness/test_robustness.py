@@ -10,12 +10,26 @@ from PIL import Image
 
 from lst_jax.data.digits import load_digits32
 from lst_jax.models import load_model
-from lst_jax.robustness import (CORRUPTIONS, CorruptionConfig, PGDAttackConfig, accuracy,
-                                corrupt, corruption_accuracy,
-                                corruption_errors, corruption_key, mean_corruption_error,
-                                pgd_accuracy, pgd_examples, relative_mean_corruption_error)
-from lst_jax.robustness.corruptions import (DIGITS_PARAMS, PARAMS, box_resize_matrix,
-                                            quantisation_table)
+from lst_jax.robustness import (
+    CORRUPTIONS,
+    CorruptionConfig,
+    PGDAttackConfig,
+    accuracy,
+    corrupt,
+    corruption_accuracy,
+    corruption_errors,
+    corruption_key,
+    mean_corruption_error,
+    pgd_accuracy,
+    pgd_examples,
+    relative_mean_corruption_error,
+)
+from lst_jax.robustness.corruptions import (
+    DIGITS_PARAMS,
+    PARAMS,
+    box_resize_matrix,
+    quantisation_table,
+)
 
 
 def _photos(n=3, size=32):
@@ -77,7 +91,8 @@ def test_pixelate_equals_pillow_box_and_jpeg_is_close_to_pillow():
     for table in ("cifar10", "digits"):
         for s in (1, 5):
             c = (PARAMS if table == "cifar10" else DIGITS_PARAMS)["pixelate"][s - 1]
-            ours = np.asarray(corrupt(x, name="pixelate", severity=s, key=jax.random.key(0), table=table))
+            ours = np.asarray(corrupt(x, name="pixelate", severity=s, key=jax.random.key(0),
+                                      table=table))
             side = int(32 * c)
             ref = np.stack([np.asarray(Image.fromarray(np.round(im * 255).astype(np.uint8))
                                        .resize((side, side), Image.BOX)
@@ -116,7 +131,8 @@ def test_noise_and_contrast_moments():
         assert y.mean() == pytest.approx(0.5, abs=2e-3)
         assert y.var() == pytest.approx(0.5 / c, rel=0.03)
         c = DIGITS_PARAMS["impulse_noise"][s - 1]
-        y = np.asarray(corrupt(x, name="impulse_noise", severity=s, key=jax.random.key(3), table="digits"))
+        y = np.asarray(corrupt(x, name="impulse_noise", severity=s, key=jax.random.key(3),
+                               table="digits"))
         hit = y != 0.5
         assert hit.mean() == pytest.approx(c, rel=0.05)
         assert (y[hit] == 1).mean() == pytest.approx(0.5, abs=0.02)

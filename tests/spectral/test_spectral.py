@@ -14,15 +14,28 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lst_jax.models.wrapper import Classifier
-from lst_jax.spectral import (SpectralConfig, all_coalitions, band_index_map, band_masks,
-                              band_sizes, coalition_filter, coalition_log_probs,
-                              coalition_mask, exact_shapley, exact_shapley_of,
-                              importance_distribution, importance_statistics,
-                              permutation_plan, permutation_shapley,
-                              sampled_shapley, score_range, shapley_matrix,
-                              signed_robustness_score, spectral_importance,
-                              spectral_robustness_score)
+from lst_jax.spectral import (
+    SpectralConfig,
+    all_coalitions,
+    band_index_map,
+    band_masks,
+    band_sizes,
+    coalition_filter,
+    coalition_log_probs,
+    coalition_mask,
+    exact_shapley,
+    exact_shapley_of,
+    importance_distribution,
+    importance_statistics,
+    permutation_plan,
+    permutation_shapley,
+    sampled_shapley,
+    score_range,
+    shapley_matrix,
+    signed_robustness_score,
+    spectral_importance,
+    spectral_robustness_score,
+)
 from lst_jax.spectral.score import score_weights
 
 KEY = jax.random.key(42)   # the seed the configs held before keys replaced it

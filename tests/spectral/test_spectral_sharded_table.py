@@ -5,7 +5,6 @@ repeats) and its program all-gathers nothing; each device holds 1/8 of the table
 table's FFT nor the units' program all-gathers anything, and the coalition values equal the
 one-device ones."""
 
-import numpy as np
 
 from subproc import run_python
 from tolerances import reduction_atol, ulp

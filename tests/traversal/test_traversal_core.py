@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import tiny_cnn
-from lst_jax.traversal import (LSTConfig, level_set_traversal, level_set_traversal_unchecked,
-                               reference_log_points)
+from lst_jax.traversal import (
+    LSTConfig,
+    level_set_traversal,
+    level_set_traversal_unchecked,
+    reference_log_points,
+)
 from lst_jax.traversal import run as run_mod
 
 SHAPE = (16, 16, 3)

@@ -52,6 +52,7 @@ def torch_lst(f, xs, xt, ys, yt, eta, iters, delta, adv_pert, eps):
 @pytest.mark.parametrize("adv_pert,pthresh", [(False, 0.05), (True, 0.0)])
 def test_matches_independent_pytorch_loop(adv_pert, pthresh):
     import torch
+
     from torch_reference import torch_tiny_cnn
 
     torch.set_num_threads(2)
@@ -66,7 +67,6 @@ def test_matches_independent_pytorch_loop(adv_pert, pthresh):
     res = level_set_traversal(model_fn, params, xs, xt, ys, key=jax.random.key(0), config=cfg,
                               target_labels=yt)
 
-    from torch_reference import torch_tiny_cnn
 
     f = torch_tiny_cnn(params)
     nchw = lambda a: torch.from_numpy(np.asarray(a).transpose(0, 3, 1, 2).copy())

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lst_jax.bench.timing import median, timed
-from lst_jax.connectivity import (AttackConfig, barrier_stats, model_in_space,
-                                  optimization_attack, path_losses)
+from lst_jax.connectivity import (
+    AttackConfig,
+    barrier_stats,
+    model_in_space,
+    optimization_attack,
+    path_losses,
+)
 from lst_jax.connectivity.detect import class_losses
 from lst_jax.jobs.connectivity.job import plan_barrier_pairs
 

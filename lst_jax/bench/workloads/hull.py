@@ -12,10 +12,9 @@ PyTorch: the reference's loop, per source and triangle one batch of the grid's p
 
 from __future__ import annotations
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lst_jax.bench.timing import median, ratio, timed
 from lst_jax.bench.workloads.common import time_jobs

@@ -13,16 +13,20 @@ the change of the importance distribution).
 
 from __future__ import annotations
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lst_jax.bench.timing import median, ratio, timed
 from lst_jax.bench.workloads.common import block, time_jobs, with_dtype
-from lst_jax.spectral import (SpectralConfig, all_coalitions, coalition_log_probs,
-                              exact_shapley, importance_distribution)
 from lst_jax.parallel import data_mesh
+from lst_jax.spectral import (
+    SpectralConfig,
+    all_coalitions,
+    coalition_log_probs,
+    exact_shapley,
+    importance_distribution,
+)
 from lst_jax.spectral.sampling import crn_partners, group_layout, numpy_seed
 
 SEED = 42   # the job's default seed: key = jax.random.key(SEED)
@@ -92,8 +96,11 @@ def run(w, case, ctx) -> dict:
     else:
         import torch
 
-        from lst_jax.bench.torch_iaside import (reference_distribution, reference_shapley,
-                                                reference_values)
+        from lst_jax.bench.torch_iaside import (
+            reference_distribution,
+            reference_shapley,
+            reference_values,
+        )
         from lst_jax.bench.torch_procedures import nchw, synchronize
 
         dev = ctx.torch_device

@@ -2,7 +2,8 @@
 `torch.compile`), and against the forward+backward limit.
 
 The same traversal (same weights, same pairs, the `paper` preset with zero start noise) is run
-by lst_jax (`lst_jax.traversal.level_set_traversal_unchecked`: one jitted `lax.scan`, one forward and one backward
+by lst_jax (`lst_jax.traversal.level_set_traversal_unchecked`: one jitted `lax.scan`, one forward
+and one backward
 per iteration) and by the reference loop of spec/lst.md 1.5 in PyTorch
 (`lst_jax.bench.torch_procedures.torch_traversal`). Before any speed is reported both must
 compute the same traversal: every acceptance decision equal and the final images within
@@ -15,14 +16,12 @@ reports the change of the outputs.
 
 from __future__ import annotations
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lst_jax.bench.timing import median, ratio, timed
-from lst_jax.bench.workloads.common import (aot, block, memory_profile, time_jobs,
-                                            with_dtype)
+from lst_jax.bench.workloads.common import aot, block, memory_profile, time_jobs, with_dtype
 from lst_jax.traversal import preset
 from lst_jax.traversal import run as run_mod
 from lst_jax.traversal.step import forward_backward

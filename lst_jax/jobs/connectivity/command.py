@@ -98,12 +98,11 @@ def _check_budget(args):
 
 def _run_models(args, unit, config, table_fn, name):
     """Runs (or reuses) the per-model unit for every model; writes `<name>.md/json`."""
+    from lst_jax.data.reference import check_data_shape
     from lst_jax.jobs.connectivity.job import check_classes
     from lst_jax.jobs.rundir import RunDir
     from lst_jax.models.reference import resolve_model
     from lst_jax.parallel.distributed import initialize_from_args, is_main_process
-
-    from lst_jax.data.reference import check_data_shape
 
     # every model (registry name or checkpoint directory) checked before the first one runs
     refs = [resolve_model(m, args.checkpoint) for m in args.models]

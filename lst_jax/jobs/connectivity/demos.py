@@ -12,19 +12,23 @@ import numpy as np
 
 from lst_jax.connectivity.attack import optimization_attack
 from lst_jax.connectivity.bypass import ConnectResult, connect
-from lst_jax.connectivity.config import (AttackConfig, BypassConfig, ConnectConfig, FreeConfig,
-                                         FVOConfig)
+from lst_jax.connectivity.config import (
+    AttackConfig,
+    BypassConfig,
+    ConnectConfig,
+    FreeConfig,
+    FVOConfig,
+)
 from lst_jax.connectivity.detect import class_losses
 from lst_jax.connectivity.paths import barrier_stats, path_losses
-from lst_jax.jobs.connectivity.job import _nested_dict, check_classes
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.connectivity.synthetic import feature_visualization, noise_inputs
 from lst_jax.connectivity.untrained import UNTRAINED_ARCHS, untrained_model
 from lst_jax.data.reference import DataRef, check_data_shape, open_images, source_labels
-from lst_jax.jobs.rundir import RunDir, markdown_table
 from lst_jax.geometry.paths import path_points
+from lst_jax.jobs.connectivity.job import _nested_dict, check_classes
+from lst_jax.jobs.rundir import RunDir, markdown_table
 from lst_jax.utils.checks import check_nonnegative, check_positive_int
-
 
 SELECTIONS = ("largest_gap", "lowest_loss")
 

@@ -20,9 +20,16 @@ from sklearn.metrics import roc_auc_score
 
 from lst_jax.connectivity.attack import optimization_attack
 from lst_jax.connectivity.config import AttackConfig, PGDConfig
-from lst_jax.connectivity.detect import (DetectorConfig, FEATURE_SETS, class_losses,
-                                         cross_validate_np, curve_features, feature_matrix,
-                                         random_state_of, select_references)
+from lst_jax.connectivity.detect import (
+    FEATURE_SETS,
+    DetectorConfig,
+    class_losses,
+    cross_validate_np,
+    curve_features,
+    feature_matrix,
+    random_state_of,
+    select_references,
+)
 from lst_jax.connectivity.paths import barrier_stats, path_losses
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.data.pool import predict_logits

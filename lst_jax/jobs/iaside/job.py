@@ -31,13 +31,12 @@ from typing import Sequence
 import numpy as np
 
 from lst_jax.data.reference import DATA_KINDS, DataRef, check_data_shape, open_images
-from lst_jax.jobs.rundir import RunDir, config_digest, markdown_table
 from lst_jax.jobs.lst.tables import model_label
+from lst_jax.jobs.rundir import RunDir, config_digest, markdown_table
 from lst_jax.parallel import distributed as dist
 from lst_jax.spectral.bands import check_square_side
 from lst_jax.spectral.config import SpectralConfig, check_choice
-from lst_jax.spectral.importance import (coalitions_for, importance_statistics,
-                                         spectral_importance)
+from lst_jax.spectral.importance import coalitions_for, importance_statistics, spectral_importance
 from lst_jax.spectral.values import DEFAULT_BLOCK
 
 MAX_SEED = 2 ** 32        # the key is jax.random.key(seed): 32-bit seeds are kept whole

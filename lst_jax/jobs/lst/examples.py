@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from pathlib import Path
 from typing import Sequence
 
 import jax
@@ -255,10 +254,16 @@ def examples_geometry(model_fn, params, images, labels, result: ExamplesResult,
     Shape:
         images: (K, H, W, C); labels: (K,) -> ExamplesGeometry.
     """
-    from lst_jax.geometry import (WidthConfig, embed_grid, hull_confidences,
-                                  linear_path_confidences,
-                                  path_widths, triangle_embedding, triangle_grid,
-                                  width_directions)
+    from lst_jax.geometry import (
+        WidthConfig,
+        embed_grid,
+        hull_confidences,
+        linear_path_confidences,
+        path_widths,
+        triangle_embedding,
+        triangle_grid,
+        width_directions,
+    )
     from lst_jax.geometry.paths import path_points as make_t
     from lst_jax.utils.progress import Progress
 

@@ -29,12 +29,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from lst_jax.data.pool import TargetPool, predict_probs
-from lst_jax.jobs.rundir import RunDir
-from lst_jax.jobs.lst.tables import (model_label, render_table1, render_table2, table1_stats,
-                                       table2_stats, write_tables)
-from lst_jax.geometry import (multi_hull_confidences, per_source_statistics, round_pairs,
-                              triangle_grid, triangle_statistics)
+from lst_jax.geometry import (
+    multi_hull_confidences,
+    per_source_statistics,
+    round_pairs,
+    triangle_grid,
+    triangle_statistics,
+)
 from lst_jax.geometry.hull import DELTAS, stat_names
+from lst_jax.jobs.lst.tables import (
+    model_label,
+    render_table1,
+    render_table2,
+    table1_stats,
+    table2_stats,
+    write_tables,
+)
+from lst_jax.jobs.rundir import RunDir
 from lst_jax.parallel import distributed as dist
 from lst_jax.traversal import LSTConfig, level_set_traversal, preset
 from lst_jax.utils.checks import check_positive_int

@@ -11,14 +11,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from lst_jax.data.photos import PHOTOS, load_photos_for
+from lst_jax.data.pool import (
+    build_target_pool,
+    load_pool,
+    predict_probs,
+    save_pool,
+    select_per_class,
+)
 from lst_jax.data.reference import DataRef, check_data_shape, load_images, open_images
-from lst_jax.data.pool import (build_target_pool, load_pool, predict_probs, save_pool,
-                               select_per_class)
-from lst_jax.jobs.lst.examples import (WidthSettings, examples_geometry, run_examples,
-                                         write_examples, write_geometry)
+from lst_jax.jobs.lst.examples import (
+    WidthSettings,
+    examples_geometry,
+    run_examples,
+    write_examples,
+    write_geometry,
+)
 from lst_jax.jobs.rundir import RunDir
 from lst_jax.models.reference import resolve_model
-from lst_jax.models.registry import DEFAULT_MODEL, load_model
+from lst_jax.models.registry import DEFAULT_MODEL
 from lst_jax.traversal import LSTConfig, preset
 
 DATA_SOURCES = ("digits", "photos", "folder", "cifar10", "imagenet2012", "pool")

@@ -80,7 +80,8 @@ class ProfileContext:
             from lst_jax.parallel.distributed import process_local
 
             names = sorted(self.profiled)
-            key = {"models": names, "digests": [self.digest(n) for n in names], "data": self.data_name}
+            key = {"models": names, "digests": [self.digest(n) for n in names],
+                   "data": self.data_name}
             root = unit_dir(self.cache, "pool", self.data.kind, key)
 
             def load():      # several processes: process 0 alone, the pool is broadcast
@@ -127,13 +128,12 @@ def _robustness_config(ctx, name):
 
 
 def _robustness_compute(ctx, name, run):
-    from lst_jax.robustness import robustness_measurements
-
     import time
 
     import jax
 
     from lst_jax.parallel import data_mesh
+    from lst_jax.robustness import robustness_measurements
 
     m = ctx.model(name)
     cfg = ctx.config.robustness
@@ -167,8 +167,7 @@ def _lst_config(ctx, name):
 def _lst_compute(ctx, name, run):
     import time
 
-    from lst_jax.jobs.lst.full_eval import (basic_distance_fn, collect_results,
-                                              full_evaluation)
+    from lst_jax.jobs.lst.full_eval import basic_distance_fn, collect_results, full_evaluation
 
     m = ctx.model(name)
     t0 = time.perf_counter()

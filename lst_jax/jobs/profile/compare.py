@@ -199,5 +199,6 @@ def describe(corr: dict, n: int, table: dict | None = None, models=None) -> list
     return lines
 
 
-__all__ = ["spearman", "significance_threshold", "correlations", "describe", "add_corruption_errors", "metric_label",
+__all__ = ["spearman", "significance_threshold", "correlations", "describe",
+           "add_corruption_errors", "metric_label",
            "METRIC_INFO", "ROBUSTNESS_METRICS"]

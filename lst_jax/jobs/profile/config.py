@@ -6,8 +6,8 @@ import dataclasses
 
 from lst_jax.connectivity.config import AttackConfig
 from lst_jax.jobs.connectivity.job import BarrierRunConfig, DetectRunConfig
-from lst_jax.jobs.lst.full_eval import FullEvalConfig
 from lst_jax.jobs.iaside.job import IasideConfig
+from lst_jax.jobs.lst.full_eval import FullEvalConfig
 from lst_jax.robustness.evaluate import RobustnessConfig
 from lst_jax.traversal import preset as lst_preset
 

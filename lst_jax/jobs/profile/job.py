@@ -7,13 +7,16 @@ from pathlib import Path
 from typing import Sequence
 
 from lst_jax.data.reference import DataRef, check_data_shape, load_images
+from lst_jax.jobs.profile.analyses import ANALYSES, ProfileContext
+from lst_jax.jobs.profile.compare import (
+    ROBUSTNESS_METRICS,
+    add_corruption_errors,
+    correlations,
+    metric_label,
+)
+from lst_jax.jobs.profile.config import DEFAULT_BASELINE, ProfileConfig, data_suite, profile_preset
 from lst_jax.jobs.rundir import RunDir
 from lst_jax.parallel import distributed as dist
-from lst_jax.jobs.profile.analyses import ANALYSES, ProfileContext
-from lst_jax.jobs.profile.compare import (ROBUSTNESS_METRICS, add_corruption_errors, correlations,
-                                     metric_label)
-from lst_jax.jobs.profile.config import (DEFAULT_BASELINE, ProfileConfig, data_suite,
-                                    profile_preset)
 from lst_jax.utils.progress import Progress
 
 # One signature per method for the report's first figure.
@@ -193,10 +196,10 @@ def _config_dict(config: ProfileConfig) -> dict:
 
 
 def _figures(run: RunDir, profile: dict, results: dict, config: ProfileConfig) -> dict:
-    from lst_jax.plots import profile as plots
-    from lst_jax.plots.profile import plot_corruption_curves
     from lst_jax.jobs.profile.compare import UNIT_INTERVAL_METRICS
     from lst_jax.jobs.profile.report import metric_errors, scalar_metrics
+    from lst_jax.plots import profile as plots
+    from lst_jax.plots.profile import plot_corruption_curves
 
     models, table = profile["models"], profile["metrics"]
     labels = {k: metric_label(k, profile.get("pgd_radius")) for m in models for k in table[m]}

@@ -13,10 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lst_jax.jobs.rundir import RunDir, markdown_table
 from lst_jax.jobs.profile import compare
-from lst_jax.jobs.profile.compare import (METRIC_INFO, ROBUSTNESS_METRICS, describe, metric_label,
-                                     significance_threshold)
+from lst_jax.jobs.profile.compare import (
+    METRIC_INFO,
+    ROBUSTNESS_METRICS,
+    describe,
+    metric_label,
+    significance_threshold,
+)
+from lst_jax.jobs.rundir import RunDir, markdown_table
 from lst_jax.utils.rounding import format_estimate
 
 
