@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lst_jax.utils.files import atomic_write_bytes, write_json_atomic
+
 
 @functools.partial(jax.jit, static_argnames="model_fn")
 def _logits(model_fn, params, x):
@@ -222,9 +224,7 @@ def save_pool(pool: TargetPool, directory, **meta) -> Path:
     """
     from PIL import Image
 
-    from lst_jax.jobs.rundir import RunDir
-
-    run = RunDir(directory)
+    root = Path(directory)
     s = pixel_scale(pool.images)
     width = max(4, len(str(int(pool.labels.max()))))
     files = []
@@ -234,7 +234,7 @@ def save_pool(pool: TargetPool, directory, **meta) -> Path:
         name = f"target_{int(c):0{width}d}.png"
         buf = io.BytesIO()
         pil.save(buf, format="PNG")
-        run.write_bytes(name, buf.getvalue())
+        atomic_write_bytes(root / name, lambda f, b=buf.getvalue(): f.write(b))
         files.append(name)
     manifest = {
         "format": POOL_FORMAT, "classes": pool.labels.tolist(), "files": files,
@@ -242,8 +242,8 @@ def save_pool(pool: TargetPool, directory, **meta) -> Path:
         "image_shape": list(pool.images.shape[1:]), "digest": pool.digest(),
         **pool.meta, **meta,
     }
-    run.write_json("manifest.json", manifest)
-    return run.root
+    write_json_atomic(root / "manifest.json", manifest)
+    return root
 
 
 def load_pool(directory) -> TargetPool:

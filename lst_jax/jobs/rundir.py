@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from lst_jax.utils.files import atomic_write_bytes as _atomic_write_bytes
+from lst_jax.utils.files import jsonable as jsonable
 
 
 def cpu_model_name() -> str:
@@ -44,40 +45,6 @@ def package_versions() -> dict:
     except Exception:  # pragma: no cover - jax always importable here
         pass
     return out
-
-
-def _atomic_write_bytes(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def jsonable(obj):
-    """`obj` with dataclasses, numpy arrays and scalars and paths turned into JSON types."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 LOCK_NAME = ".lock"

@@ -230,7 +230,8 @@ def pool_job(models: Sequence[str], data="digits", out=None,
                              skip_missing=classes is None)
     _check_shape(loaded[0].spec, pool.images, data.describe())
     out = Path(out or Path("runs") / f"pool_{data.kind}")
-    return save_pool(pool, out, models=list(models), min_conf=min_conf, dataset=source.name,
+    run = RunDir(out)                   # one writer at a time (the directory's lock)
+    return save_pool(pool, run.root, models=list(models), min_conf=min_conf, dataset=source.name,
                      checkpoint_digests=[m.metadata.get("digest") for m in loaded],
                      interpolation=data.interpolation, scan_seed=scan_seed)
 
