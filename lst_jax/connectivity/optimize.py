@@ -53,7 +53,9 @@ import optax
 from jax import lax
 
 from lst_jax.connectivity.objective import cross_entropy, deviation_objective
+from lst_jax.utils.cache import ModelCache
 from lst_jax.utils.checks import check_positive_int
+from lst_jax.utils.compiles import ladder_size
 from lst_jax.utils.progress import Progress
 
 STOP_RULES = ("none", "pre_step", "post_step")
@@ -624,8 +626,11 @@ def run_batches(model_fn, params, x0, labels, spec: LoopSpec, hyper: RowHyper, *
     if min_batch is not None:
         check_positive_int("min_batch", min_batch)
     # A fixed chunk: every call with the same chunk runs the same programs, whatever n
-    # (short chunks are padded with frozen rows, which the first compaction drops).
-    chunk = n if chunk is None else check_positive_int("batch_size", chunk)
+    # (short chunks are padded with frozen rows, which the first compaction drops). Fewer
+    # rows than the chunk are padded only up to the ladder size of n (at most 1.5x the rows
+    # and a bounded number of programs), not to a planned chunk that may be 50x larger.
+    chunk = n if chunk is None else min(check_positive_int("batch_size", chunk),
+                                        ladder_size(n))
     if mesh is not None:
         from lst_jax.parallel.mesh import num_shards, put_replicated
 
@@ -658,11 +663,26 @@ def run_batches(model_fn, params, x0, labels, spec: LoopSpec, hyper: RowHyper, *
                           trace=cat(4, axis=1) if spec.record else None)
 
 
+_STEP_MEMORY = ModelCache()     # per model_fn (weak, bounded): settings -> (fixed, per_row)
+
+
 def step_memory(model_fn, params, image_shape, spec: LoopSpec) -> tuple[int, int]:
     """(fixed, per_row) bytes of one optimiser iteration on one device, from XLA's memory
     analysis of `_step` compiled (not run) at one and two rows (arguments + outputs +
     temporaries - aliased: the state, the problem, the model's forward and backward).
-    Without a memory analysis: the parameters fixed, 16x the image per row."""
+    Without a memory analysis: the parameters fixed, 16x the image per row. Cached per
+    model function (bounded, weak), parameter shapes, image shape and loop settings: a
+    planned call compiles the two throwaway programs once, not on every call."""
+    key = (tuple(image_shape), spec,
+           tuple((tuple(np.shape(a)), str(jnp.result_type(a))) for a in jax.tree.leaves(params)))
+    cached = _STEP_MEMORY.get(model_fn, key)
+    if cached is None:
+        cached = _step_memory(model_fn, params, image_shape, spec)
+        _STEP_MEMORY.put(model_fn, key, cached)
+    return cached
+
+
+def _step_memory(model_fn, params, image_shape, spec: LoopSpec) -> tuple[int, int]:
     def program(rows):
         x = jax.ShapeDtypeStruct((rows,) + tuple(image_shape), jnp.float32)
         problem = Problem(x, x, jax.ShapeDtypeStruct((rows,), jnp.int32), x,
