@@ -121,6 +121,8 @@ def cifar_setup(tmp_path_factory):
             d.mkdir(parents=True, exist_ok=True)
             (staging / f"img{i:02d}.png").rename(d / f"img{i:02d}.png")
             kept[int(c)].append(i)
+    kept_sizes = {PIL.open(f).size for f in folder.rglob("*.png")}
+    assert len(kept_sizes) >= 2, kept_sizes      # the setup: images of mixed sizes
     index = tmp / "class_index.json"
     index.write_text(json.dumps({"alpha": c0, "beta": c1}))
     return {"model": ckpt, "pool_classes": pool_classes, "folder": str(folder),
@@ -188,14 +190,24 @@ def test_examples_pool_and_full_eval_on_an_image_folder(cifar_setup, tmp_path):
     manifest = json.loads((pool / "manifest.json").read_text())
     assert sorted(manifest["classes"]) == [c0, c1]
 
+    # full-eval selects its own pool from the same --data options
     run = tmp_path / "fe"
-    assert cli.main(["full-eval", "--model", s["model"], "--pool", str(pool),
+    assert cli.main(["full-eval", "--model", s["model"], *_folder_args(s),
                      "--num-samples", "2", "--rounds", "2", "--batch-size", "2", *TINY_LST,
                      "--metrics", "basic", "--grid-n", "2", "--out", str(run), *QUIET]) == 0
+    assert json.loads((run / "pool" / "manifest.json").read_text())["classes"] == \
+        manifest["classes"]
     summary = json.loads((run / "summary.json").read_text())
+    assert summary["model"] == "cifar_r18" and summary["pool_size"] == 2
+    assert summary["num_sources"] == 2 and summary["valid_fraction"] == 1.0
     z = np.load(run / "results.npz")
-    assert all(np.all(np.isfinite(z[k])) for k in z.files if z[k].dtype.kind == "f")
-    assert summary["table1"] and summary["table2"]
+    assert sorted(z["labels"].tolist()) == [c0, c1] and z["final_conf"].shape == (2, 2)
+    assert np.all(np.isfinite(z["dist_rmse"])) and np.all(z["dist_rmse"] > 0)
+    assert np.all(z["final_conf"] > 0)
+    for name in ("rmse", "linf"):            # Table 1: (mean, standard error, count)
+        mean, se, count = summary["table1"][name]
+        assert np.isfinite(mean) and mean > 0 and np.isfinite(se) and count == 4
+    assert 0 <= summary["table2"]["mean"][0] <= 1
 
 
 def test_iaside_on_an_image_folder(cifar_setup, tmp_path):
