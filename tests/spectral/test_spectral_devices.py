@@ -11,8 +11,8 @@ import jax, numpy as np
 from subproc import fast_tiny_cnn
 from lst_jax import parallel as par
 from lst_jax.parallel import sharded as sh_mod
-from lst_jax.spectral import SpectralConfig, all_coalitions, coalition_log_probs,
-spectral_importance
+from lst_jax.spectral import (SpectralConfig, all_coalitions, coalition_log_probs,
+                              spectral_importance)
 
 model_fn, params = fast_tiny_cnn(0, (16, 16, 3), logit_scale=10.0)
 rng = np.random.default_rng(0)
