@@ -12,7 +12,7 @@ published architectures with the original state-dict key names:
   Singh et al. 2023 (`patch_embed.proj.stem.{0,1,3,4,...,12}`);
 These twins do not use torchvision or timm. Every model records named intermediates in
 `self.feats` during `forward` (NCHW / NLD) for layer-by-layer comparisons. The PyTorch side of
-`lst-jax bench` (ResNet-50, DeiT) and the tests' reference (tests/test_zoo_*.py, through
+`lst-jax bench` (ResNet-50, DeiT) and the tests' reference (tests/models/test_zoo_*.py, through
 tests/torch_reference.py); imported only where torch is used.
 """
 
