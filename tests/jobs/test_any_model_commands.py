@@ -20,6 +20,7 @@ from lst_jax.data.reference import DataRef, load_images, open_images, source_lab
 from lst_jax.models.checkpoint import save_checkpoint
 from lst_jax.models.reference import spec_from_metadata
 from lst_jax.models.wrapper import Normalization
+from subproc import he_init_variables
 
 tfds = pytest.importorskip("tensorflow_datasets")
 PIL = pytest.importorskip("PIL.Image")
@@ -38,29 +39,13 @@ def _meta(name, *, num_classes, size, normalization, dataset):
             "label_set": dataset}
 
 
-def _he_init(shapes, seed=0):
-    """Variables of the shapes' tree without compiling the init (as in
-    test_connectivity_any_model): He-normal kernels, zero biases, unit scales, BatchNorm
-    statistics at mean 0 / variance 1."""
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, s):
-        name = str(getattr(path[-1], "key", path[-1]))
-        if name in ("var", "scale"):
-            return np.ones(s.shape, s.dtype)
-        if name in ("mean", "bias") or len(s.shape) < 2:
-            return np.zeros(s.shape, s.dtype)
-        fan_in = int(np.prod(s.shape[:-1]))
-        return (rng.standard_normal(s.shape) * np.sqrt(2 / fan_in)).astype(s.dtype)
-
-    return jax.tree_util.tree_map_with_path(leaf, shapes)
 
 
 def _random_variables(meta):
     spec = spec_from_metadata(meta, "test")
     clf = spec.build()
     shapes = jax.eval_shape(lambda: clf.init(jax.random.key(0), spec.input_size))
-    return clf, _he_init(shapes)
+    return clf, he_init_variables(shapes)
 
 
 def _confident(clf, v, images, spread=4.0):

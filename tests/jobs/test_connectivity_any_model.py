@@ -16,6 +16,7 @@ from lst_jax.data.reference import DataRef, open_images, source_labels
 from lst_jax.models.checkpoint import save_checkpoint
 from lst_jax.models.reference import spec_from_metadata
 from lst_jax.models.wrapper import Normalization
+from subproc import he_init_variables
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -30,26 +31,10 @@ def _random_resnet18(path, *, num_classes, size, normalization, dataset):
     spec = spec_from_metadata(meta, path)
     model = spec.build()
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), spec.input_size))
-    save_checkpoint(path, _he_init(shapes), meta)
+    save_checkpoint(path, he_init_variables(shapes), meta)
     return str(path)
 
 
-def _he_init(shapes, seed=0):
-    """Variables of the shapes' tree without compiling the init (slow at ResNet-18 size on
-    a loaded CPU): He-normal kernels, zero biases, unit scales, BatchNorm statistics at
-    their initial mean 0 / variance 1 (eval mode, as the spec's untrained model)."""
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, s):
-        name = str(getattr(path[-1], "key", path[-1]))
-        if name in ("var", "scale"):
-            return np.ones(s.shape, s.dtype)
-        if name in ("mean", "bias") or len(s.shape) < 2:
-            return np.zeros(s.shape, s.dtype)
-        fan_in = int(np.prod(s.shape[:-1]))
-        return (rng.standard_normal(s.shape) * np.sqrt(2 / fan_in)).astype(s.dtype)
-
-    return jax.tree_util.tree_map_with_path(leaf, shapes)
 
 
 @pytest.fixture(scope="module")
