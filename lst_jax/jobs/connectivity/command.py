@@ -169,6 +169,7 @@ def detect_config(args):
     pgd = PGDConfig(eps=args.pgd_eps, steps=args.pgd_steps,
                     step_size=args.pgd_step_size or args.pgd_eps / 4)
     return DetectRunConfig(data=args.data_ref, split=args.data_ref.split,
+                           reference_split=args.reference_split,
                            num_samples=args.num_samples, points=args.points,
                            batch_size=args.batch_size, attacks=tuple(args.attacks),
                            attack=_attack_config(args, DetectRunConfig().attack), pgd=pgd,
@@ -294,6 +295,10 @@ def add_parser(sub) -> None:
                   help="clean test images (default all correct)")
     _quick_option(q, "detect", "--points", cfg.points, type=int,
                   help="points on the curve r -> x")
+    q.add_argument("--reference-split",
+                   help="split of the per-class references, the lowest-loss correct image "
+                        "of each class (default: train where the data has splits; a "
+                        "folder's own images otherwise)")
     q.add_argument("--features", default=cfg.features, choices=["curve+logits", "curve",
                                                                 "logits"])
     q.add_argument("--folds", type=int, default=cfg.detector.folds,

@@ -15,6 +15,7 @@ import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
@@ -28,12 +29,13 @@ from lst_jax.connectivity.detect import (
     curve_features,
     feature_matrix,
     random_state_of,
-    select_references,
 )
+from lst_jax.connectivity.objective import cross_entropy
 from lst_jax.connectivity.paths import barrier_stats, path_losses
 from lst_jax.connectivity.space import SPACES, model_in_space
 from lst_jax.data.pool import predict_logits
 from lst_jax.data.reference import DataRef, check_data_shape, load_images, open_images
+from lst_jax.data.scan import first_correct, lowest_loss_correct
 from lst_jax.jobs.rundir import RunDir, cached_unit, markdown_table
 from lst_jax.models.reference import resolve_model
 from lst_jax.parallel import data_mesh
@@ -55,13 +57,15 @@ def _nested_dict(cfg) -> dict:
 
 def _resolve_data(cfg, *splits):
     """`cfg.data` as a `DataRef` and each of `splits` (field names) left None resolved: the
-    data's own split, else the kind's default (digits: test; detect's references: train)."""
+    data's own split, else the kind's default (digits: test); detect's references: train
+    where the data has splits (never the clean inputs' own images), else None (a folder)."""
     ref = DataRef.of(cfg.data)
     object.__setattr__(cfg, "data", ref)
     for name in splits:
         if getattr(cfg, name) is None:
-            default = ("train" if name == "reference_split" and ref.kind == "digits"
-                       else ref.resolved_split())
+            default = ref.resolved_split()
+            if name == "reference_split" and default is not None:
+                default = "train"
             object.__setattr__(cfg, name, default)
 
 
@@ -415,15 +419,15 @@ def _write_barrier_tables(run, model, summary, plan, real_curves, adv, config):
 # --------------------------------------------------------------------------- detection
 
 
-def _detect_data(config: DetectRunConfig, fn, params, space, shape):
-    images, labels = load_images(config.data, shape, split=config.split)
-    ref_images, ref_labels = load_images(config.data, shape, split=config.reference_split)
-    x = np.asarray(space.from_pixels(images))
-    pred = predict_logits(fn, params, x).argmax(-1)
-    idx = np.flatnonzero(pred == labels)
-    if config.num_samples is not None:
-        idx = idx[:config.num_samples]
-    return images, labels, x, idx, ref_images, ref_labels
+def _detect_data(config: DetectRunConfig, fn, params, space, shape, progress: bool):
+    """The clean candidates: the first `num_samples` correctly classified images of the
+    split (streamed, so only they are held in memory): source indices, pixels, labels and
+    model-space inputs."""
+    source = open_images(config.data, shape, split=config.split)
+    idx = first_correct(source, fn, params, limit=config.num_samples,
+                        prepare=space.from_pixels, progress=progress)
+    images, labels = source.get(idx)
+    return idx, images, labels, np.asarray(space.from_pixels(images))
 
 
 def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), root="runs", *,
@@ -445,20 +449,22 @@ def detect_model_run(model: str, config: DetectRunConfig = DetectRunConfig(), ro
 def _detect_compute(config, progress, budget, loaded, digest, run, fn, space) -> dict:
     model = loaded.spec.name
     params = loaded.params
-    images, labels, x, idx, ref_images, ref_labels = _detect_data(config, fn, params, space,
-                                                                   loaded.spec.input_size)
+    shape = loaded.spec.input_size
+    show = progress and dist.is_main_process()
+    idx, images, labels, x = _detect_data(config, fn, params, space, shape, show)
 
     def references():
         if not run.exists("references.npz"):
-            refs, ref_cls, ref_ce, ref_idx = _references(
-                fn, params, np.asarray(space.from_pixels(ref_images)), ref_labels)
+            source = open_images(config.data, shape, split=config.reference_split)
+            refs, ref_cls, ref_ce, ref_idx = _references(fn, params, source, space, show)
             run.save_npz("references.npz", images=refs, classes=ref_cls, ce=ref_ce,
                          index=ref_idx)
         return run.load_npz("references.npz")
 
     ref = dist.broadcast_arrays_of_main(references)   # process 0 selects / reads them
     ref_ce = dict(zip(ref["classes"].tolist(), ref["ce"].tolist()))
-    idx = idx[np.isin(labels[idx], ref["classes"])]   # clean inputs of a referenced class
+    keep = np.isin(labels, ref["classes"])             # clean inputs of a referenced class
+    idx, images, labels, x = idx[keep], images[keep], labels[keep], x[keep]
 
     def feats(inp):
         """Curve features where the predicted class has a reference; NaN rows elsewhere
@@ -481,16 +487,16 @@ def _detect_compute(config, progress, budget, loaded, digest, run, fn, space) ->
                 out[k][has] = np.asarray(f[k])
         return out
 
-    targets = (_attack_targets(labels[idx], ref["classes"], config.seed)
+    targets = (_attack_targets(labels, ref["classes"], config.seed)
                if "optimization" in config.attacks else None)
     chunks = _chunks(len(idx), config.batch_size)
 
     def compute(j):      # item 0: the clean features; then (attack, chunk) in order
         if j == 0:
-            return dict(index=idx, **feats(x[idx]))
+            return dict(index=idx, **feats(x))
         name = config.attacks[(j - 1) // len(chunks)]
         i, s, e = chunks[(j - 1) % len(chunks)]
-        rows = idx[s:e]
+        rows = slice(s, e)
         if name == "optimization":
             t = targets[s:e]
             res = optimization_attack(fn, params, x[rows], t,
@@ -559,18 +565,23 @@ def _detect_compute(config, progress, budget, loaded, digest, run, fn, space) ->
     return summary
 
 
-def _references(fn, params, images, labels):
-    """`select_references` over the classes with a correctly classified image (all of them
-    on the digits; a class without one, e.g. under a weak model, gets no reference)."""
-    try:
-        return select_references(fn, params, images, labels)
-    except ValueError:
-        pred = predict_logits(fn, params, images).argmax(-1)
-        classes = np.unique(labels[pred == labels])
-        if len(classes) == 0:
-            raise ValueError("no reference image: the model classifies none of the "
-                             "reference images correctly") from None
-        return select_references(fn, params, images, labels, classes=classes)
+def _references(fn, params, source, space, progress: bool):
+    """Per class of `source` the lowest-CE correctly classified image (`select_references`,
+    streamed over the split); a class without a correct image, e.g. under a weak model, gets
+    no reference.
+
+    Returns:
+        (references in the model's space (K', H, W, 3), classes (K',), CE (K',), source
+        indices (K',)).
+    """
+    loss = lambda logits, labels: cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
+    classes, ce, index = lowest_loss_correct(source, fn, params, loss,
+                                             prepare=space.from_pixels, progress=progress)
+    if len(classes) == 0:
+        raise ValueError("no reference image: the model classifies none of the reference "
+                         "images correctly")
+    images, _ = source.get(index)
+    return np.asarray(space.from_pixels(images)), classes, ce, index
 
 
 def _attack_targets(labels, reference_classes, seed: int) -> np.ndarray:
