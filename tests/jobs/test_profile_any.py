@@ -1,78 +1,126 @@
-"""`lst-jax profile` beyond the digits (issue 18 item 4): three tiny random-initialised
-32x32 models of 10 classes (checkpoint directories written with the project's checkpoint
-writer) through every analysis of the quick preset (at its smallest settings) on tfds mock
-CIFAR-10, labelled by the models' predictions so that the LST pool and the connectivity pairs
-find correctly classified images; the CIFAR-10-C table and the 8/255 PGD radius named in the
-report, per-analysis image counts; models of different label sets refused in one line before
-any work."""
+"""`lst-jax profile` beyond the digits (issue 18 item 4): three random-initialised torchvision
+ResNet-18s of 10 classes, saved with `torch.save(state_dict)` and converted with `lst-jax
+convert WEIGHTS --arch resnet18 --num-classes 10 --input-size 32 --normalization cifar10`
+(their logits checked against PyTorch), through every analysis of the quick preset (at its
+smallest settings) on tfds mock CIFAR-10 and on a generated ImageFolder (two classes, mixed
+sizes). The images are labelled by the models' predictions, so that the LST pool and the
+connectivity pairs find correctly classified images. Checked: the CIFAR-10-C table and the
+8/255 PGD radius named in the report, per-analysis image counts; models of different label
+sets refused in one line before any work."""
 
 from __future__ import annotations
 
+import collections
 import json
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import HAVE_TORCH
 from lst_jax import cli
 from lst_jax.connectivity.config import AttackConfig
+from lst_jax.convert.shapes import CIFAR10_MEAN, CIFAR10_STD
+from lst_jax.data.reference import DataRef, load_images
 from lst_jax.jobs.connectivity.job import BarrierRunConfig, DetectRunConfig
 from lst_jax.jobs.iaside.job import IasideConfig
 from lst_jax.jobs.lst.full_eval import FullEvalConfig
 from lst_jax.jobs.profile import profile_job, profile_preset
 from lst_jax.jobs.profile.config import data_suite
-from lst_jax.models.checkpoint import save_checkpoint
-from lst_jax.models.registry import ModelSpec
-from lst_jax.models.wrapper import Normalization
 from lst_jax.robustness import RobustnessConfig
 from lst_jax.robustness.corruptions import IMAGENET_PARAMS, TABLES
 from lst_jax.traversal import preset as lst_preset
+from tolerances import assert_close_to_float64
 
 tfds = pytest.importorskip("tensorflow_datasets")
-WIDTHS = (4, 8, 8)
-HEAD_SCALES = (300.0, 600.0, 1200.0)
-NUM_EXAMPLES = 48
+PIL = pytest.importorskip("PIL.Image")
+SPREADS = (6.0, 9.0, 12.0)       # std of the three models' centred logits: same argmax
+NUM_MOCK = 48
+SIZES = [(32, 32), (40, 48), (64, 36), (50, 50), (36, 60), (33, 44)] * 10   # (H, W)
+CONVERT = ["--arch", "resnet18", "--num-classes", "10", "--input-size", "32",
+           "--normalization", "cifar10"]
 
 
-def _write(path, variables, name, label_set="cifar10"):
-    meta = {"name": name, "arch": "digits_resnet", "arch_kwargs": {"widths": list(WIDTHS)},
-            "num_classes": 10, "dataset": "cifar10", "input_size": [32, 32, 3],
-            "normalization": Normalization().to_dict(), "label_set": label_set}
-    return str(save_checkpoint(path, variables, meta))
+def _torch_input(x):
+    import torch
+
+    z = (x - np.asarray(CIFAR10_MEAN, np.float32)) / np.asarray(CIFAR10_STD, np.float32)
+    return torch.from_numpy(z.transpose(0, 3, 1, 2).copy())
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    """Three checkpoint directories: one random-initialised digits_resnet (widths 4, 8, 8)
-    whose head is centred on the mock images (a random net gives nearly the same logits to
-    every image) and scaled by 300, 600 and 1200: the three predict the same varied classes
-    with different confidences."""
-    from lst_jax.data.reference import DataRef, load_images
+def r18(tmp_path_factory):
+    """Three converted checkpoint directories of one random-initialised torchvision
+    ResNet-18 (10 classes) whose `fc` is centred on the test images (a random net gives
+    nearly the same logits to every image) and scaled to the spreads `SPREADS`: the three
+    predict the same varied classes with different confidences. Also: a staging folder of
+    PNGs of mixed sizes, and the models' predicted class of each."""
+    if not HAVE_TORCH:
+        pytest.skip("needs the optional torch extra")
+    import torch
 
-    root = tmp_path_factory.mktemp("tiny")
-    spec = ModelSpec(name="tiny", arch="digits_resnet", arch_kwargs=(("widths", WIDTHS),))
-    clf = spec.build()
-    v = clf.init(jax.random.key(0), (32, 32, 3))
-    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-        x, _ = load_images(DataRef("cifar10"), (32, 32, 3))
-    mean = np.asarray(clf(v, x)).mean(0)
-    paths = []
-    for i, s in enumerate(HEAD_SCALES):
-        head = {"kernel": v["params"]["head"]["kernel"] * s,
-                "bias": (v["params"]["head"]["bias"] - mean) * s}
-        vi = {**v, "params": {**v["params"], "head": head}}
-        paths.append(_write(root / f"tiny{i}", vi, f"tiny{i}"))
-    return paths
+    from lst_jax.bench.torch_models import randomize_
+    from lst_jax.convert.torchvision_import import import_torchvision
+    from lst_jax.data.folder import FolderSource
+    from lst_jax.models.reference import resolve_model
+
+    tmp = tmp_path_factory.mktemp("r18")
+    rng = np.random.default_rng(1)
+    staging = tmp / "staging"
+    staging.mkdir()
+    for i, (h, w) in enumerate(SIZES):
+        PIL.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            staging / f"img{i:02d}.png")
+    # the folder's images as every command reads them: short side to 32, centre crop
+    folder_x, _ = FolderSource(staging, image_size=32, resize=32).get(np.arange(len(SIZES)))
+    with tfds.testing.mock_data(num_examples=NUM_MOCK):
+        mock_x, _ = load_images(DataRef("cifar10"), (32, 32, 3))
+    x = np.concatenate([mock_x, folder_x])
+
+    torchvision = import_torchvision()
+    torch.manual_seed(0)
+    net = randomize_(torchvision.models.resnet18(weights=None, num_classes=10), seed=0)
+    with torch.no_grad():
+        logits = net(_torch_input(x)).numpy()
+    mean, std = logits.mean(0), float((logits - logits.mean(0)).std())
+    paths, twins = [], []
+    for i, spread in enumerate(SPREADS):
+        scale = spread / std
+        sd = {k: v.clone() for k, v in net.state_dict().items()}
+        sd["fc.weight"] = sd["fc.weight"] * scale
+        sd["fc.bias"] = (sd["fc.bias"] - torch.from_numpy(mean)) * scale
+        weights = tmp / f"r18_{i}.pth"
+        torch.save(sd, weights)
+        out = tmp / f"cifar_r18_{i}"
+        assert cli.main(["convert", str(weights), *CONVERT, "--name", f"cifar_r18_{i}",
+                         "--out", str(out)]) == 0
+        paths.append(str(out))
+        twin = torchvision.models.resnet18(weights=None, num_classes=10)
+        twin.load_state_dict(sd)
+        twins.append(twin.eval())
+
+    # the converted models' logits against PyTorch's (float32 and float64)
+    probe = x[:8]
+    for path, twin in zip(paths, twins):
+        m = resolve_model(path).load()
+        ours = np.asarray(jax.jit(m.model_fn)(m.params, probe))
+        with torch.no_grad():
+            ref32 = twin(_torch_input(probe)).numpy()
+            ref64 = twin.double()(_torch_input(probe).double()).numpy()
+        assert_close_to_float64(ref32, ref64, ours, what=f"{path} logits")
+    m = resolve_model(paths[0]).load()
+    pred = np.asarray(jax.jit(m.model_fn)(m.params, folder_x)).argmax(-1)
+    return {"models": paths, "staging": staging, "folder_pred": pred}
 
 
 @pytest.fixture
-def mock_cifar10(tiny_models, monkeypatch):
-    """tfds mock CIFAR-10 (random images) labelled by the tiny models' own predictions, so
+def mock_cifar10(r18, monkeypatch):
+    """tfds mock CIFAR-10 (random images) labelled by the models' own predictions, so
     that the pool, the barrier pairs and the detector find correctly classified images."""
     from lst_jax.data import tfds as tfds_source
     from lst_jax.models.reference import resolve_model
 
-    m = resolve_model(tiny_models[0]).load()
+    m = resolve_model(r18["models"][0]).load()
     get = tfds_source.TfdsSource.get
 
     def labelled(self, indices):
@@ -81,8 +129,31 @@ def mock_cifar10(tiny_models, monkeypatch):
         return x, np.asarray(np.argmax(np.asarray(logits), -1), np.int32)
 
     monkeypatch.setattr(tfds_source.TfdsSource, "get", labelled)
-    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    with tfds.testing.mock_data(num_examples=NUM_MOCK):
         yield
+
+
+@pytest.fixture(scope="module")
+def image_folder(r18, tmp_path_factory):
+    """An ImageFolder of the images of the models' two most predicted classes, each in the
+    subfolder of its class (mapped by a `--class-index` JSON), of mixed sizes."""
+    import shutil
+
+    pred = r18["folder_pred"]
+    (c0, n0), (c1, n1) = collections.Counter(pred.tolist()).most_common(2)
+    assert n1 >= 6, (n0, n1)          # the setup: enough images of the second class
+    root = tmp_path_factory.mktemp("folder")
+    names = {c0: "alpha", c1: "beta"}
+    for i, c in enumerate(pred.tolist()):
+        if c in names:
+            d = root / "images" / names[c]
+            d.mkdir(parents=True, exist_ok=True)
+            shutil.copy(r18["staging"] / f"img{i:02d}.png", d)
+    sizes = {PIL.open(f).size for f in (root / "images").rglob("*.png")}
+    assert len(sizes) >= 2, sizes      # the setup: images of mixed sizes
+    (root / "index.json").write_text(json.dumps({"alpha": c0, "beta": c1}))
+    return DataRef("folder", folder=str(root / "images"),
+                   class_index=str(root / "index.json")), n0 + n1
 
 
 def _smallest_quick():
@@ -101,51 +172,70 @@ def _smallest_quick():
                                attack=AttackConfig(steps=4)))
 
 
-def test_quick_profile_of_three_cifar_shaped_models(tiny_models, mock_cifar10, tmp_path):
-    out = tmp_path / "p"
-    cfg = _smallest_quick()
-    profile_job(tiny_models, cfg, out, progress=False, preset_name="quick", data="cifar10")
+def _check_report(out, *, data, num_robust, detector):
     prof = json.loads((out / "profile.json").read_text())
-    assert prof["models"] == ["tiny0", "tiny1", "tiny2"] and prof["baseline"] == "tiny0"
+    names = ["cifar_r18_0", "cifar_r18_1", "cifar_r18_2"]
+    assert prof["models"] == names and prof["baseline"] == names[0]
     rob = prof["config"]["robustness"]       # the CIFAR-10 suite replaced the digits one
     assert rob["table"] == "cifar10" and rob["headline_radius"] == 8
     assert rob["pgd_radii"] == [8] and prof["pgd_radius"] == 8
     assert prof["corruption_table"] == "cifar10"
-    r0 = prof["results"]["robustness"]["tiny0"]
-    assert set(r0["pgd_accuracy"]) == {"8/255"} and r0["num_images"] == 16
+    r0 = prof["results"]["robustness"][names[0]]
+    assert set(r0["pgd_accuracy"]) == {"8/255"} and r0["num_images"] == num_robust
     # labels are the models' own predictions: every model is right on the clean images
-    assert all(prof["metrics"][m]["clean_accuracy"] == 1.0 for m in prof["models"])
-    assert prof["metrics"]["tiny0"]["mce"] == pytest.approx(1.0)
+    assert all(prof["metrics"][m]["clean_accuracy"] == 1.0 for m in names)
+    assert prof["metrics"][names[0]]["mce"] == pytest.approx(1.0)
     used = prof["images_per_analysis"]
-    pairs = prof["results"]["connectivity"]["tiny0"]["barrier"]["real"]["n"]
-    sources = prof["results"]["lst"]["tiny0"]["num_sources"]
-    assert used == {"robustness": {"images": 16}, "lst": {"source images": sources},
+    pairs = prof["results"]["connectivity"][names[0]]["barrier"]["real"]["n"]
+    sources = prof["results"]["lst"][names[0]]["num_sources"]
+    assert used == {"robustness": {"images": num_robust}, "lst": {"source images": sources},
                     "iaside": {"images": 8},
-                    "connectivity": {"barrier pairs": pairs, "detector images": 10}}
+                    "connectivity": {"barrier pairs": pairs, "detector images": detector}}
     assert sources == 2 and pairs >= 1
     md = (out / "report.md").read_text()
     assert "| PGD robust accuracy at 8/255 |" in md
-    assert (f"Data: cifar10 ({prof['num_images']} test images loaded; used: robustness 16 "
-            f"images; LST 2 source images; I-ASIDE 8 images; connectivity {pairs} barrier "
-            f"pairs, 10 detector images); corruptions: CIFAR-10-C's severities (32x32); PGD "
-            f"radius 8/255") in md
+    assert f"--data {data.split()[0]}" in prof["command"]     # the regenerate line
+    split = "" if data.startswith("folder") else "test "
+    assert (f"Data: {data} ({prof['num_images']} {split}images; used: robustness "
+            f"{num_robust} images; LST 2 source images; I-ASIDE 8 images; connectivity "
+            f"{pairs} barrier pairs, {detector} detector images); corruptions: CIFAR-10-C's "
+            f"severities (32x32); PGD radius 8/255") in md
+    return prof
 
 
-def test_models_of_different_label_sets_are_refused_before_any_work(tiny_models, tmp_path,
-                                                                    capsys):
+def test_quick_profile_of_three_converted_resnet18s_on_mock_cifar10(r18, mock_cifar10,
+                                                                    tmp_path):
+    out = tmp_path / "p"
+    profile_job(r18["models"], _smallest_quick(), out, progress=False, preset_name="quick",
+                data="cifar10")
+    _check_report(out, data="cifar10", num_robust=16, detector=10)
+
+
+def test_quick_profile_of_three_converted_resnet18s_on_an_image_folder(r18, image_folder,
+                                                                       tmp_path):
+    ref, n = image_folder
+    out = tmp_path / "p"
+    profile_job(r18["models"], _smallest_quick(), out, progress=False, preset_name="quick",
+                data=ref)
+    prof = _check_report(out, data=f"folder {ref.folder}", num_robust=min(16, n),
+                         detector=10)
+    assert prof["num_images"] == n
+
+
+def test_models_of_different_label_sets_are_refused_before_any_work(r18, tmp_path, capsys):
     import shutil
 
     other = tmp_path / "other"
-    shutil.copytree(tiny_models[0], other)
+    shutil.copytree(r18["models"][0], other)
     meta = json.loads((other / "metadata.json").read_text())
     meta.update(name="other", label_set="custom:0123")
     (other / "metadata.json").write_text(json.dumps(meta))
     out = tmp_path / "out"
-    assert cli.main(["profile", "--models", tiny_models[0], str(other), "--data", "cifar10",
+    assert cli.main(["profile", "--models", r18["models"][0], str(other), "--data", "cifar10",
                      "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "label set cifar10" in err and "label set custom:0123" in err
-    assert tiny_models[0] in err and str(other) in err
+    assert r18["models"][0] in err and str(other) in err
     assert not out.exists()
     # digits models on CIFAR-10 data: the labels do not fit
     with pytest.raises(ValueError, match="digits labels, but --data cifar10"):

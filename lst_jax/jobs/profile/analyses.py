@@ -24,8 +24,8 @@ class ProfileContext:
 
     config: Any                      # ProfileConfig
     cache: Path                      # root of the cached units
-    images: np.ndarray               # (N, H, W, C) the test images
-    labels: np.ndarray               # (N,)
+    images: np.ndarray | None        # (N, H, W, C) the robustness analysis' test images
+    labels: np.ndarray | None        # (N,) (None: no robustness analysis)
     names: tuple                     # every model of the profile (profiled + baseline)
     profiled: tuple                  # the profiled names, in order
     data: Any = None                 # the DataRef of the images (None: the digits test split)

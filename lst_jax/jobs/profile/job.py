@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Sequence
 
-from lst_jax.data.reference import DataRef, check_data_shape, load_images
+from lst_jax.data.reference import DataRef, check_data_shape, load_images, open_images
 from lst_jax.jobs.profile.analyses import ANALYSES, ProfileContext
 from lst_jax.jobs.profile.compare import (
     ROBUSTNESS_METRICS,
@@ -17,6 +17,7 @@ from lst_jax.jobs.profile.compare import (
 from lst_jax.jobs.profile.config import DEFAULT_BASELINE, ProfileConfig, data_suite, profile_preset
 from lst_jax.jobs.rundir import RunDir
 from lst_jax.parallel import distributed as dist
+from lst_jax.utils.cliargs import data_options_argv
 from lst_jax.utils.progress import Progress
 
 # One signature per method for the report's first figure.
@@ -112,6 +113,7 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
         if first is not r and first.digest() != r.digest():
             raise ValueError(f"two different models (other parameters) are named "
                              f"{r.name!r} among the models and the baseline; rename one")
+    given_names = [m if isinstance(m, str) else refs[m].name for m in models]
     models = [refs[m].name for m in models]
     config = dataclasses.replace(config, baseline=refs[config.baseline].name)
     specs = {r.name: r.spec for r in refs.values()}
@@ -120,7 +122,11 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
     suite = data_suite(dref, shape)
     config = config.with_data(dref).for_suite(suite)
     out = Path(out or Path("runs") / "profile")
-    images, labels = load_images(dref, shape)
+    # only the robustness analysis reads the images here (the first `num_images`); the
+    # others read theirs from `data` themselves, so a large split is never loaded whole
+    num_total = len(open_images(dref, shape))
+    images, labels = load_images(dref, shape, limit=config.robustness.num_images) \
+        if "robustness" in config.analyses else (None, None)
     ctx = ProfileContext(config=config, cache=out / "cache", images=images, labels=labels,
                          names=tuple(specs), profiled=tuple(models), data=dref,
                          progress=progress, refs={r.name: r for r in refs.values()})
@@ -155,13 +161,16 @@ def profile_job(models: Sequence[str], config: ProfileConfig | str = "quick", ou
               else None)
     profile = {
         "models": models, "baseline": config.baseline, "data": dref.key(),
-        "num_images": int(len(images)),
+        "data_description": dref.describe(), "split": dref.resolved_split(),
+        "num_images": int(num_total),
         "images_per_analysis": images_per_analysis(results, models),
         "corruption_table": (config.robustness.table if "robustness" in config.analyses
                              else None),
         "pgd_radius": radius, "preset": preset_name or "custom",
-        "command": command or f"lst-jax profile --models {' '.join(models)}"
-                              + (f" --preset {preset_name}" if preset_name else ""),
+        "command": command or " ".join(
+            ["lst-jax profile --models", *given_names]
+            + (["--preset", preset_name] if preset_name else [])
+            + data_options_argv(dref)),
         "config": _config_dict(config), "metrics": table, "correlations": corr,
         "mce_left_out": mce_left_out,
         "results": results, "timing_seconds": timing}

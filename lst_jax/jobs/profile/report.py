@@ -158,7 +158,9 @@ def data_line(profile: dict) -> str:
     parts = [f"{ANALYSIS_NAMES.get(a, a)} " + ", ".join(f"{_count(v)} {what}"
                                                        for what, v in c.items())
              for a, c in used.items() if c]
-    out = f"Data: {profile['data']} ({profile['num_images']} test images loaded"
+    split = profile.get("split", "test")
+    out = (f"Data: {profile.get('data_description', profile['data'])} "
+           f"({profile['num_images']} {split + ' ' if split else ''}images")
     out += f"; used: {'; '.join(parts)})" if parts else ")"
     if profile.get("corruption_table"):
         table = profile["corruption_table"]
