@@ -286,10 +286,14 @@ def cmd_profile(args) -> int:
     if args.analyses:
         changes["analyses"] = tuple(args.analyses)
     config = profile_preset(args.preset, **changes)
+    if args.num_images is not None:
+        config = config.replace(robustness=config.robustness.replace(
+            num_images=args.num_images))
     out = args.out or f"runs/profile_{args.preset}"
     parts = ["--models", *args.models, "--preset", args.preset]
     parts += ["--baseline", args.baseline] if args.baseline else []
     parts += ["--analyses", *args.analyses] if args.analyses else []
+    parts += ["--num-images", str(args.num_images)] if args.num_images is not None else []
     parts += data_options_argv(args.data_ref)
     command = "lst-jax profile " + " ".join(shlex.quote(a) for a in parts + ["--out", out])
     prof = profile_job(args.models, config, out, progress=not args.quiet, command=command,
@@ -494,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the digits, else the first of --models)")
     p.add_argument("--analyses", nargs="+", choices=sorted(ANALYSES),
                    help="run only these analyses (default: all of the preset)")
+    p.add_argument("--num-images", type=int,
+                   help="test images of the robustness analysis, the first N of the data "
+                        "(default: the preset's: quick 64, paper every image; set it on "
+                        "ImageNet, whose 50,000 validation images are 30 GB in memory)")
     add_data_options(p)
     p.add_argument("--out", help="report directory (default runs/profile_<preset>); its "
                    "cache/ keeps every finished analysis, so re-running is free")

@@ -155,3 +155,26 @@ def test_spearman_exact_p_values_against_scipy():
     assert spearman([1, 2], [2, 1])["rho"] is None
     assert spearman([1, 2, 3], [5, 5, 5])["note"] == "constant across models"
     assert significance_threshold(4) is None and significance_threshold(5) == pytest.approx(1.0)
+
+
+def test_num_images_sets_the_robustness_images(tmp_path, monkeypatch, capsys):
+    """`--num-images N`: the robustness analysis' first N images (the only images the profile
+    loads itself), in the config and in the regenerate line; 0 is refused before any work."""
+    from lst_jax.jobs import profile as profile_pkg
+
+    seen = {}
+
+    def fake(models, config, out, **kw):
+        seen.update(config=config, command=kw["command"])
+        raise KeyboardInterrupt      # stop here: the parsed settings are what is tested
+
+    monkeypatch.setattr(profile_pkg, "profile_job", fake)
+    assert cli.main(["profile", "--preset", "quick", "--num-images", "12", "--out",
+                     str(tmp_path / "p"), "--quiet"]) == 130
+    assert seen["config"].robustness.num_images == 12
+    assert "--num-images 12" in seen["command"]
+    assert profile_preset("quick").robustness.num_images == 64     # the preset's otherwise
+    capsys.readouterr()
+    assert cli.main(["profile", "--num-images", "0", "--out", str(tmp_path / "q")]) == 2
+    assert "num_images must be a positive integer, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
