@@ -196,24 +196,3 @@ def fast_tiny_cnn(seed: int = 0, image_shape=(16, 16, 3), num_classes: int = 10,
     params = jax.tree_util.tree_map_with_path(draw, shapes)
     params["params"]["fc"]["kernel"] = params["params"]["fc"]["kernel"] * np.float32(logit_scale)
     return model_fn, params
-
-
-def he_init_variables(shapes, seed: int = 0):
-    """Variables of the `jax.eval_shape` tree `shapes` without compiling the init (slow at
-    ResNet-18 size on a loaded CPU): He-normal kernels, zero biases, unit scales, BatchNorm
-    statistics at their initial mean 0 / variance 1 (eval mode, as an untrained model)."""
-    import jax
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, s):
-        name = str(getattr(path[-1], "key", path[-1]))
-        if name in ("var", "scale"):
-            return np.ones(s.shape, s.dtype)
-        if name in ("mean", "bias") or len(s.shape) < 2:
-            return np.zeros(s.shape, s.dtype)
-        fan_in = int(np.prod(s.shape[:-1]))
-        return (rng.standard_normal(s.shape) * np.sqrt(2 / fan_in)).astype(s.dtype)
-
-    return jax.tree_util.tree_map_with_path(leaf, shapes)

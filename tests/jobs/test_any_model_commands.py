@@ -1,6 +1,8 @@
 """`examples`, `pool`, `full-eval` and `iaside` through the CLI on a model the registry does not
-name (issue 18): a random-initialised 10-class ResNet-18 at 32x32 (a checkpoint directory with
-CIFAR-10 normalisation, made confident by centring and scaling its output layer) on tfds mock
+name (issue 18): a random-initialised 10-class torchvision ResNet-18 at 32x32, saved with
+`torch.save(state_dict)` and converted with `lst-jax convert WEIGHTS --arch resnet18
+--num-classes 10 --input-size 32 --normalization cifar10` (made confident first by centring
+and scaling its output layer, `converted.centred_heads`), on tfds mock
 CIFAR-10 and on a generated ImageFolder (two class subfolders, images of mixed sizes, each in
 the folder of the class the model predicts for it, mapped by a `--class-index` JSON), and a
 1000-class ResNet-18 at 224x224 through `iaside` on tfds mock ImageNet."""
@@ -14,15 +16,13 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import HAVE_TORCH
+from converted import centred_heads, convert_state_dict_file, torchvision_resnet18
 from lst_jax import cli
-from lst_jax.convert.shapes import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_NORMALIZATION
 from lst_jax.data.reference import DataRef, load_images, open_images, source_labels
-from lst_jax.models.checkpoint import save_checkpoint
-from lst_jax.models.reference import spec_from_metadata
-from lst_jax.models.wrapper import Normalization
-from subproc import he_init_variables
 
 tfds = pytest.importorskip("tensorflow_datasets")
+pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="needs the optional torch extra")
 PIL = pytest.importorskip("PIL.Image")
 
 NUM_MOCK = 48             # mock CIFAR-10 images: enough that the random model gets 2+ right
@@ -31,36 +31,11 @@ SIZES = [(32, 32), (40, 48), (64, 36), (50, 50), (36, 60), (33, 44)] * 3   # (H,
 QUIET = ["--quiet"]
 
 
-def _meta(name, *, num_classes, size, normalization, dataset):
-    """The metadata `lst-jax convert WEIGHTS --arch resnet18 ...` writes."""
-    return {"name": name, "arch": "resnet18", "arch_kwargs": {"num_classes": num_classes},
-            "num_classes": num_classes, "input_size": [size, size, 3],
-            "normalization": normalization.to_dict(), "dataset": dataset,
-            "label_set": dataset}
+def _probs(path, images):
+    from lst_jax.models.reference import resolve_model
 
-
-
-
-def _random_variables(meta):
-    spec = spec_from_metadata(meta, "test")
-    clf = spec.build()
-    shapes = jax.eval_shape(lambda: clf.init(jax.random.key(0), spec.input_size))
-    return clf, he_init_variables(shapes)
-
-
-def _confident(clf, v, images, spread=4.0):
-    """`v` with its output layer centred on `images` (a random net gives nearly the same logits
-    to every image) and scaled so that the centred logits have standard deviation `spread`."""
-    logits = np.asarray(jax.jit(clf)(v, images))
-    mean = logits.mean(0)
-    scale = spread / float((logits - mean).std())
-    fc = v["params"]["fc"]
-    fc = {"kernel": fc["kernel"] * scale, "bias": (fc["bias"] - mean) * scale}
-    return {**v, "params": {**v["params"], "fc": fc}}
-
-
-def _probs(clf, v, images):
-    return np.asarray(jax.nn.softmax(jax.jit(clf)(v, images), -1))
+    m = resolve_model(path).load()
+    return np.asarray(jax.nn.softmax(jax.jit(m.model_fn)(m.params, images), -1))
 
 
 @pytest.fixture(scope="module")
@@ -82,17 +57,16 @@ def cifar_setup(tmp_path_factory):
     folder_x, _ = FolderSource(staging, image_size=32, resize=32).get(np.arange(len(SIZES)))
     with tfds.testing.mock_data(num_examples=NUM_MOCK):
         mock_x, mock_y = load_images(DataRef("cifar10"), (32, 32, 3))
-    meta = _meta("cifar_r18", num_classes=10, size=32,
-                 normalization=Normalization(CIFAR10_MEAN, CIFAR10_STD), dataset="cifar10")
-    clf, v = _random_variables(meta)
-    v = _confident(clf, v, np.concatenate([mock_x, folder_x]))
-    ckpt = str(save_checkpoint(tmp / "cifar_r18", v, meta))
+    sd, = centred_heads(torchvision_resnet18(10), np.concatenate([mock_x, folder_x]),
+                        "cifar10", [4.0])
+    ckpt = convert_state_dict_file(sd, tmp, "cifar_r18", num_classes=10, size=32,
+                                   normalization="cifar10")
 
-    p = _probs(clf, v, mock_x)
+    p = _probs(ckpt, mock_x)
     ok = (p.argmax(-1) == mock_y) & (p.max(-1) > MIN_CONF)
     pool_classes = sorted({int(c) for c in mock_y[ok]})
 
-    p = _probs(clf, v, folder_x)
+    p = _probs(ckpt, folder_x)
     pred, conf = p.argmax(-1), p.max(-1)
     counts = collections.Counter(int(c) for c, q in zip(pred, conf) if q > MIN_CONF)
     (c0, n0), (c1, n1) = counts.most_common(2)
@@ -215,10 +189,9 @@ def test_iaside_on_an_image_folder(cifar_setup, tmp_path):
 def test_iaside_at_224_on_mock_imagenet(tmp_path):
     """A 1000-class ResNet-18 at 224x224 on two mock ImageNet validation images (random
     labels: I-ASIDE scores the log-probability of whatever class the data give)."""
-    meta = _meta("inet_r18", num_classes=1000, size=224, normalization=IMAGENET_NORMALIZATION,
-                 dataset="imagenet")
-    _, v = _random_variables(meta)
-    model = str(save_checkpoint(tmp_path / "inet_r18", v, meta))
+    model = convert_state_dict_file(torchvision_resnet18(1000).state_dict(), tmp_path,
+                                    "inet_r18", num_classes=1000, size=224,
+                                    normalization="imagenet")
     out = tmp_path / "ia"
     with tfds.testing.mock_data(num_examples=2):
         labels = source_labels(open_images(DataRef("imagenet2012"), (224, 224, 3)))

@@ -1,47 +1,37 @@
 """`lst-jax connectivity barrier|detect|bypass` on models other than the digits ones: a
-random-initialised ResNet-18 checkpoint directory (10 classes, 32x32) on tfds mock CIFAR-10,
-a 1000-class ResNet-18 at 224x224 on tfds mock ImageNet, class flags checked against the
-model's class count before any work, and `--memory-budget` planning the batches."""
+random-initialised torchvision ResNet-18 converted by `lst-jax convert` (10 classes, 32x32)
+on tfds mock CIFAR-10, a 1000-class one at 224x224 on tfds mock ImageNet, class flags
+checked against the model's class count before any work, and `--memory-budget` planning the
+batches."""
 
 import collections
 import json
 
-import jax
 import numpy as np
 import pytest
 
+from conftest import HAVE_TORCH
+from converted import convert_state_dict_file, torchvision_resnet18
 from lst_jax import cli
-from lst_jax.convert.shapes import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_NORMALIZATION
 from lst_jax.data.reference import DataRef, open_images, source_labels
-from lst_jax.models.checkpoint import save_checkpoint
-from lst_jax.models.reference import spec_from_metadata
-from lst_jax.models.wrapper import Normalization
-from subproc import he_init_variables
 
 tfds = pytest.importorskip("tensorflow_datasets")
+pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="needs the optional torch extra")
 
 
-def _random_resnet18(path, *, num_classes, size, normalization, dataset):
-    """A checkpoint directory of a random Flax init of the zoo ResNet-18, described by its
-    metadata alone (as `lst-jax convert WEIGHTS --arch resnet18 ...` writes it)."""
-    meta = {"name": path.name, "arch": "resnet18", "arch_kwargs": {"num_classes": num_classes},
-            "num_classes": num_classes, "input_size": [size, size, 3],
-            "normalization": normalization.to_dict(), "dataset": dataset,
-            "label_set": dataset}
-    spec = spec_from_metadata(meta, path)
-    model = spec.build()
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), spec.input_size))
-    save_checkpoint(path, he_init_variables(shapes), meta)
-    return str(path)
-
-
+def _random_resnet18(path, *, num_classes, size, normalization):
+    """A checkpoint directory of a random-initialised torchvision ResNet-18, saved with
+    `torch.save(state_dict)` and converted with `lst-jax convert WEIGHTS --arch resnet18
+    --num-classes N --input-size S --normalization cifar10|imagenet`."""
+    return convert_state_dict_file(torchvision_resnet18(num_classes).state_dict(),
+                                   path.parent, path.name, num_classes=num_classes,
+                                   size=size, normalization=normalization)
 
 
 @pytest.fixture(scope="module")
 def cifar_r18(tmp_path_factory):
     return _random_resnet18(tmp_path_factory.mktemp("ck") / "cifar_r18", num_classes=10,
-                            size=32, normalization=Normalization(CIFAR10_MEAN, CIFAR10_STD),
-                            dataset="cifar10")
+                            size=32, normalization="cifar10")
 
 
 def _one_line(capsys) -> str:
@@ -151,7 +141,7 @@ def test_bypass_at_224_on_mock_imagenet(tmp_path):
     """A 1000-class ResNet-18 at 224x224 on tfds mock ImageNet: two images of one class, a
     five-point path, a few steps, batches planned from a memory budget."""
     model = _random_resnet18(tmp_path / "inet_r18", num_classes=1000, size=224,
-                             normalization=IMAGENET_NORMALIZATION, dataset="imagenet")
+                             normalization="imagenet")
     out = tmp_path / "bypass"
     with tfds.testing.mock_data(num_examples=100):
         labels = source_labels(open_images(DataRef("imagenet2012"), (224, 224, 3)))

@@ -20,7 +20,6 @@ import pytest
 from conftest import HAVE_TORCH
 from lst_jax import cli
 from lst_jax.connectivity.config import AttackConfig
-from lst_jax.convert.shapes import CIFAR10_MEAN, CIFAR10_STD
 from lst_jax.data.reference import DataRef, load_images
 from lst_jax.jobs.connectivity.job import BarrierRunConfig, DetectRunConfig
 from lst_jax.jobs.iaside.job import IasideConfig
@@ -37,30 +36,26 @@ PIL = pytest.importorskip("PIL.Image")
 SPREADS = (6.0, 9.0, 12.0)       # std of the three models' centred logits: same argmax
 NUM_MOCK = 48
 SIZES = [(32, 32), (40, 48), (64, 36), (50, 50), (36, 60), (33, 44)] * 10   # (H, W)
-CONVERT = ["--arch", "resnet18", "--num-classes", "10", "--input-size", "32",
-           "--normalization", "cifar10"]
-
-
-def _torch_input(x):
-    import torch
-
-    z = (x - np.asarray(CIFAR10_MEAN, np.float32)) / np.asarray(CIFAR10_STD, np.float32)
-    return torch.from_numpy(z.transpose(0, 3, 1, 2).copy())
 
 
 @pytest.fixture(scope="module")
 def r18(tmp_path_factory):
     """Three converted checkpoint directories of one random-initialised torchvision
-    ResNet-18 (10 classes) whose `fc` is centred on the test images (a random net gives
-    nearly the same logits to every image) and scaled to the spreads `SPREADS`: the three
-    predict the same varied classes with different confidences. Also: a staging folder of
-    PNGs of mixed sizes, and the models' predicted class of each."""
+    ResNet-18 (10 classes) whose `fc` is centred on the test images and scaled to the
+    spreads `SPREADS` (`converted.centred_heads`): the three predict the same varied
+    classes with different confidences. Also: a staging folder of PNGs of mixed sizes, and
+    the models' predicted class of each."""
     if not HAVE_TORCH:
         pytest.skip("needs the optional torch extra")
     import torch
 
-    from lst_jax.bench.torch_models import randomize_
-    from lst_jax.convert.torchvision_import import import_torchvision
+    from converted import (
+        centred_heads,
+        convert_state_dict_file,
+        load_twin,
+        torch_input,
+        torchvision_resnet18,
+    )
     from lst_jax.data.folder import FolderSource
     from lst_jax.models.reference import resolve_model
 
@@ -77,37 +72,19 @@ def r18(tmp_path_factory):
         mock_x, _ = load_images(DataRef("cifar10"), (32, 32, 3))
     x = np.concatenate([mock_x, folder_x])
 
-    torchvision = import_torchvision()
-    torch.manual_seed(0)
-    net = randomize_(torchvision.models.resnet18(weights=None, num_classes=10), seed=0)
-    with torch.no_grad():
-        logits = net(_torch_input(x)).numpy()
-    mean, std = logits.mean(0), float((logits - logits.mean(0)).std())
-    paths, twins = [], []
-    for i, spread in enumerate(SPREADS):
-        scale = spread / std
-        sd = {k: v.clone() for k, v in net.state_dict().items()}
-        sd["fc.weight"] = sd["fc.weight"] * scale
-        sd["fc.bias"] = (sd["fc.bias"] - torch.from_numpy(mean)) * scale
-        weights = tmp / f"r18_{i}.pth"
-        torch.save(sd, weights)
-        out = tmp / f"cifar_r18_{i}"
-        assert cli.main(["convert", str(weights), *CONVERT, "--name", f"cifar_r18_{i}",
-                         "--out", str(out)]) == 0
-        paths.append(str(out))
-        twin = torchvision.models.resnet18(weights=None, num_classes=10)
-        twin.load_state_dict(sd)
-        twins.append(twin.eval())
-
-    # the converted models' logits against PyTorch's (float32 and float64)
-    probe = x[:8]
-    for path, twin in zip(paths, twins):
-        m = resolve_model(path).load()
+    net = torchvision_resnet18(10)
+    paths = []
+    for i, sd in enumerate(centred_heads(net, x, "cifar10", SPREADS)):
+        paths.append(convert_state_dict_file(sd, tmp, f"cifar_r18_{i}", num_classes=10,
+                                             size=32, normalization="cifar10"))
+        # the converted model's logits against PyTorch's (float32 and float64)
+        twin, probe = load_twin(sd, 10), x[:8]
+        m = resolve_model(paths[-1]).load()
         ours = np.asarray(jax.jit(m.model_fn)(m.params, probe))
         with torch.no_grad():
-            ref32 = twin(_torch_input(probe)).numpy()
-            ref64 = twin.double()(_torch_input(probe).double()).numpy()
-        assert_close_to_float64(ref32, ref64, ours, what=f"{path} logits")
+            ref32 = twin(torch_input(probe, "cifar10")).numpy()
+            ref64 = twin.double()(torch_input(probe, "cifar10").double()).numpy()
+        assert_close_to_float64(ref32, ref64, ours, what=f"{paths[-1]} logits")
     m = resolve_model(paths[0]).load()
     pred = np.asarray(jax.jit(m.model_fn)(m.params, folder_x)).argmax(-1)
     return {"models": paths, "staging": staging, "folder_pred": pred}
