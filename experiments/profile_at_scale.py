@@ -34,15 +34,6 @@ import numpy as np
 SPREADS = (6.0, 9.0, 12.0)   # std of the three models' centred logits
 
 
-def _cifar_input(x):
-    import torch
-
-    from lst_jax.convert.shapes import CIFAR10_MEAN, CIFAR10_STD
-
-    z = (x - np.asarray(CIFAR10_MEAN, np.float32)) / np.asarray(CIFAR10_STD, np.float32)
-    return torch.from_numpy(z.transpose(0, 3, 1, 2).copy())
-
-
 def make_models_and_folder(work: Path, num_images: int, seed: int = 0) -> tuple[list, Path]:
     """Three converted checkpoint directories and the labelled ImageFolder (see the module
     docstring)."""
@@ -50,21 +41,15 @@ def make_models_and_folder(work: Path, num_images: int, seed: int = 0) -> tuple[
     from PIL import Image
 
     from lst_jax import cli
-    from lst_jax.bench.torch_models import randomize_
-    from lst_jax.convert.torchvision_import import import_torchvision
+    from lst_jax.bench.torch_models import centred_heads, normalized_nchw, torchvision_resnet18
+    from lst_jax.convert.shapes import CIFAR10_MEAN, CIFAR10_STD
 
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8)
-    torch.manual_seed(seed)
-    net = randomize_(import_torchvision().models.resnet18(weights=None, num_classes=10), seed)
-    with torch.no_grad():
-        logits = net(_cifar_input(x.astype(np.float32) / 255)).numpy()
-    mean, std = logits.mean(0), float((logits - logits.mean(0)).std())
+    net = torchvision_resnet18(10, seed)
+    inputs = normalized_nchw(x.astype(np.float32) / 255, CIFAR10_MEAN, CIFAR10_STD)
     models = []
-    for i, spread in enumerate(SPREADS):
-        sd = {k: v.clone() for k, v in net.state_dict().items()}
-        sd["fc.weight"] = sd["fc.weight"] * (spread / std)
-        sd["fc.bias"] = (sd["fc.bias"] - torch.from_numpy(mean)) * (spread / std)
+    for i, sd in enumerate(centred_heads(net, inputs, SPREADS)):
         torch.save(sd, work / f"r18_{i}.pth")
         out = work / f"cifar_r18_{i}"
         if not (out / "metadata.json").is_file():
@@ -72,8 +57,10 @@ def make_models_and_folder(work: Path, num_images: int, seed: int = 0) -> tuple[
                              "--num-classes", "10", "--input-size", "32", "--normalization",
                              "cifar10", "--name", f"cifar_r18_{i}", "--out", str(out)]) == 0
         models.append(str(out))
+    with torch.no_grad():
+        pred = net(inputs).numpy()
+    pred = (pred - pred.mean(0)).argmax(-1)
     folder = work / "images"
-    pred = ((logits - mean) / std).argmax(-1)
     for j, (img, c) in enumerate(zip(x, pred)):
         d = folder / str(int(c))
         d.mkdir(parents=True, exist_ok=True)

@@ -296,6 +296,46 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def torchvision_resnet18(num_classes: int, seed: int = 0) -> nn.Module:
+    """A random-initialised torchvision ResNet-18 with randomised BatchNorm statistics (eval
+    mode), torchvision imported next to the CPU torch (`import_torchvision`)."""
+    from lst_jax.convert.torchvision_import import import_torchvision
+
+    torch.manual_seed(seed)
+    net = import_torchvision().models.resnet18(weights=None, num_classes=num_classes)
+    return randomize_(net, seed=seed)
+
+
+def normalized_nchw(x, mean, std) -> torch.Tensor:
+    """Pixels (N, H, W, 3) in [0, 1] (numpy) -> `(x - mean) / std` as an NCHW float32 tensor."""
+    import numpy as np
+
+    z = (np.asarray(x, np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(z.transpose(0, 3, 1, 2).copy())
+
+
+def centred_heads(net: nn.Module, inputs: torch.Tensor, spreads, head: str = "fc") -> list:
+    """State dicts of `net` whose output layer `head` is centred on `inputs` (a random net
+    gives nearly the same logits to every input) and scaled so that the centred logits have
+    each standard deviation of `spreads`: the same predictions, varied over the inputs, at
+    several confidences (random models that a pool, a pair selection or a detector can use).
+
+    Shape:
+        inputs: (N, 3, H, W), the net's own input -> one state dict per spread.
+    """
+    with torch.no_grad():
+        logits = net(inputs)
+    mean = logits.mean(0)
+    std = float((logits - mean).std())
+    out = []
+    for spread in spreads:
+        sd = {k: v.clone() for k, v in net.state_dict().items()}
+        sd[f"{head}.weight"] = sd[f"{head}.weight"] * (spread / std)
+        sd[f"{head}.bias"] = (sd[f"{head}.bias"] - mean) * (spread / std)
+        out.append(sd)
+    return out
+
+
 def state_dict_numpy(model: nn.Module) -> dict:
     """The model's state dict as numpy arrays (what `read_state_dict` returns)."""
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}

@@ -16,7 +16,9 @@ from lst_jax.data.reference import DataRef
 from lst_jax.jobs.connectivity import command
 from lst_jax.jobs.connectivity.demos import BypassRunConfig, SyntheticRunConfig
 from lst_jax.jobs.connectivity.job import BarrierRunConfig, DetectRunConfig
+from lst_jax.jobs.iaside import command as iaside_command
 from lst_jax.jobs.iaside.job import IasideConfig
+from lst_jax.jobs.lst import command as lst_command
 from lst_jax.jobs.lst.examples import WidthSettings
 from lst_jax.jobs.lst.full_eval import FullEvalConfig
 from lst_jax.jobs.lst.job import examples_job, pool_job
@@ -128,10 +130,10 @@ def test_no_flags_build_exactly_the_default_configs():
     assert command.detect_config(parse("connectivity", "detect")) == DET
     assert command.bypass_config(parse("connectivity", "bypass")) == BYP
     assert command.synthetic_config(parse("connectivity", "synthetic")) == SYN
-    assert cli.iaside_config(parse("iaside", "--models", "x")) == IA
-    assert cli.full_eval_config(parse("full-eval")) == FE
+    assert iaside_command.iaside_config(parse("iaside", "--models", "x")) == IA
+    assert lst_command.full_eval_config(parse("full-eval")) == FE
     args = parse("examples")
-    assert cli.config_from_args(args) == PRESETS["paper"]
+    assert lst_command.config_from_args(args) == PRESETS["paper"]
     for name in ("k", "seed", "plane_grid", "path_points", "plane_source", "model", "data"):
         assert getattr(args, name) == EX[name].default, name
 
@@ -172,7 +174,7 @@ def test_quick_fills_only_what_was_not_given():
 
     # the LST presets: --preset sets what is not given, an explicit flag wins
     args = parse("examples", "--preset", "reference_defaults", "--iters", "7")
-    assert cli.config_from_args(args) == PRESETS["reference_defaults"].replace(iters=7)
+    assert lst_command.config_from_args(args) == PRESETS["reference_defaults"].replace(iters=7)
 
 
 def test_closest_registry_names_by_words():
