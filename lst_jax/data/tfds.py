@@ -13,6 +13,8 @@ images get torchvision's `Resize(256)` + `CenterCrop(224)` (bilinear by default)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from lst_jax.data.preprocess import resize_center_crop_uint8
@@ -28,13 +30,17 @@ DEFAULTS = {
 def missing_data_message(name: str, split: str, data_dir, err: Exception) -> str:
     where = data_dir or "the tensorflow-datasets default data directory ($TFDS_DATA_DIR or " \
                         "~/tensorflow_datasets)"
-    extra = (" ImageNet needs the ILSVRC2012 tar files in a manual directory "
-             "(--manual_dir)." if name == "imagenet2012" else "")
+    build = f"tfds build {name} --file_format=array_record"
+    if name == "imagenet2012":
+        build += " --manual_dir=DIR` (DIR holds the ILSVRC2012 tar files"
+        build += ", which tfds cannot download)"
+    else:
+        build += "`"
+    reason = str(err).splitlines()[0].rstrip(" :") if str(err) else ""
     return (f"tensorflow-datasets split {name}/{split} is not available in {where}: lst_jax "
             f"reads prepared data only and never downloads it. Prepare it where internet is "
-            f"available with `tfds build {name} --file_format=array_record`{extra} and copy "
-            f"the prepared folder to the data directory (pass it with --data-dir). "
-            f"[{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}]")
+            f"available with `{build}, then copy the prepared folder to the data directory "
+            f"(pass it with --data-dir). [{type(err).__name__}: {reason}]")
 
 
 class TfdsSource:
@@ -61,6 +67,11 @@ class TfdsSource:
         self.resize = resize if resize is not None else dresize
         self.interpolation = interpolation
         self.name = f"{name}-{self.split}"
+        if data_dir is not None:
+            data_dir = str(Path(data_dir).expanduser())
+        if data_dir is not None and not Path(data_dir).is_dir():
+            raise FileNotFoundError(f"--data-dir {data_dir} does not exist (the directory that "
+                                    f"holds the prepared tensorflow-datasets folder {name}/)")
         try:
             self._ds = tfds.data_source(name, split=self.split, data_dir=data_dir,
                                         download=False)

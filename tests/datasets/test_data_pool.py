@@ -34,6 +34,12 @@ def test_tfds_missing_data_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="not available in .*never downloads.*tfds "
                                                 "build cifar10"):
         open_source("cifar10", data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="tfds build imagenet2012 --file_format="
+                                                "array_record --manual_dir=DIR` \\(DIR holds "
+                                                "the ILSVRC2012 tar files"):
+        open_source("imagenet2012", data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="--data-dir .*nowhere does not exist"):
+        open_source("cifar10", data_dir=tmp_path / "nowhere")
     with pytest.raises(ValueError, match="unknown data source"):
         open_source("mnist")
 
