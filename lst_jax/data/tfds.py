@@ -30,17 +30,14 @@ DEFAULTS = {
 def missing_data_message(name: str, split: str, data_dir, err: Exception) -> str:
     where = data_dir or "the tensorflow-datasets default data directory ($TFDS_DATA_DIR or " \
                         "~/tensorflow_datasets)"
-    build = f"tfds build {name} --file_format=array_record"
-    if name == "imagenet2012":
-        build += " --manual_dir=DIR` (DIR holds the ILSVRC2012 tar files"
-        build += ", which tfds cannot download)"
-    else:
-        build += "`"
+    manual = name == "imagenet2012"          # the only dataset whose files tfds cannot fetch
+    build = f"tfds build {name} --file_format=array_record" + (" --manual_dir=DIR" * manual)
+    note = " (DIR holds the ILSVRC2012 tar files, which tfds cannot download)" * manual
     reason = str(err).splitlines()[0].rstrip(" :") if str(err) else ""
     return (f"tensorflow-datasets split {name}/{split} is not available in {where}: lst_jax "
             f"reads prepared data only and never downloads it. Prepare it where internet is "
-            f"available with `{build}, then copy the prepared folder to the data directory "
-            f"(pass it with --data-dir). [{type(err).__name__}: {reason}]")
+            f"available with `{build}`{note}, then copy the prepared folder to the data "
+            f"directory (pass it with --data-dir). [{type(err).__name__}: {reason}]")
 
 
 class TfdsSource:
@@ -68,10 +65,11 @@ class TfdsSource:
         self.interpolation = interpolation
         self.name = f"{name}-{self.split}"
         if data_dir is not None:
-            data_dir = str(Path(data_dir).expanduser())
-        if data_dir is not None and not Path(data_dir).is_dir():
-            raise FileNotFoundError(f"--data-dir {data_dir} does not exist (the directory that "
-                                    f"holds the prepared tensorflow-datasets folder {name}/)")
+            data_dir = Path(data_dir).expanduser()      # as tfds reads it
+            if not data_dir.is_dir():
+                raise FileNotFoundError(f"--data-dir {data_dir} does not exist (the directory "
+                                        f"that holds the prepared tensorflow-datasets folder "
+                                        f"{name}/)")
         try:
             self._ds = tfds.data_source(name, split=self.split, data_dir=data_dir,
                                         download=False)
