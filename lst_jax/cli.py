@@ -137,5 +137,20 @@ def main(argv=None) -> int:
             signal.signal(signal.SIGINT, previous_int)
 
 
+def run() -> None:
+    """The `lst-jax` program: `main`, then exit with its status. After an interrupt (status
+    130) the process ends without the interpreter's teardown, as after a `ProcessFailure`:
+    every result is already on disk (atomic files) and the run directory's lock goes with
+    the process, while tearing down XLA's runtime with an interrupted program's buffers
+    still referenced can crash (a segmentation fault, exit 139, seen when Ctrl-C stops
+    `profile` inside its robustness analysis)."""
+    status = main()
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -99,9 +99,9 @@ def kill_cli_when(args, ready, timeout: float = 300) -> None:
         proc.stderr.close()
 
 
-# Runs `lst_jax.cli.main(sys.argv[1:])` with every `RunDir.save_npz` followed by a pause of
-# LST_JAX_TEST_SAVE_PAUSE seconds: a signal sent once a chunk file exists then lands while
-# the command still has work to do, whatever the machine's speed.
+# Runs the `lst-jax` program (`lst_jax.cli.run`) with every `RunDir.save_npz` followed by a
+# pause of LST_JAX_TEST_SAVE_PAUSE seconds: a signal sent once a chunk file exists then lands
+# while the command still has work to do, whatever the machine's speed.
 _PAUSED_CLI = """
 import os, sys, time
 from lst_jax.jobs import rundir
@@ -111,8 +111,8 @@ def _paused(self, *a, **k):
     time.sleep(float(os.environ["LST_JAX_TEST_SAVE_PAUSE"]))
     return out
 rundir.RunDir.save_npz = _paused
-from lst_jax.cli import main
-sys.exit(main(sys.argv[1:]))
+from lst_jax.cli import run
+run()
 """
 
 
